@@ -1,0 +1,41 @@
+"""The `specsweep` command: a click group whose errors are always one line and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from specsweep import __version__
+from specsweep.errors import SpecsweepError
+from specsweep.synth.command import synth
+
+
+class OneLineErrors(click.Group):
+    """Usage errors, bad parameters and SpecsweepError all end as `specsweep: error: ...`, exit 2."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("specsweep: interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as e:
+            message = " ".join(e.format_message().split())
+            click.echo(f"specsweep: error: {message}", err=True)
+            sys.exit(2)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="specsweep")
+def main() -> None:
+    """Does speculative decoding make a llama.cpp model faster on this GPU, and why or why not?"""
+
+
+main.add_command(synth)
+
+__all__ = ["main", "SpecsweepError"]

@@ -1,0 +1,141 @@
+"""Shape cards: the published shapes of the models specsweep studies, and a tiny scale of each.
+
+A full-scale card copies the model's Hugging Face `config.json` (hidden size, layers, heads, experts,
+gated-delta-net dimensions, vocabulary size) so that a random-weight GGUF written from it has the
+same tensors, bytes and kernels as the real file: timing-true, since speed does not depend on the
+weight values. The tiny scale keeps the architecture and the layer pattern and shrinks every
+dimension so that CI can run the real llama.cpp on the CPU in milliseconds per token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+SCALES = ("full", "tiny")
+
+
+@dataclass(frozen=True)
+class ShapeCard:
+    name: str
+    arch: str  # llama.cpp architecture name (general.architecture)
+    family: str  # vocabulary family: cards of one family share their token list
+    source: str  # where the full shape comes from
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ctx_train: int
+    rope_base: float
+    n_rot: int = 0  # rotary dims; 0 means the whole head
+    n_ff: int = 0  # dense feed-forward width
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    n_ff_shexp: int = 0  # shared expert width (qwen35moe)
+    # gated delta net (qwen35, qwen35moe): one full-attention layer every `full_attn_interval`
+    ssm_d_conv: int = 0
+    ssm_d_state: int = 0  # head dim of k/v in the delta net
+    ssm_n_group: int = 0  # k heads
+    ssm_dt_rank: int = 0  # v heads
+    full_attn_interval: int = 0
+    rope_sections: tuple[int, ...] = ()
+    tied_embeddings: bool = False
+    rms_eps: float = 1e-6
+    tiny: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 0
+
+    @property
+    def is_hybrid(self) -> bool:
+        return self.full_attn_interval > 0
+
+    @property
+    def ssm_d_inner(self) -> int:
+        return self.ssm_d_state * self.ssm_dt_rank
+
+    def is_recurrent_layer(self, il: int) -> bool:
+        # llama.cpp's default when the GGUF has no explicit recurrent-layer list
+        return self.is_hybrid and (il + 1) % self.full_attn_interval != 0
+
+    def at_scale(self, scale: str) -> "ShapeCard":
+        if scale == "full":
+            return self
+        if scale == "tiny":
+            return dataclasses.replace(self, **self.tiny, tiny={})
+        raise ValueError(f"unknown scale {scale!r}")
+
+
+# Tiny vocabularies: each family keeps its own size, so a cross-family draft is refused in CI
+# exactly as 151936 vs 248320 is refused at full size.
+_TINY_VOCAB = {"qwen3": 1536, "qwen35": 2048}
+
+_TINY_HYBRID = dict(
+    n_embd=128, n_layer=4, n_head=4, n_head_kv=2, head_dim=64, n_rot=16, rope_sections=(3, 3, 2, 0),
+    ssm_d_conv=4, ssm_d_state=32, ssm_n_group=2, ssm_dt_rank=4, n_ctx_train=8192,
+    n_vocab=_TINY_VOCAB["qwen35"],
+)
+
+_CARDS = [
+    ShapeCard(
+        name="qwen3.6-35b-a3b", arch="qwen35moe", family="qwen35",
+        source="Qwen/Qwen3.6-35B-A3B config.json (same text layout as Qwen3.5-35B-A3B)",
+        n_vocab=248320, n_embd=2048, n_layer=40, n_head=16, n_head_kv=2, head_dim=256, n_rot=64,
+        n_ctx_train=262144, rope_base=10_000_000.0, rope_sections=(11, 11, 10, 0),
+        n_expert=256, n_expert_used=8, n_ff_exp=512, n_ff_shexp=512,
+        ssm_d_conv=4, ssm_d_state=128, ssm_n_group=16, ssm_dt_rank=32, full_attn_interval=4,
+        tiny=dict(_TINY_HYBRID, n_expert=16, n_expert_used=4, n_ff_exp=64, n_ff_shexp=64),
+    ),
+    ShapeCard(
+        name="qwen3.6-27b", arch="qwen35", family="qwen35",
+        source="Qwen/Qwen3.6-27B config.json (same text layout as Qwen3.5-27B)",
+        n_vocab=248320, n_embd=5120, n_layer=64, n_head=24, n_head_kv=4, head_dim=256, n_rot=64,
+        n_ctx_train=262144, rope_base=10_000_000.0, rope_sections=(11, 11, 10, 0), n_ff=17408,
+        ssm_d_conv=4, ssm_d_state=128, ssm_n_group=16, ssm_dt_rank=48, full_attn_interval=4,
+        tiny=dict(_TINY_HYBRID, n_ff=256),
+    ),
+    ShapeCard(
+        name="qwen3.5-0.8b", arch="qwen35", family="qwen35",
+        source="Qwen/Qwen3.5-0.8B config.json (the vocab-matched draft)",
+        n_vocab=248320, n_embd=1024, n_layer=24, n_head=8, n_head_kv=2, head_dim=256, n_rot=64,
+        n_ctx_train=262144, rope_base=10_000_000.0, rope_sections=(11, 11, 10, 0), n_ff=3584,
+        ssm_d_conv=4, ssm_d_state=128, ssm_n_group=16, ssm_dt_rank=16, full_attn_interval=4,
+        tied_embeddings=True,
+        tiny=dict(_TINY_HYBRID, n_embd=64, n_head=2, n_head_kv=1, ssm_dt_rank=2, n_ff=128),
+    ),
+    ShapeCard(
+        name="qwen3.5-122b-a10b", arch="qwen35moe", family="qwen35",
+        source="Qwen/Qwen3.5-122B-A10B config.json (the 10B-active MoE)",
+        n_vocab=248320, n_embd=3072, n_layer=48, n_head=32, n_head_kv=2, head_dim=256, n_rot=64,
+        n_ctx_train=262144, rope_base=10_000_000.0, rope_sections=(11, 11, 10, 0),
+        n_expert=256, n_expert_used=8, n_ff_exp=1024, n_ff_shexp=1024,
+        ssm_d_conv=4, ssm_d_state=128, ssm_n_group=16, ssm_dt_rank=64, full_attn_interval=4,
+        tiny=dict(_TINY_HYBRID, n_embd=192, n_expert=32, n_expert_used=4, n_ff_exp=96, n_ff_shexp=96),
+    ),
+    ShapeCard(
+        name="qwen3-30b-a3b", arch="qwen3moe", family="qwen3",
+        source="Qwen/Qwen3-30B-A3B config.json (attention-only MoE)",
+        n_vocab=151936, n_embd=2048, n_layer=48, n_head=32, n_head_kv=4, head_dim=128,
+        n_ctx_train=40960, rope_base=1_000_000.0, n_expert=128, n_expert_used=8, n_ff_exp=768,
+        tiny=dict(n_vocab=_TINY_VOCAB["qwen3"], n_embd=128, n_layer=4, n_head=4, n_head_kv=2,
+                  head_dim=32, n_ctx_train=8192, n_expert=16, n_expert_used=4, n_ff_exp=64),
+    ),
+    ShapeCard(
+        name="qwen3-0.6b", arch="qwen3", family="qwen3",
+        source="Qwen/Qwen3-0.6B config.json (dense; the published wrong-vocabulary draft)",
+        n_vocab=151936, n_embd=1024, n_layer=28, n_head=16, n_head_kv=8, head_dim=128, n_ff=3072,
+        n_ctx_train=40960, rope_base=1_000_000.0, tied_embeddings=True,
+        tiny=dict(n_vocab=_TINY_VOCAB["qwen3"], n_embd=64, n_layer=4, n_head=2, n_head_kv=1,
+                  head_dim=32, n_ff=128, n_ctx_train=8192),
+    ),
+]
+
+CARDS: dict[str, ShapeCard] = {c.name: c for c in _CARDS}
+
+
+def card_help() -> str:
+    return "; ".join(f"{c.name} ({c.arch})" for c in _CARDS)

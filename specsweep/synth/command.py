@@ -1,0 +1,89 @@
+"""`specsweep synth`: write random-weight GGUF models of real shapes, and drafts made from them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from specsweep.errors import SpecsweepError
+from specsweep.synth.cards import CARDS, SCALES, card_help
+from specsweep.synth.fill import WEIGHT_TYPES
+from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, write_model
+
+
+@click.command(epilog=f"Cards: {card_help()}.")
+@click.argument("card", required=False, type=click.Choice(sorted(CARDS)), metavar="CARD")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="GGUF file to write (written under a temporary name, then renamed).")
+@click.option("--scale", type=click.Choice(SCALES), default=None,
+              help="full: the published shape (default); tiny: the same layout, CPU-sized, for tests.")
+@click.option("--wtype", type=click.Choice(sorted(WEIGHT_TYPES)), default=None,
+              help="Storage type of the matrices (default Q4_0). Norms and routers stay F32.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Weight seed (default 0). Another seed of the same family: a vocab-matched, unrelated draft.")
+@click.option("--like", "like", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Make a draft from this synthetic target: same card, scale, type and seed.")
+@click.option("--identical", is_flag=True, help="With --like: a byte-identical copy (100% acceptance).")
+@click.option("--perturb", type=float, default=None, metavar="FRACTION",
+              help="With --like: re-randomise this fraction f of the output head's token rows; greedy "
+                   "agreement with the target is then about (1-f)/(1+f).")
+def synth(card, output, scale, wtype, seed, like, identical, perturb):
+    """Write a random-weight GGUF of a real shape that llama.cpp loads and runs.
+
+    Timing does not depend on weight values, so a full-scale card gives a timing-true model; a tiny
+    one lets CI run the real llama.cpp on a CPU.
+    """
+    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb)
+    _check_writable(output)
+    size = planned_bytes(recipe)
+    click.echo(f"writing {output} ({recipe.card.name}, {recipe.scale}, {recipe.wtype}, "
+               f"{size / 2**30:.2f} GiB)", err=True)
+    try:
+        with click.progressbar(length=size, label="synth", file=sys.stderr) as bar:
+            result = write_model(recipe, output, progress=bar.update)
+    except OSError as e:
+        raise SpecsweepError(f"cannot write {output}: {e.strerror or e}") from None
+    note = f", {recipe.perturb:.0%} of the output head's rows re-randomised" if result.n_perturbed else ""
+    click.echo(f"wrote {result.path}: {result.n_tensors} tensors, {result.n_params / 1e9:.3f} B params, "
+               f"{result.n_bytes / 2**30:.2f} GiB in {result.seconds:.1f} s{note}")
+
+
+def _recipe(card, scale, wtype, seed, like, identical, perturb) -> Recipe:
+    if perturb is not None and not 0.0 <= perturb <= 1.0:
+        raise SpecsweepError(f"--perturb must be within [0, 1], got {perturb}")
+    if (identical or perturb is not None) and like is None:
+        raise SpecsweepError("--identical and --perturb make a draft from a target: give --like TARGET.gguf")
+    if like is None:
+        if card is None:
+            raise SpecsweepError(f"name a shape card ({', '.join(sorted(CARDS))}) or give --like TARGET.gguf")
+        scale = scale or "full"
+        return Recipe(CARDS[card].at_scale(scale), scale, wtype or "Q4_0", seed or 0)
+
+    if identical == (perturb is not None):
+        raise SpecsweepError("with --like, give exactly one of --identical or --perturb FRACTION")
+    try:
+        fields = read_recipe_fields(like)
+    except Exception as e:  # gguf raises ValueError/struct errors on foreign or truncated files
+        raise SpecsweepError(f"{like} is not a readable GGUF: {e}") from None
+    if "card" not in fields:
+        raise SpecsweepError(f"{like} was not written by specsweep synth, so its weights cannot be re-derived")
+    base = fields["card"]
+    if base not in CARDS:
+        raise SpecsweepError(f"{like} names an unknown shape card {base!r}")
+    for name, given, have in (("card", card, base), ("--scale", scale, fields["scale"]),
+                              ("--wtype", wtype, fields["wtype"]), ("--seed", seed, fields["seed"])):
+        if given is not None and given != have:
+            raise SpecsweepError(f"{name} {given} contradicts the target's {have}: a --like draft copies it")
+    return Recipe(CARDS[base].at_scale(fields["scale"]), fields["scale"], fields["wtype"], int(fields["seed"]),
+                  perturb=0.0 if identical else perturb)
+
+
+def _check_writable(output: Path) -> None:
+    parent = output.resolve().parent
+    if not parent.is_dir():
+        raise SpecsweepError(f"cannot write {output}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise SpecsweepError(f"cannot write {output}: folder {parent} is not writable")

@@ -1,0 +1,115 @@
+"""Which tensors llama.cpp requires for each architecture, with their shapes.
+
+Mirrors `load_arch_tensors` in the vendored llama.cpp (`src/models/qwen3.cpp`, `qwen3moe.cpp`,
+`qwen35.cpp`, `qwen35moe.cpp`). Shapes are in ggml order: ne0 (the row length, the input dimension
+of a matrix) first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from specsweep.synth.cards import ShapeCard
+
+ARCHS = ("qwen3", "qwen3moe", "qwen35", "qwen35moe")
+
+# How a tensor's values are drawn; see fill.py.
+EMBED = "embed"  # quantised, unit scale: the current token stays visible in the residual stream
+MATRIX = "matrix"  # quantised, scale 1/sqrt(fan_in): activations keep unit scale
+NORM = "norm"  # F32 ones
+DENSE_F32 = "dense_f32"  # small F32 matrices kept unquantised, as real quants keep routers
+CONV = "conv"  # F32 depthwise conv kernel of the delta net
+SSM_A = "ssm_a"  # F32, negative: the delta net's decay rate
+BIAS = "bias"  # F32, small
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]  # ggml order
+    kind: str
+    layer: int = -1  # -1: the output head (output, or token_embd when tied); -2: input embeddings
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_output_head(self) -> bool:
+        return self.layer == -1 and self.kind in (MATRIX, EMBED)
+
+
+def tensor_specs(card: ShapeCard) -> list[TensorSpec]:
+    if card.arch not in ARCHS:
+        raise ValueError(f"unknown architecture {card.arch!r}")
+    c = card
+    # A tied head is the embedding itself: at unit scale every token would predict itself.
+    specs = [TensorSpec("token_embd.weight", (c.n_embd, c.n_vocab), MATRIX if c.tied_embeddings else EMBED,
+                        layer=-1 if c.tied_embeddings else -2)]
+    specs.append(TensorSpec("output_norm.weight", (c.n_embd,), NORM))
+    if not c.tied_embeddings:
+        specs.append(TensorSpec("output.weight", (c.n_embd, c.n_vocab), MATRIX))
+    for il in range(c.n_layer):
+        specs += _block(c, il)
+    return specs
+
+
+def _block(c: ShapeCard, il: int) -> list[TensorSpec]:
+    def t(name: str, shape: tuple[int, ...], kind: str = MATRIX) -> TensorSpec:
+        return TensorSpec(f"blk.{il}.{name}", shape, kind, il)
+
+    out = [t("attn_norm.weight", (c.n_embd,), NORM)]
+    q_dim, kv_dim = c.head_dim * c.n_head, c.head_dim * c.n_head_kv
+    hybrid = c.arch in ("qwen35", "qwen35moe")
+
+    if hybrid and c.is_recurrent_layer(il):
+        key_dim = c.ssm_d_state * c.ssm_n_group
+        value_dim = c.ssm_d_state * c.ssm_dt_rank
+        out += [
+            t("attn_qkv.weight", (c.n_embd, 2 * key_dim + value_dim)),
+            t("attn_gate.weight", (c.n_embd, value_dim)),
+            t("ssm_conv1d.weight", (c.ssm_d_conv, 2 * key_dim + value_dim), CONV),
+            t("ssm_dt.bias", (c.ssm_dt_rank,), BIAS),
+            t("ssm_a", (c.ssm_dt_rank,), SSM_A),
+            t("ssm_beta.weight", (c.n_embd, c.ssm_dt_rank), DENSE_F32),
+            t("ssm_alpha.weight", (c.n_embd, c.ssm_dt_rank), DENSE_F32),
+            t("ssm_norm.weight", (c.ssm_d_state,), NORM),
+            t("ssm_out.weight", (value_dim, c.n_embd)),
+        ]
+    else:
+        # Qwen3.5's full-attention layers project a per-head output gate together with q.
+        out += [
+            t("attn_q.weight", (c.n_embd, q_dim * (2 if hybrid else 1))),
+            t("attn_k.weight", (c.n_embd, kv_dim)),
+            t("attn_v.weight", (c.n_embd, kv_dim)),
+            t("attn_output.weight", (q_dim, c.n_embd)),
+            t("attn_q_norm.weight", (c.head_dim,), NORM),
+            t("attn_k_norm.weight", (c.head_dim,), NORM),
+        ]
+
+    out.append(t("post_attention_norm.weight" if hybrid else "ffn_norm.weight", (c.n_embd,), NORM))
+
+    if c.is_moe:
+        out += [
+            t("ffn_gate_inp.weight", (c.n_embd, c.n_expert), DENSE_F32),
+            t("ffn_gate_exps.weight", (c.n_embd, c.n_ff_exp, c.n_expert)),
+            t("ffn_up_exps.weight", (c.n_embd, c.n_ff_exp, c.n_expert)),
+            t("ffn_down_exps.weight", (c.n_ff_exp, c.n_embd, c.n_expert)),
+        ]
+        if c.n_ff_shexp:
+            out += [
+                t("ffn_gate_inp_shexp.weight", (c.n_embd,), DENSE_F32),
+                t("ffn_gate_shexp.weight", (c.n_embd, c.n_ff_shexp)),
+                t("ffn_up_shexp.weight", (c.n_embd, c.n_ff_shexp)),
+                t("ffn_down_shexp.weight", (c.n_ff_shexp, c.n_embd)),
+            ]
+    else:
+        out += [
+            t("ffn_gate.weight", (c.n_embd, c.n_ff)),
+            t("ffn_up.weight", (c.n_embd, c.n_ff)),
+            t("ffn_down.weight", (c.n_ff, c.n_embd)),
+        ]
+    return out

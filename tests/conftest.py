@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny synthetic models written once per test session by the real factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from specsweep.engine import runtime
+from specsweep.synth.cards import CARDS
+from specsweep.synth.writer import Recipe, write_model
+
+PROMPT = "The quick brown fox jumps over the lazy dog. def main(argv=None):"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    runtime.init(verbose=False)
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_dir):
+    """tiny_model(card, wtype="Q4_0", seed=0, perturb=0.0) -> path of a cached tiny GGUF."""
+    made: dict[tuple, Path] = {}
+
+    def make(card: str, wtype: str = "Q4_0", seed: int = 0, perturb: float = 0.0) -> Path:
+        key = (card, wtype, seed, perturb)
+        if key not in made:
+            path = model_dir / f"{card}-{wtype}-s{seed}-p{perturb}.gguf"
+            write_model(Recipe(CARDS[card].at_scale("tiny"), "tiny", wtype, seed, perturb=perturb), path)
+            made[key] = path
+        return made[key]
+
+    return make
