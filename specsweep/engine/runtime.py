@@ -82,6 +82,9 @@ class Model:
             raise SpecsweepError(f"could not tokenize a prompt of {len(data)} bytes")
         return list(buf[:n])
 
+    def is_eog(self, token: int) -> bool:
+        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+
     def piece(self, token: int) -> str:
         buf = ctypes.create_string_buffer(256)
         n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
@@ -106,6 +109,8 @@ class Context:
         params.n_batch = params.n_ubatch = opts.n_batch
         params.n_seq_max = opts.n_seq_max
         params.n_rs_seq = opts.n_rs_seq
+        # a verify batch needs a logit row per token (llama.cpp otherwise caps outputs per sequence)
+        params.n_outputs_max = params.n_outputs_max_per_seq = opts.n_batch
         params.type_k = params.type_v = KV_TYPES[opts.type_kv]
         params.flash_attn_type = 1 if opts.flash_attn else 0
         params.no_perf = True
@@ -137,12 +142,51 @@ class Context:
         if rc != 0:
             raise SpecsweepError(f"llama_decode failed ({rc}): {last_error('see --verbose')}")
 
+    def sync(self) -> None:
+        """Wait for the device: llama_decode returns before a GPU has finished."""
+        ll.llama_synchronize(self.ptr)
+
     def logits(self, i: int = -1) -> np.ndarray:
         ptr = ll.llama_get_logits_ith(self.ptr, i)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def argmax(self, i: int = -1) -> int:
         return int(self.logits(i).argmax())
+
+    # --- memory: what rollback after a rejected draft is made of ---
+    def seq_rm(self, p0: int, p1: int = -1, seq: int = 0) -> bool:
+        """Drop positions [p0, p1) of a sequence; False where the memory cannot (recurrent state)."""
+        return bool(ll.llama_memory_seq_rm(ll.llama_get_memory(self.ptr), seq, p0, p1))
+
+    def pos_max(self, seq: int = 0) -> int:
+        return int(ll.llama_memory_seq_pos_max(ll.llama_get_memory(self.ptr), seq))
+
+    def clear(self) -> None:
+        ll.llama_memory_clear(ll.llama_get_memory(self.ptr), True)
+
+    def save_partial_state(self, seq: int = 0) -> bytes:
+        """The recurrent (non-KV) state of a sequence: llama.cpp's checkpoint for hybrid models."""
+        flags = ll.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        size = ll.llama_state_seq_get_size_ext(self.ptr, seq, flags)
+        buf = (ctypes.c_uint8 * size)()
+        ll.llama_state_seq_get_data_ext(self.ptr, buf, size, seq, flags)
+        return bytes(buf)
+
+    def load_partial_state(self, data: bytes, seq: int = 0) -> None:
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if ll.llama_state_seq_set_data_ext(self.ptr, buf, len(data), seq, ll.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY) == 0:
+            raise SpecsweepError(f"could not restore a checkpoint: {last_error('see --verbose')}")
+
+    def can_remove_partially(self, count_snapshots: bool = True) -> bool:
+        """Can a plain seq_rm drop the tail of a sequence? (False for hybrid/recurrent memory
+        without snapshots: llama.cpp then rolls back through checkpoints.) Clears the memory."""
+        if count_snapshots and self.opts.n_rs_seq > 0 and ll.llama_n_rs_seq(self.ptr) > 0:
+            return True
+        self.clear()
+        self.decode([0, 0], 0)
+        ok = self.seq_rm(1, -1)
+        self.clear()
+        return ok
 
     def close(self) -> None:
         if getattr(self, "ptr", None):

@@ -1,0 +1,72 @@
+"""`draft`: a small vocab-matched model in its own context (llama.cpp's `draft-simple`).
+
+llama.cpp's meaning of the knobs: draft up to `n_max` tokens greedily, stop early when the draft's
+top token has probability below `p_min` (softmax over its top 10 logits, as the draft sampler's
+top-k 10 leaves them), and throw the draft away if it is shorter than `n_min`. The draft context
+also decodes every target batch (`process`), so it stays in step with the accepted text.
+Defaults are llama.cpp's: n_max 3, n_min 0, p_min 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from specsweep.engine.drafters import Drafter
+from specsweep.engine.runtime import Context
+
+TOP_K = 10
+
+
+class DraftModel(Drafter):
+    name = "draft"
+
+    def __init__(self, ctx: Context, n_max: int = 3, n_min: int = 0, p_min: float = 0.0):
+        self.ctx, self.n_max, self.n_min, self.p_min = ctx, n_max, n_min, p_min
+        # A hybrid draft cannot drop its own drafted tokens with seq_rm (they were decoded one at a
+        # time, and snapshots only cover the last batch): checkpoint its recurrent state instead.
+        # Dropping the rejected tail of a verify batch (`trim`) needs n_rs_seq snapshots on a
+        # hybrid draft when the target itself rolls back with snapshots.
+        self.use_checkpoints = not ctx.can_remove_partially(count_snapshots=False)
+        self._ckpt: bytes | None = None
+
+    def process(self, tokens: list[int], pos0: int) -> None:
+        self.ctx.decode(tokens, pos0)
+
+    def _top(self) -> tuple[int, float]:
+        logits = self.ctx.logits(-1)
+        if self.p_min <= 0.0:
+            return int(logits.argmax()), 1.0
+        top = np.partition(logits, -TOP_K)[-TOP_K:]
+        best = int(logits.argmax())
+        p = 1.0 / float(np.exp(top - logits[best]).sum())
+        return best, p
+
+    def draft(self, prompt: list[int], id_last: int, pos0: int, n_max: int) -> list[int]:
+        out: list[int] = []
+        self.ctx.decode([id_last], pos0)
+        while True:
+            token, p = self._top()
+            if p < self.p_min:
+                break
+            out.append(token)
+            if self.n_max <= len(out) or 0 < n_max <= len(out):
+                break
+            self.ctx.decode([token], pos0 + len(out))
+        if len(out) < self.n_min:
+            return []
+        return out[:n_max] if n_max > 0 else out
+
+    def save_checkpoint(self) -> None:
+        if self.use_checkpoints:
+            self._ckpt = self.ctx.save_partial_state()
+
+    def restore_checkpoint(self, pos: int) -> None:
+        if self.use_checkpoints and self._ckpt is not None:
+            self.ctx.load_partial_state(self._ckpt)
+        self.ctx.seq_rm(pos, -1)
+
+    def rollback_after_reject(self, pos: int) -> None:
+        self.restore_checkpoint(pos)
+
+    def trim(self, n_past: int) -> None:
+        self.ctx.seq_rm(n_past, -1)  # fails silently on a hybrid draft, as in llama.cpp
