@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ _recent = collections.deque(maxlen=20)  # the last lines llama.cpp logged, for e
 def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     line = text.decode("utf-8", errors="replace")
     if _state["verbose"]:
-        print(line, end="", flush=True, file=__import__("sys").stderr)
+        print(line, end="", flush=True, file=sys.stderr)
     if level == _GGML_LOG_ERROR and line.strip():
         _recent.append(line.strip())
 

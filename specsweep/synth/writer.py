@@ -47,12 +47,21 @@ class WriteResult:
     seconds: float
 
 
+def _layout(recipe: Recipe):
+    """Each tensor's spec, storage type and size in bytes."""
+    specs = tensor_specs(recipe.card)
+    qtypes = [storage_type(s, recipe.wtype) for s in specs]
+    return specs, qtypes, [nbytes(s, q) for s, q in zip(specs, qtypes)]
+
+
+def planned_bytes(recipe: Recipe) -> int:
+    return sum(_layout(recipe)[2])
+
+
 def write_model(recipe: Recipe, out: Path, progress: Callable[[int], None] | None = None) -> WriteResult:
     t0 = time.perf_counter()
     card = recipe.card
-    specs = tensor_specs(card)
-    qtypes = [storage_type(s, recipe.wtype) for s in specs]
-    sizes = [nbytes(s, q) for s, q in zip(specs, qtypes)]
+    specs, qtypes, sizes = _layout(recipe)
     pool = RandomPool(recipe.seed, pool_size(sum(sizes)))
 
     out = Path(out)
@@ -96,11 +105,6 @@ def write_model(recipe: Recipe, out: Path, progress: Callable[[int], None] | Non
         n_perturbed=n_perturbed,
         seconds=time.perf_counter() - t0,
     )
-
-
-def planned_bytes(recipe: Recipe) -> int:
-    specs = tensor_specs(recipe.card)
-    return sum(nbytes(s, storage_type(s, recipe.wtype)) for s in specs)
 
 
 def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
