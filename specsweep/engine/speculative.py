@@ -10,8 +10,9 @@ hybrid context created with `n_rs_seq` recurrent-state snapshots) uses `seq_rm`;
 snapshots saves a checkpoint of its recurrent state before each verify, and on a partial acceptance
 restores it and re-decodes the accepted tokens as the next batch (`rollback = "checkpoint"`).
 
-Counting matches llama.cpp too (`n_drafted`, `n_accept`, the stop rule `n_generated > n_predict`),
-which is what lets the parity test compare numbers with `llama-speculative-simple`.
+The loop and its stop rule (`n_generated > n_predict`) are llama.cpp's, and llama.cpp's own
+counters are kept (`n_drafted_llama`, `n_accepted_llama`) for the parity test with
+`llama-speculative-simple`; `n_drafted`/`n_accepted` count each draft once, by its verdict.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 
 from specsweep.engine.drafters import Drafter
-from specsweep.errors import SpecsweepError
 from specsweep.engine.runtime import Context
+from specsweep.errors import SpecsweepError
 
 _now = time.perf_counter
 
