@@ -147,7 +147,7 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
             result.t_rollback += _now() - t
             if drafter:
                 t = _now()
-                drafter.rollback_after_reject(ckpt_pos_max + 1)
+                drafter.restore_checkpoint(ckpt_pos_max + 1)
                 result.t_draft += _now() - t
             result.n_rollbacks += 1
             result.n_drafted += n_draft

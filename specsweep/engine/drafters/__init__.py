@@ -31,10 +31,8 @@ class Drafter:
         pass
 
     def restore_checkpoint(self, pos: int) -> None:
-        """Undo drafting: the draft context goes back to positions < pos."""
-
-    def rollback_after_reject(self, pos: int) -> None:
-        """A hybrid target rolled back to positions < pos; follow it."""
+        """The draft context goes back to positions < pos: after drafting, and after a hybrid
+        target rolled back to its checkpoint."""
 
     def trim(self, n_past: int) -> None:
         """Drop everything at positions >= n_past (the rejected tail)."""

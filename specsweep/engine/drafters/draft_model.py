@@ -52,9 +52,7 @@ class DraftModel(Drafter):
             if self.n_max <= len(out) or 0 < n_max <= len(out):
                 break
             self.ctx.decode([token], pos0 + len(out))
-        if len(out) < self.n_min:
-            return []
-        return out[:n_max] if n_max > 0 else out
+        return out if len(out) >= self.n_min else []  # the loop already stopped at n_max
 
     def save_checkpoint(self) -> None:
         if self.use_checkpoints:
@@ -64,9 +62,6 @@ class DraftModel(Drafter):
         if self.use_checkpoints and self._ckpt is not None:
             self.ctx.load_partial_state(self._ckpt)
         self.ctx.seq_rm(pos, -1)
-
-    def rollback_after_reject(self, pos: int) -> None:
-        self.restore_checkpoint(pos)
 
     def trim(self, n_past: int) -> None:
         self.ctx.seq_rm(n_past, -1)  # fails silently on a hybrid draft, as in llama.cpp
