@@ -8,6 +8,7 @@ import click
 
 from specsweep import __version__
 from specsweep.errors import SpecsweepError
+from specsweep.run.command import run
 from specsweep.synth.command import synth
 
 
@@ -37,5 +38,6 @@ def main() -> None:
 
 
 main.add_command(synth)
+main.add_command(run)
 
 __all__ = ["main", "SpecsweepError"]

@@ -84,3 +84,20 @@ def test_ngram_mod_hash_matches_llama_cpp():
     drafter = NgramMod(n_match=3)
     expected = (((0 * 6364136223846793005 + 5) * 6364136223846793005 + 7) * 6364136223846793005 + 11)
     assert drafter._idx([5, 7, 11], 0) == (expected % 2**64) % (4 * 1024 * 1024)
+
+
+def test_snapshot_rollback_keeps_an_identical_draft_at_full_acceptance(tiny_model):
+    """A hybrid draft checkpoints its own drafting even when its context has snapshots (they only
+    undo the last decode); getting this wrong drops an identical draft to a few percent."""
+    opts = runtime.ContextOptions(n_ctx=512, n_batch=128, n_rs_seq=4)
+    spec = draft_trial(tiny_model(HYBRID), tiny_model(HYBRID), opts=opts, n_max=4)
+    assert spec.acceptance == 1.0 and spec.n_rollbacks == 0
+
+
+@pytest.mark.parametrize("card", [ATTENTION, HYBRID])
+def test_backend_sampling_picks_the_same_greedy_tokens(tiny_model, card):
+    host = draft_trial(tiny_model(card), tiny_model(card, perturb=0.2), n_max=4)
+    device = draft_trial(tiny_model(card), tiny_model(card, perturb=0.2),
+                         opts=runtime.ContextOptions(n_ctx=512, n_batch=128, backend_sampling=True), n_max=4)
+    assert device.tokens == host.tokens
+    assert (device.n_drafted, device.n_accepted) == (host.n_drafted, host.n_accepted)

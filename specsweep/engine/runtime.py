@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,18 @@ def init(verbose: bool = False) -> None:
         _state["init"] = True
 
 
+def lib_dir() -> Path:
+    """The folder libllama/libggml are loaded from (llama-cpp-python's rule: $LLAMA_CPP_LIB_PATH,
+    else the wheel's own lib/). Native llama.cpp tools run with it first on LD_LIBRARY_PATH share
+    every kernel with the in-process engine."""
+    return Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(ll.__file__).parent / "lib")
+
+
+def native_env(tool: Path) -> dict[str, str]:
+    """The environment to run a native llama.cpp tool on the engine's own libraries."""
+    return dict(os.environ, LD_LIBRARY_PATH=f"{lib_dir()}:{Path(tool).parent}")
+
+
 def last_error(default: str) -> str:
     return _recent[-1] if _recent else default
 
@@ -53,19 +66,37 @@ class ContextOptions:
     n_batch: int = 512
     type_kv: str = "f16"
     flash_attn: bool = True
-    n_threads: int = 0  # 0: llama.cpp's default
+    n_threads: int = 0  # 0: every CPU this process may use (llama.cpp's context default is 4)
     n_seq_max: int = 1
     n_rs_seq: int = 0  # recurrent-state snapshots kept per sequence (hybrid rollback)
+    # greedy selection on the device (llama.cpp's backend sampling): only token ids come back,
+    # not a full row of logits per verified token
+    backend_sampling: bool = False
 
 
 class Model:
-    def __init__(self, path: Path, n_gpu_layers: int = -1):
+    def __init__(self, path: Path, gpus: tuple[int, ...] | list[int] = (0,), vocab_only: bool = False):
+        """Load a GGUF. `gpus`: () keeps it on the CPU, (i,) puts all layers on GPU i, more
+        indices split the layers evenly over those GPUs (llama.cpp's layer split).
+        `vocab_only` reads the tokenizer and chat template, no weights."""
         init(_state["verbose"])
         path = Path(path)
         if not path.is_file():
             raise SpecsweepError(f"model file not found: {path}")
         params = ll.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers
+        params.n_gpu_layers = -1 if gpus else 0
+        params.vocab_only = vocab_only
+        if len(gpus) == 1:
+            params.split_mode = ll.LLAMA_SPLIT_MODE_NONE
+            params.main_gpu = gpus[0]
+        elif len(gpus) > 1:
+            params.split_mode = ll.LLAMA_SPLIT_MODE_LAYER
+            self._split = (ctypes.c_float * ll.llama_max_devices())()  # kept alive through loading
+            for g in gpus:
+                if g >= len(self._split):
+                    raise SpecsweepError(f"GPU {g} is beyond the {len(self._split)} devices llama.cpp supports")
+                self._split[g] = 1.0
+            params.tensor_split = self._split
         _recent.clear()
         self.ptr = ll.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:
@@ -83,13 +114,40 @@ class Model:
             raise SpecsweepError(f"could not tokenize a prompt of {len(data)} bytes")
         return list(buf[:n])
 
+    @property
+    def has_recurrent_state(self) -> bool:
+        """Hybrid or recurrent: a rejected draft cannot simply be cut off the memory."""
+        return bool(ll.llama_model_is_recurrent(self.ptr) or ll.llama_model_is_hybrid(self.ptr))
+
+    def chat_prompt(self, text: str) -> str | None:
+        """`text` as one user turn in the model's chat template, ready for the assistant's reply;
+        None when the GGUF has no template llama.cpp recognises."""
+        tmpl = ll.llama_model_chat_template(self.ptr, None)
+        if not tmpl:
+            return None
+        msg = (ll.llama_chat_message * 1)(ll.llama_chat_message(b"user", text.encode("utf-8")))
+        cap = 2 * len(text.encode("utf-8")) + 256
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(cap)
+            n = ll.llama_chat_apply_template(tmpl, msg, 1, True, buf, cap)
+            if n < 0:
+                return None
+            if n <= cap:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            cap = n + 1
+        return None
+
     def is_eog(self, token: int) -> bool:
         return bool(ll.llama_vocab_is_eog(self.vocab, token))
 
-    def piece(self, token: int) -> str:
+    def piece_bytes(self, token: int) -> bytes:
+        """The token's text as llama.cpp prints it (special tokens rendered)."""
         buf = ctypes.create_string_buffer(256)
         n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
-        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+        return buf.raw[: max(n, 0)]
+
+    def piece(self, token: int) -> str:
+        return self.piece_bytes(token).decode("utf-8", errors="replace")
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
@@ -115,8 +173,14 @@ class Context:
         params.type_k = params.type_v = KV_TYPES[opts.type_kv]
         params.flash_attn_type = 1 if opts.flash_attn else 0
         params.no_perf = True
-        if opts.n_threads:
-            params.n_threads = params.n_threads_batch = opts.n_threads
+        params.n_threads = params.n_threads_batch = opts.n_threads or len(os.sched_getaffinity(0))
+        self._sampler = None
+        if opts.backend_sampling:
+            self._sampler = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+            ll.llama_sampler_chain_add(self._sampler, ll.llama_sampler_init_greedy())
+            self._sampler_cfg = (ll.llama_sampler_seq_config * 1)(ll.llama_sampler_seq_config(0, ctypes.cast(self._sampler, ctypes.c_void_p)))
+            params.samplers = self._sampler_cfg
+            params.n_samplers = 1
         _recent.clear()
         self.ptr = ll.llama_init_from_model(model.ptr, params)
         if not self.ptr:
@@ -126,19 +190,35 @@ class Context:
         self.opts = opts
         self.n_vocab = model.n_vocab
         self._batch = ll.llama_batch_init(opts.n_batch, 0, 1)
+        self._seq = None  # the sequence every slot of the batch is set up for
+        self._state = None  # checkpoint buffer, reused
 
     def decode(self, tokens: list[int], pos0: int, all_logits: bool = False, seq: int = 0) -> None:
-        """Decode tokens at positions pos0.. in one batch; logits for the last one (or all)."""
+        """Decode tokens at positions pos0.. in one batch; logits for the last one (or all).
+        A prompt longer than n_batch is decoded in n_batch chunks (only its last logits kept)."""
+        if not tokens:
+            raise ValueError("an empty batch")
+        if len(tokens) > self.opts.n_batch and not all_logits:
+            step = self.opts.n_batch
+            for i in range(0, len(tokens), step):
+                self.decode(tokens[i : i + step], pos0 + i, False, seq)
+            return
         if len(tokens) > self.opts.n_batch:
             raise ValueError(f"batch of {len(tokens)} exceeds n_batch {self.opts.n_batch}")
         b = self._batch
-        b.n_tokens = len(tokens)
+        if self._seq != seq:  # host work per token is the overhead budget: set constants once
+            for i in range(self.opts.n_batch):
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq
+            self._seq = seq
+        n = len(tokens)
+        b.n_tokens = n
+        token, pos, logits = b.token, b.pos, b.logits
         for i, t in enumerate(tokens):
-            b.token[i] = t
-            b.pos[i] = pos0 + i
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = seq
-            b.logits[i] = all_logits or i == len(tokens) - 1
+            token[i] = t
+            pos[i] = pos0 + i
+            logits[i] = all_logits
+        logits[n - 1] = True
         rc = ll.llama_decode(self.ptr, b)
         if rc != 0:
             raise SpecsweepError(f"llama_decode failed ({rc}): {last_error('see --verbose')}")
@@ -152,6 +232,11 @@ class Context:
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def argmax(self, i: int = -1) -> int:
+        """The greedy token after output i: picked on the device with backend sampling."""
+        if self._sampler is not None:
+            token = ll.llama_get_sampled_token_ith(self.ptr, i)
+            if token >= 0:
+                return int(token)
         return int(self.logits(i).argmax())
 
     # --- memory: what rollback after a rejected draft is made of ---
@@ -165,17 +250,20 @@ class Context:
     def clear(self) -> None:
         ll.llama_memory_clear(ll.llama_get_memory(self.ptr), True)
 
-    def save_partial_state(self, seq: int = 0) -> bytes:
-        """The recurrent (non-KV) state of a sequence: llama.cpp's checkpoint for hybrid models."""
+    def save_partial_state(self, seq: int = 0):
+        """The recurrent (non-KV) state of a sequence: llama.cpp's checkpoint for hybrid models.
+        One device-to-host copy into a buffer the context reuses (tens of MB at full shape, every
+        verify step): the returned checkpoint is valid until the next save."""
         flags = ll.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
         size = ll.llama_state_seq_get_size_ext(self.ptr, seq, flags)
-        buf = (ctypes.c_uint8 * size)()
-        ll.llama_state_seq_get_data_ext(self.ptr, buf, size, seq, flags)
-        return bytes(buf)
+        if self._state is None or len(self._state) < size:
+            self._state = (ctypes.c_uint8 * size)()
+        ll.llama_state_seq_get_data_ext(self.ptr, self._state, size, seq, flags)
+        return (self._state, size)
 
-    def load_partial_state(self, data: bytes, seq: int = 0) -> None:
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        if ll.llama_state_seq_set_data_ext(self.ptr, buf, len(data), seq, ll.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY) == 0:
+    def load_partial_state(self, checkpoint, seq: int = 0) -> None:
+        buf, size = checkpoint
+        if ll.llama_state_seq_set_data_ext(self.ptr, buf, size, seq, ll.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY) == 0:
             raise SpecsweepError(f"could not restore a checkpoint: {last_error('see --verbose')}")
 
     def can_remove_partially(self, count_snapshots: bool = True) -> bool:
@@ -194,6 +282,9 @@ class Context:
             ll.llama_batch_free(self._batch)
             ll.llama_free(self.ptr)
             self.ptr = None
+            if self._sampler is not None:
+                ll.llama_sampler_free(self._sampler)
+                self._sampler = None
 
     def __enter__(self):
         return self

@@ -93,7 +93,7 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
         drafter.begin(prompt_tgt)
     draft: list[int] = []
     redecode = False  # the current batch re-decodes accepted tokens after a rollback
-    ckpt_state: bytes | None = None
+    ckpt_state = None  # the target checkpoint (a reused buffer) taken before this verify
     ckpt_n_tokens = ckpt_pos_max = 0
     n_ctx = target.opts.n_ctx
 

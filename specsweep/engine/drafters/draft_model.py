@@ -22,20 +22,22 @@ class DraftModel(Drafter):
 
     def __init__(self, ctx: Context, n_max: int = 3, n_min: int = 0, p_min: float = 0.0):
         self.ctx, self.n_max, self.n_min, self.p_min = ctx, n_max, n_min, p_min
-        # A hybrid draft cannot drop its own drafted tokens with seq_rm (they were decoded one at a
-        # time, and snapshots only cover the last batch): checkpoint its recurrent state instead.
-        # Dropping the rejected tail of a verify batch (`trim`) needs n_rs_seq snapshots on a
-        # hybrid draft when the target itself rolls back with snapshots.
-        self.use_checkpoints = not ctx.can_remove_partially(count_snapshots=False)
+        # A hybrid draft cannot drop its own drafted tokens with seq_rm: they were decoded one at a
+        # time and a recurrent-state snapshot only undoes the last decode, so it checkpoints its
+        # recurrent state instead (llama.cpp does the same; its draft contexts have n_rs_seq = 0).
+        # Dropping the rejected tail of a verify batch (`trim`) on a hybrid draft needs n_rs_seq
+        # snapshots when the target rolls back with snapshots; specsweep gives the draft context
+        # the target's n_rs_seq in that mode (see run/runner.py).
+        self.use_checkpoints = ctx.model.has_recurrent_state
         self._ckpt: bytes | None = None
 
     def process(self, tokens: list[int], pos0: int) -> None:
         self.ctx.decode(tokens, pos0)
 
     def _top(self) -> tuple[int, float]:
-        logits = self.ctx.logits(-1)
         if self.p_min <= 0.0:
-            return int(logits.argmax()), 1.0
+            return self.ctx.argmax(-1), 1.0
+        logits = self.ctx.logits(-1)
         top = np.partition(logits, -TOP_K)[-TOP_K:]
         best = int(logits.argmax())
         p = 1.0 / float(np.exp(top - logits[best]).sum())

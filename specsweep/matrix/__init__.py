@@ -1,0 +1,1 @@
+"""Matrix files: `matrices/*.toml` -> validated settings -> the list of cells a run measures."""

@@ -1,0 +1,104 @@
+"""A cell: one fully specified configuration, the unit that is measured, recorded and resumed.
+
+Its `id` is a hash of what it measures (method, parameters, models, KV type, ...), not of its name,
+row or trial count: renaming a row or raising `trials` keeps the finished trials, changing a
+parameter makes a new cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from specsweep.errors import SpecsweepError
+from specsweep.matrix.keys import ALL_KEYS, MODEL_KEYS
+from specsweep.matrix.models import ModelRef
+
+# settings that say how much to measure, not what: they stay out of the id
+NOT_IDENTITY = {"trials", "warmup"}
+# settings that change the generated tokens: the baseline reference is shared over the rest
+REFERENCE_KEYS = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat")
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    settings: dict  # every key of keys.ALL_KEYS the method reads, defaults filled in
+    models: dict  # role ("target", "draft", "drafter") -> ModelRef
+    id: str
+
+    def __getattr__(self, key):
+        try:
+            return self.__dict__["settings"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @property
+    def method(self) -> str:
+        return self.settings["method"]
+
+    def identity(self) -> dict:
+        d = {k: v for k, v in self.settings.items() if k not in NOT_IDENTITY and k not in MODEL_KEYS}
+        d.update({role: ref.identity for role, ref in self.models.items()})
+        return d
+
+    def reference_key(self) -> str:
+        """Cells with the same key must generate the same tokens as the baseline."""
+        d = {k: self.settings.get(k) for k in REFERENCE_KEYS if k != "target"}
+        d["target"] = self.models["target"].identity
+        return _digest(d)
+
+    def label(self) -> str:
+        """The method's parameters, short: for tables and progress."""
+        parts = [f"{k}={v}" for k, v in self.settings.items()
+                 if k in ALL_KEYS and ALL_KEYS[k].methods != ALL_KEYS["method"].methods and k not in MODEL_KEYS]
+        return " ".join(parts)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_cell(name: str | None, values: dict, models: dict[str, ModelRef], label: str, matrix_path: Path) -> Cell:
+    method = values["method"]
+    if "target" not in values:
+        raise SpecsweepError(f"{label}: no target model")
+    if method == "draft" and "draft" not in values:
+        raise SpecsweepError(f"{label}: method 'draft' needs a draft model (draft = NAME)")
+    if method == "dflash" and "drafter" not in values:
+        raise SpecsweepError(f"{label}: method 'dflash' needs a DFlash drafter (drafter = NAME)")
+    if values.get("draft_min", 0) > values.get("draft_max", 1 << 30):
+        raise SpecsweepError(f"{label}: draft_min {values['draft_min']} > draft_max {values['draft_max']}")
+    if method != "baseline" and values.get("draft_max", 0) + 1 > values["n_batch"]:
+        raise SpecsweepError(f"{label}: a verify batch of draft_max + 1 = {values['draft_max'] + 1} "
+                             f"tokens does not fit n_batch {values['n_batch']}")
+    gpus = values["gpus"]
+    if not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise SpecsweepError(f"{label}: gpus must be a list of distinct GPU indices, e.g. [0] or [0, 1]")
+    if not all(isinstance(k, str) for k in values["prompt_kinds"]):
+        raise SpecsweepError(f"{label}: prompt_kinds must be a list of strings")
+    roles = {role: models[values[role]] for role in MODEL_KEYS if role in values}
+    fields = {k: values[k] for k in values}
+    cell_name = _format_name(name, values, label) if name else _default_name(values)
+    cell = Cell(cell_name, fields, roles, "")
+    object.__setattr__(cell, "id", _digest(cell.identity()))
+    return cell
+
+
+def _format_name(template: str, values: dict, label: str) -> str:
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as e:
+        raise SpecsweepError(f"{label}: name {template!r} names an unknown field {e}") from None
+
+
+def _default_name(values: dict) -> str:
+    method = values["method"]
+    if method == "baseline":
+        return "baseline"
+    if method == "ngram-mod":
+        return f"ngram-mod n={values['n_match']} min={values['draft_min']} max={values['draft_max']}"
+    extra = f" {values['draft']}" if method == "draft" else ""
+    return f"{method}{extra} max={values['draft_max']} min={values['draft_min']}"

@@ -1,0 +1,121 @@
+"""The models a matrix names, and where their GGUF files come from.
+
+A `[models]` entry is one of:
+- `"name"`: an entry of `models.lock`, fetched into the Hugging Face cache (`specsweep fetch`);
+- `{ path = "file.gguf" }`: a file, relative to the matrix;
+- `{ synth = "card", scale = "tiny", wtype = "Q4_0", seed = 0, perturb = 0.0 }`: a synthetic
+  model (`specsweep synth`), written once into the specsweep cache and reused. Same recipe, same
+  bytes: a draft with the target's recipe *is* the target (100% acceptance), `perturb = f` gives
+  partial acceptance, another `seed` or card gives about 0%.
+A name a row uses that is not in `[models]` is looked up in `models.lock`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specsweep.errors import SpecsweepError
+from specsweep.synth.cards import CARDS, SCALES
+from specsweep.synth.fill import FILE_TYPE
+
+SYNTH_KEYS = {"synth": str, "scale": str, "wtype": str, "seed": int, "perturb": (float, int), "perturb_seed": int}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    kind: str  # "lock" | "path" | "synth"
+    spec: tuple = field(default=())  # sorted (key, value) pairs as written
+
+    @classmethod
+    def locked(cls, name: str) -> "ModelRef":
+        return cls(name, "lock", (("lock", name),))
+
+    @property
+    def identity(self) -> dict:
+        """What the model is, for the cell id: changing it makes a new cell."""
+        return dict(self.spec)
+
+    def describe(self) -> str:
+        d = self.identity
+        if self.kind == "lock":
+            return f"models.lock:{self.name}"
+        if self.kind == "path":
+            return d["path"]
+        extra = "".join(f" {k}={d[k]}" for k in ("seed", "perturb") if d.get(k))
+        return f"synth {d['synth']} ({d.get('scale', 'full')}, {d.get('wtype', 'Q4_0')}{extra})"
+
+
+def parse_models(table: object, matrix_path: Path) -> dict[str, ModelRef]:
+    where = f"{matrix_path} [models]"
+    if not isinstance(table, dict):
+        raise SpecsweepError(f"{where} must be a table")
+    refs = {}
+    for name, value in table.items():
+        if isinstance(value, str):
+            refs[name] = ModelRef(name, "lock", (("lock", value),))
+        elif isinstance(value, dict) and set(value) == {"path"} and isinstance(value["path"], str):
+            refs[name] = ModelRef(name, "path", (("path", value["path"]),))
+        elif isinstance(value, dict) and "synth" in value:
+            refs[name] = ModelRef(name, "synth", tuple(sorted(_check_synth(value, f"{where} {name}").items())))
+        else:
+            raise SpecsweepError(f"{where} {name}: expected a models.lock name, {{ path = ... }} "
+                                 f"or {{ synth = CARD, ... }}")
+    return refs
+
+
+def _check_synth(value: dict, where: str) -> dict:
+    for key, v in value.items():
+        if key not in SYNTH_KEYS:
+            raise SpecsweepError(f"{where}: unknown synthetic-model key {key!r} (expected: {', '.join(SYNTH_KEYS)})")
+        if not isinstance(v, SYNTH_KEYS[key]) or isinstance(v, bool):
+            raise SpecsweepError(f"{where}: {key} = {v!r} has the wrong type")
+    if value["synth"] not in CARDS:
+        raise SpecsweepError(f"{where}: unknown card {value['synth']!r} (one of {', '.join(CARDS)})")
+    if value.get("scale", "full") not in SCALES:
+        raise SpecsweepError(f"{where}: scale must be one of {', '.join(SCALES)}")
+    if value.get("wtype", "Q4_0") not in FILE_TYPE:
+        raise SpecsweepError(f"{where}: wtype must be one of {', '.join(FILE_TYPE)}")
+    if not 0.0 <= value.get("perturb", 0.0) <= 1.0:
+        raise SpecsweepError(f"{where}: perturb must be between 0 and 1")
+    return value
+
+
+def cache_dir() -> Path:
+    """Where synthetic models are kept: $SPECSWEEP_CACHE, else ~/.cache/specsweep."""
+    root = os.environ.get("SPECSWEEP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "specsweep"
+    return Path(root) / "synth"
+
+
+def resolve(ref: ModelRef, matrix_path: Path, create: bool = True) -> Path:
+    """The GGUF file of a model: written (synth) or fetched (lock) when `create` and missing."""
+    d = ref.identity
+    if ref.kind == "path":
+        path = (matrix_path.parent / d["path"]).resolve()
+        if not path.is_file():
+            raise SpecsweepError(f"model {ref.name}: file not found: {path}")
+        return path
+    if ref.kind == "synth":
+        return _synth(ref, create)
+    from specsweep.models.resolve import resolve_locked  # the models.lock side (issue 4)
+
+    return resolve_locked(d["lock"], fetch=create)
+
+
+def _synth(ref: ModelRef, create: bool) -> Path:
+    from specsweep.synth.writer import Recipe, write_model
+
+    d = ref.identity
+    scale, wtype = d.get("scale", "full"), d.get("wtype", "Q4_0")
+    recipe = Recipe(CARDS[d["synth"]].at_scale(scale), scale, wtype, d.get("seed", 0),
+                    float(d.get("perturb", 0.0)), d.get("perturb_seed", 1))
+    stem = f"{d['synth']}-{scale}-{wtype}-s{recipe.seed}"
+    if recipe.perturb:
+        stem += f"-p{recipe.perturb:g}-ps{recipe.perturb_seed}"
+    path = cache_dir() / f"{stem}.gguf"
+    if create and not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_model(recipe, path)  # atomic: a temporary name, renamed when complete
+    return path

@@ -1,0 +1,1 @@
+"""Records: what a run measured, as append-only JSON lines under `results/<matrix>/`."""

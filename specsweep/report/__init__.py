@@ -1,0 +1,1 @@
+"""Reports: records -> the summary table (`specsweep run`) and the HTML page (`specsweep plot`)."""

@@ -1,0 +1,1 @@
+"""`specsweep run`: cells -> engine -> records, resumable and shardable."""

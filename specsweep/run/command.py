@@ -1,0 +1,134 @@
+"""`specsweep run MATRIX`: measure every cell of a matrix, resumably, and print the summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from specsweep.engine import runtime
+from specsweep.errors import SpecsweepError
+from specsweep.matrix import load as matrix_load
+from specsweep.matrix.models import ModelRef, cache_dir, resolve
+from specsweep.records import manifest
+from specsweep.records.store import ResultsDir
+from specsweep.report.summary import cell_stats, table
+from specsweep.run.plan import describe, make_plan, model_refs, parse_shard
+from specsweep.run.runner import Runner
+
+
+def _resolve_quietly(ref: ModelRef, matrix_path: Path) -> str:
+    try:
+        path = resolve(ref, matrix_path, create=False)
+    except SpecsweepError as e:
+        return f"(not available: {e.message})"
+    return str(path) if path.is_file() else f"{path} (missing: will be {'written' if ref.kind == 'synth' else 'fetched'})"
+
+
+def _sha_cache() -> tuple[Path, dict]:
+    path = cache_dir().parent / "sha256.json"
+    try:
+        return path, json.loads(path.read_text())
+    except (OSError, ValueError):
+        return path, {}
+
+
+def _prepare_models(refs: dict[str, ModelRef], matrix_path: Path) -> dict[str, dict]:
+    files = {}
+    sha_path, sha_cache = _sha_cache()
+    for name, ref in refs.items():
+        if ref.kind == "synth" and not resolve(ref, matrix_path, create=False).is_file():
+            click.echo(f"writing synthetic model {name}: {ref.describe()}", err=True)
+        path = resolve(ref, matrix_path, create=True)
+        files[name] = {"path": path, "sha256": manifest.file_sha256(path, sha_cache)}
+    try:
+        sha_path.parent.mkdir(parents=True, exist_ok=True)
+        sha_path.write_text(json.dumps(sha_cache, indent=0))
+    except OSError:
+        pass  # only a cache
+    return files
+
+
+def _check_vocabularies(groups, files) -> None:
+    """Refuse a draft whose vocabulary cannot serve its target, before anything loads."""
+    try:
+        from specsweep.models.vocab_match import check_pair
+    except ImportError:
+        return
+    seen = set()
+    for g in groups:
+        if "draft" in g.models:
+            t, d = g.models["target"], g.models["draft"]
+            if (t.name, d.name) not in seen:
+                seen.add((t.name, d.name))
+                check_pair(t.name, files[t.name]["path"], d.name, files[d.name]["path"])
+
+
+@click.command("run")
+@click.argument("matrix_file", metavar="MATRIX", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="List the cells and the models each group loads; load nothing.")
+@click.option("--shard", metavar="I/N", help="Run only shard I of N (cells k with k mod N = I-1).")
+@click.option("--results", "results_root", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Folder for the records (a subfolder per matrix).")
+@click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
+def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path, verbose: bool) -> None:
+    """Measure every cell of MATRIX and append one record per trial under results/."""
+    matrix = matrix_load.load(matrix_file)
+    shard_t = parse_shard(shard)
+    results = ResultsDir(results_root, matrix.name, shard_t)
+    done = {(r["cell_id"], r["prompt_id"], r["trial"]) for r in results.read_trials()}
+    groups = make_plan(matrix, shard_t, done)
+    n_todo = sum(g.n_todo for g in groups)
+    skipped = [c for g in groups for c in g.cells if c.skip_reason]
+
+    if dry_run:
+        click.echo(f"matrix {matrix.name}: {len(matrix.cells)} cells"
+                   + (f", shard {shard_t[0]}/{shard_t[1]}: {sum(len(g.cells) for g in groups)}" if shard_t else "")
+                   + f"; {n_todo} trials to run, results in {results.dir}")
+        for line in describe(groups, matrix.path, lambda ref: _resolve_quietly(ref, matrix.path)):
+            click.echo(line)
+        return
+
+    runtime.init(verbose)
+    refs = model_refs(groups)
+    files = _prepare_models(refs, matrix.path)
+    _check_vocabularies([g for g in groups if g.n_todo], files)
+    runner = Runner(results, matrix, files, "", progress=None)
+    runner.preflight(groups)
+    info = manifest.collect(matrix.path, matrix.text, {n: {"path": str(f["path"]), "sha256": f["sha256"]}
+                                                       for n, f in files.items()}, sys.argv)
+    manifest_id = hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:12]
+    info["id"] = manifest_id
+    if n_todo:
+        results.manifests.append(info)
+        click.echo(f"{matrix.name}: {n_todo} trials to run ({len(done)} already recorded) -> {results.dir}", err=True)
+    else:
+        click.echo(f"{matrix.name}: nothing to run, every trial is recorded in {results.dir}", err=True)
+
+    try:
+        with click.progressbar(length=n_todo, label="measuring", file=sys.stderr, show_eta=True, show_pos=True,
+                               item_show_func=lambda name: name) as bar:
+            runner.manifest_id = manifest_id
+            runner.progress = lambda name, n: bar.update(n, name)
+            for group in groups:
+                runner.run_group(group)
+    except KeyboardInterrupt:
+        results.close()
+        click.echo(f"\nspecsweep: interrupted; {runner.n_recorded} trials recorded this run, "
+                   f"run the same command again to resume", err=True)
+        sys.exit(130)
+    finally:
+        results.close()
+
+    order = [c.id for c in matrix.cells]
+    stats = cell_stats(results.read_trials(), order)
+    if stats:
+        click.echo(table(stats))
+    for plan in skipped:
+        click.echo(f"skipped {plan.cell.name}: {plan.skip_reason}")
+    bad = sum(s.n_trials - s.n_lossless for s in stats)
+    if bad:
+        click.echo(f"warning: {bad} trials generated tokens that differ from the baseline (lossless column)", err=True)

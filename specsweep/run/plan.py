@@ -1,0 +1,115 @@
+"""What a run will do, decided before anything loads: the shard's cells, their prompts, the models
+each group loads once, and which trials are already recorded."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specsweep.errors import SpecsweepError
+from specsweep.matrix.cells import Cell
+from specsweep.matrix.load import Matrix
+from specsweep.matrix.models import ModelRef
+from specsweep.matrix.prompts import Prompt, load_set
+
+# methods specsweep cannot run yet, and why: their cells are listed and skipped, never faked
+UNAVAILABLE = {"dflash": "needs specsweep's DFlash drafter, not built yet"}
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SpecsweepError(f"--shard {text!r}: expected I/N, e.g. 2/4") from None
+    if not 1 <= i <= n:
+        raise SpecsweepError(f"--shard {text!r}: I must be between 1 and N")
+    return i, n
+
+
+@dataclass
+class CellPlan:
+    cell: Cell
+    prompts: list[Prompt]
+    todo: list[tuple[Prompt, int]]  # (prompt, trial index) not yet recorded
+    skip_reason: str | None = None
+
+
+@dataclass
+class Group:
+    """Cells that share a loaded target (same file, same devices). Their drafts load once each,
+    on first use, and stay loaded until the group is done."""
+    target: ModelRef
+    gpus: tuple[int, ...]
+    cells: list[CellPlan] = field(default_factory=list)
+
+    @property
+    def models(self) -> dict[str, ModelRef]:
+        """Every model the group loads, by name."""
+        refs = {self.target.name: self.target}
+        for c in self.cells:
+            if not c.skip_reason:
+                refs.update({m.name: m for m in c.cell.models.values()})
+        return refs
+
+    @property
+    def n_todo(self) -> int:
+        return sum(len(c.todo) for c in self.cells if not c.skip_reason)
+
+
+def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """Cell k (in matrix order) belongs to shard (k mod N) + 1: deterministic, and every cell in
+    exactly one shard."""
+    if not shard:
+        return cells
+    i, n = shard
+    return [c for k, c in enumerate(cells) if k % n == i - 1]
+
+
+def make_plan(matrix: Matrix, shard, done: set[tuple[str, str, int]]) -> list[Group]:
+    groups: dict[tuple, Group] = {}
+    for cell in select_shard(matrix.cells, shard):
+        prompts = load_set(cell.prompts, matrix.path, cell.prompt_kinds)
+        todo = [(p, t) for p in prompts for t in range(cell.trials) if (cell.id, p.id, t) not in done]
+        target = cell.models["target"]
+        key = (json.dumps(target.identity, sort_keys=True), tuple(cell.gpus))
+        group = groups.setdefault(key, Group(target, tuple(cell.gpus)))
+        group.cells.append(CellPlan(cell, prompts, todo, UNAVAILABLE.get(cell.method)))
+    for group in groups.values():  # baselines first: they give the reference tokens
+        group.cells.sort(key=lambda c: c.cell.method != "baseline")
+    return list(groups.values())
+
+
+def draft_gpus(cell: Cell) -> tuple[int, ...]:
+    """Where a cell's draft model goes: `draft_gpu`, else with the target."""
+    gpu = cell.settings.get("draft_gpu")
+    return (gpu,) if gpu is not None and cell.gpus else tuple(cell.gpus)
+
+
+def model_refs(groups: list[Group]) -> dict[str, ModelRef]:
+    """The models that trials still to run need."""
+    refs = {}
+    for g in groups:
+        for c in g.cells:
+            if not c.skip_reason and c.todo:
+                refs.update({m.name: m for m in c.cell.models.values()})
+    return refs
+
+
+def describe(groups: list[Group], matrix_path: Path, resolve_path) -> list[str]:
+    """The --dry-run listing."""
+    lines = []
+    for n, g in enumerate(groups, 1):
+        where = "CPU" if not g.gpus else "GPU " + "+".join(map(str, g.gpus))
+        lines.append(f"group {n}: load on {where}:")
+        for ref in g.models.values():
+            lines.append(f"  model {ref.name}: {ref.describe()} -> {resolve_path(ref)}")
+        for c in g.cells:
+            cell = c.cell
+            n_all = len(c.prompts) * cell.trials
+            state = f"skip: {c.skip_reason}" if c.skip_reason else f"{len(c.todo)}/{n_all} trials to run"
+            lines.append(f"  - {cell.name} [{cell.id}] kv={cell.kv} n_predict={cell.n_predict} "
+                         f"prompts={len(c.prompts)} trials={cell.trials} warmup={cell.warmup}: {state}")
+    return lines

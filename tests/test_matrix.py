@@ -1,0 +1,110 @@
+"""Matrix files: expansion into cells, stable cell ids, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from specsweep.cli import main
+from specsweep.errors import SpecsweepError
+from specsweep.matrix.load import load
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAD = """
+name = "t"
+[models]
+tgt = { synth = "qwen3-30b-a3b", scale = "tiny" }
+drf = { synth = "qwen3-0.6b", scale = "tiny" }
+[defaults]
+target = "tgt"
+gpus = []
+"""
+
+
+def write(tmp_path, body: str, head: str = HEAD) -> Path:
+    path = tmp_path / "m.toml"
+    path.write_text(head + body)
+    return path
+
+
+def test_axes_expand_in_order_and_defaults_fill_in(tmp_path):
+    m = load(write(tmp_path, """
+[[cell]]
+method = "baseline"
+kv = ["q8_0", "f16"]
+[[cell]]
+method = "draft"
+draft = "drf"
+draft_max = [8, 16]
+draft_min = 2
+"""))
+    assert [(c.method, c.kv, c.settings.get("draft_max")) for c in m.cells] == [
+        ("baseline", "q8_0", None), ("baseline", "f16", None), ("draft", "q8_0", 8), ("draft", "q8_0", 16)]
+    assert m.cells[2].settings["p_min"] == 0.0 and m.cells[2].n_predict == 300
+    assert len({c.id for c in m.cells}) == 4
+
+
+def test_cell_id_ignores_name_and_trial_count_but_not_parameters(tmp_path):
+    a = load(write(tmp_path, '[[cell]]\nname = "x"\nmethod = "ngram-mod"\nn_match = 8\ntrials = 2\n')).cells[0]
+    b = load(write(tmp_path, '[[cell]]\nname = "y"\nmethod = "ngram-mod"\nn_match = 8\ntrials = 9\n')).cells[0]
+    c = load(write(tmp_path, '[[cell]]\nmethod = "ngram-mod"\nn_match = 12\n')).cells[0]
+    assert a.id == b.id != c.id
+    assert (a.settings["draft_min"], a.settings["draft_max"]) == (48, 64)  # llama.cpp's ngram-mod defaults
+
+
+def test_shipped_matrices_load():
+    smoke = load(ROOT / "matrices" / "smoke.toml")
+    assert {c.method for c in smoke.cells} == {"baseline", "draft", "ngram-cache", "ngram-mod", "dflash"}
+    a3b = load(ROOT / "matrices" / "a3b.toml")
+    names = [c.name for c in a3b.cells]
+    assert len(names) == len(set(names))
+    mod = [c for c in a3b.cells if c.method == "ngram-mod"]
+    assert sorted({c.n_match for c in mod}) == [8, 12, 16, 20, 24, 32]
+    assert all(c.kv == "q8_0" and c.flash_attn and c.n_predict in (300, 1000) for c in a3b.cells
+               if c.method != "ngram-cache")
+    assert {(c.kv, c.n_predict) for c in a3b.cells if c.method == "ngram-cache"} == {
+        ("q8_0", 300), ("f16", 300), ("q8_0", 1000), ("f16", 1000)}
+    draft = {(c.settings["draft_min"], c.settings["draft_max"]) for c in a3b.cells if c.method == "draft"}
+    assert draft == {(0, 8), (0, 16), (0, 32), (2, 16), (2, 32), (2, 64), (48, 64)}
+    assert sorted(c.settings["draft_max"] for c in a3b.cells if c.method == "dflash") == [4, 8, 16]
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[[cell]]\nmethod = "baseline"\nkv = \n', "malformed TOML"),
+    ('[[cell]]\nmethod = "medusa"\n', "unknown method 'medusa'"),
+    ('[[cell]]\nmethod = "baseline"\ndraft_max = 4\n', "method 'baseline' has no parameter 'draft_max'"),
+    ('[[cell]]\nmethod = "draft"\ndraft = "drf"\ntemperature = 0.7\n', "unknown parameter 'temperature'"),
+    ('[[cell]]\nmethod = "draft"\ndraft = "drf"\ndraft_min = 9\ndraft_max = 4\n', "draft_min 9 > draft_max 4"),
+    ('[[cell]]\nmethod = "baseline"\nn_predict = 0\n', "n_predict = 0 is below 1"),
+    ('[[cell]]\nmethod = "baseline"\nkv = "q5_1"\n', "kv = 'q5_1' is not one of q8_0, f16"),
+    ('[[cell]]\nmethod = "draft"\n', "needs a draft model"),
+    ('[[cell]]\nmethod = "baseline"\n[[cell]]\nmethod = "baseline"\nname="again"\n', "are the same configuration"),
+])
+def test_bad_matrices_are_refused_with_one_line(tmp_path, body, message):
+    path = write(tmp_path, body)
+    with pytest.raises(SpecsweepError) as err:
+        load(path)
+    assert message in err.value.message and "\n" not in err.value.message
+    result = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and message in result.output
+
+
+def test_malformed_toml_names_line_and_column(tmp_path):
+    path = write(tmp_path, '[[cell]]\nmethod = "baseline"\nkv = \n')
+    with pytest.raises(SpecsweepError) as err:
+        load(path)
+    n_line = (HEAD + '[[cell]]\nmethod = "baseline"\nkv = \n').count("\n")
+    assert f"line {n_line}" in err.value.message and "column" in err.value.message
+
+
+def test_missing_model_file_and_missing_prompt_set(tmp_path):
+    head = HEAD.replace('tgt = { synth = "qwen3-30b-a3b", scale = "tiny" }', 'tgt = { path = "nope.gguf" }')
+    path = write(tmp_path, '[[cell]]\nmethod = "baseline"\n', head)
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 2 and "file not found" in result.output and "nope.gguf" in result.output
+    path = write(tmp_path, '[[cell]]\nmethod = "baseline"\nprompts = "mine.toml"\n')
+    result = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 2 and "prompt set 'mine.toml' not found" in result.output

@@ -1,0 +1,109 @@
+"""Parity with llama.cpp's own `llama-speculative-simple`: for the same tiny models, prompt and
+settings, specsweep's loop generates the same text and drafts and accepts exactly as many tokens.
+
+The native tool is built from the same vendored source by `scripts/build-native.sh` and runs here
+on the *wheel's* libllama/libggml (LD_LIBRARY_PATH), so both sides share every kernel and a
+difference can only come from the loop. Without the build the test is skipped, unless
+SPECSWEEP_REQUIRE_NATIVE=1 (CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from specsweep.engine import runtime
+from specsweep.engine import drafters
+from specsweep.engine.drafters import DraftModel, NgramMod
+from specsweep.engine.speculative import run_trial
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin"))
+TOOL = NATIVE / "llama-speculative-simple"
+N_PREDICT = 64
+N_CTX, N_BATCH, THREADS = 1024, 512, 2
+TEXT = "The quick brown fox jumps over the lazy dog. def main(argv=None):"
+# repeats, so that the n-gram methods find something to draft from the prompt itself
+LOOPY = " ".join(["for i in range(10): total = total + values[i] * weights[i]"] * 4)
+
+if not TOOL.is_file():
+    if os.environ.get("SPECSWEEP_REQUIRE_NATIVE") == "1":
+        pytest.fail(f"{TOOL} is missing: run scripts/build-native.sh", pytrace=False)
+    pytest.skip(f"native llama-speculative-simple not built ({TOOL}); run scripts/build-native.sh",
+                allow_module_level=True)
+
+
+def native(target: Path, prompt: str, spec_args: list[str]) -> tuple[bytes, dict[str, int]]:
+    env = runtime.native_env(TOOL)
+    cmd = [str(TOOL), "-m", str(target), "-p", prompt, "-n", str(N_PREDICT), "--temp", "0", "-c", str(N_CTX),
+           "-b", str(N_BATCH), "-ub", str(N_BATCH), "-t", str(THREADS), "-fa", "on", "-ctk", "f16", "-ctv", "f16",
+           "-ngl", "0", *spec_args]
+    # llama.cpp's logger is asynchronous and deliberately never flushed at exit (upstream issue
+    # 22142), so the last lines are now and then lost. Its queue is in order: a run whose final
+    # statistics arrived also printed all of its text. Such a run is waited for, up to 5 tries.
+    for _ in range(5):
+        proc = subprocess.run(cmd, capture_output=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+        stats = {k.decode(): int(v) for k, v in
+                 re.findall(rb"(n_predict|n_drafted|n_accept)\s+=\s+(\d+)", proc.stderr)}
+        if len(stats) == 3:
+            return proc.stdout, stats
+    raise AssertionError("llama-speculative-simple lost its final log lines 5 times in a row")
+
+
+def ours(target: Path, prompt: str, make_drafter, draft: Path | None = None):
+    opts = runtime.ContextOptions(n_ctx=N_CTX, n_batch=N_BATCH, type_kv="f16", flash_attn=True, n_threads=THREADS)
+    with runtime.Model(target, ()) as model, runtime.Context(model, opts) as ctx:
+        tokens = model.tokenize(prompt)
+        if draft is None:
+            result = run_trial(ctx, tokens, N_PREDICT, make_drafter())
+        else:
+            with runtime.Model(draft, ()) as dmodel, runtime.Context(dmodel, opts) as dctx:
+                result = run_trial(ctx, tokens, N_PREDICT, make_drafter(dctx))
+        text = b"".join(model.piece_bytes(t) for t in tokens)
+        generated = [t for t in result.tokens if not model.is_eog(t)]
+        return text + b"".join(model.piece_bytes(t) for t in generated), result
+
+
+def assert_parity(native_out, stats, our_text, result):
+    assert native_out.startswith(b"\n\n" + our_text), "generated text differs"
+    assert native_out[len(our_text) + 2:].strip(b"\n") == b"", "llama.cpp generated more"
+    assert stats["n_predict"] == len(result.tokens)
+    assert (stats["n_drafted"], stats["n_accept"]) == (result.n_drafted_llama, result.n_accepted_llama)
+
+
+@pytest.mark.parametrize("card", ["qwen3-30b-a3b", "qwen3.6-35b-a3b"])
+@pytest.mark.parametrize("draft_kind", ["identical", "perturbed", "unrelated"])
+def test_draft_model_matches_llama_cpp(tiny_model, card, draft_kind):
+    target = tiny_model(card)
+    draft = {"identical": target, "perturbed": tiny_model(card, perturb=0.2),
+             "unrelated": tiny_model(card, seed=5)}[draft_kind]
+    out, stats = native(target, TEXT, ["-md", str(draft), "--spec-type", "draft-simple", "--spec-draft-n-max", "5",
+                                       "--spec-draft-n-min", "0", "-ngld", "0"])
+    text, result = ours(target, TEXT, lambda dctx: DraftModel(dctx, n_max=5, n_min=0), draft)
+    assert_parity(out, stats, text, result)
+    if draft_kind != "unrelated":
+        assert result.n_accepted_llama > 0
+
+
+@pytest.mark.parametrize("card", ["qwen3-30b-a3b", "qwen3.6-35b-a3b"])
+def test_ngram_mod_matches_llama_cpp(tiny_model, card):
+    target = tiny_model(card)
+    out, stats = native(target, LOOPY, ["--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", "3",
+                                        "--spec-ngram-mod-n-min", "1", "--spec-ngram-mod-n-max", "8"])
+    text, result = ours(target, LOOPY, lambda: NgramMod(n_match=3, n_max=8, n_min=1))
+    assert_parity(out, stats, text, result)
+    assert stats["n_drafted"] > 0
+
+
+@pytest.mark.parametrize("card", ["qwen3-30b-a3b", "qwen3.6-35b-a3b"])
+def test_ngram_cache_matches_llama_cpp(tiny_model, card):
+    target = tiny_model(card)
+    out, stats = native(target, LOOPY, ["--spec-type", "ngram-cache", "--spec-draft-n-max", "6"])
+    text, result = ours(target, LOOPY, lambda: drafters.NgramCache(n_max=6))
+    assert_parity(out, stats, text, result)
+    assert stats["n_drafted"] > 0

@@ -1,0 +1,177 @@
+"""`specsweep run` end to end on tiny synthetic models: records, the table, acceptance, resume,
+SIGKILL safety, shards, and one-line errors that keep finished records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from specsweep.cli import main
+from specsweep.records.store import read_jsonl
+
+MATRIX = """
+name = "mini"
+[models]
+target    = { synth = "qwen3.6-35b-a3b", scale = "tiny" }
+identical = { synth = "qwen3.6-35b-a3b", scale = "tiny" }
+unrelated = { synth = "qwen3.5-0.8b", scale = "tiny", seed = 7 }
+[defaults]
+target = "target"
+gpus = []
+threads = 2
+n_ctx = 512
+n_predict = 24
+trials = TRIALS
+warmup = 0
+prompt_kinds = ["chat", "code"]
+[[cell]]
+method = "baseline"
+[[cell]]
+name = "draft {draft}"
+method = "draft"
+draft = ["identical", "unrelated"]
+draft_max = 4
+[[cell]]
+method = "ngram-mod"
+n_match = 4
+draft_min = 1
+draft_max = 8
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def synth_cache(tmp_path_factory):
+    """Synthetic models are written once for this module, into a private cache."""
+    old = os.environ.get("SPECSWEEP_CACHE")
+    os.environ["SPECSWEEP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("SPECSWEEP_CACHE")
+    else:
+        os.environ["SPECSWEEP_CACHE"] = old
+
+
+def matrix(tmp_path, trials=1, extra="") -> Path:
+    path = tmp_path / "mini.toml"
+    path.write_text(MATRIX.replace("TRIALS", str(trials)) + extra)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["run", *map(str, args)])
+
+
+def trials_of(results: Path) -> list[dict]:
+    return [r for p in sorted((results / "mini").glob("trials*.jsonl")) for r in read_jsonl(p)]
+
+
+def test_run_records_every_trial_and_prints_the_table(tmp_path):
+    results = tmp_path / "results"
+    out = run(matrix(tmp_path), "--results", results)
+    assert out.exit_code == 0, out.output
+    records = trials_of(results)
+    assert len(records) == 4 * 2  # 4 cells x 2 prompts x 1 trial
+    by_cell = {}
+    for r in records:
+        by_cell.setdefault(r["cell"], []).append(r)
+    same, other = by_cell["draft identical"], by_cell["draft unrelated"]
+    assert all(r["acceptance"] == 1.0 and r["lossless"] for r in same)
+    assert sum(r["n_accepted"] for r in other) / sum(r["n_drafted"] for r in other) < 0.1
+    assert all(r["lossless"] for r in records)
+    r = same[0]
+    assert r["n_generated"] > 24 and r["decode_tps"] > 0 and r["prefill_ms"] > 0
+    assert r["accepted_by_pos"] == r["drafted_by_pos"] and len(r["drafted_by_pos"]) == 4
+    assert r["rollback"] == "checkpoint" and set(r["time_s"]) == {"decode", "draft", "verify", "rollback", "host"}
+    assert len(r["models"]["target"]["sha256"]) == 64
+    manifests = read_jsonl(results / "mini" / "manifests.jsonl")
+    assert len(manifests) == 1 and manifests[0]["llama_cpp_python"] == "0.3.36"
+    assert all(r["manifest"] == manifests[0]["id"] for r in records)
+    # the table: a row per cell, identical draft at 100%
+    table = out.stdout.splitlines()
+    assert table[0].split()[:2] == ["config", "kv"]
+    row = next(line for line in table if line.startswith("draft identical"))
+    assert "100.0%" in row and row.rstrip().endswith("2/2")
+
+
+def test_resume_skips_finished_trials_and_adds_new_ones(tmp_path):
+    results = tmp_path / "results"
+    assert run(matrix(tmp_path), "--results", results).exit_code == 0
+    first = trials_of(results)
+    again = run(matrix(tmp_path), "--results", results)
+    assert again.exit_code == 0 and "nothing to run" in again.output
+    assert trials_of(results) == first
+    more = run(matrix(tmp_path, trials=2), "--results", results)  # raise trials: only the new ones run
+    assert more.exit_code == 0
+    records = trials_of(results)
+    assert records[: len(first)] == first and len(records) == 2 * len(first)
+    keys = [(r["cell_id"], r["prompt_id"], r["trial"]) for r in records]
+    assert len(set(keys)) == len(keys)
+
+
+def test_sigkill_loses_at_most_the_trial_in_flight(tmp_path):
+    results = tmp_path / "results"
+    path = matrix(tmp_path, trials=6)
+    assert run(path, "--results", results, "--dry-run").exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "specsweep", "run", str(path), "--results", str(results)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials_file = results / "mini" / "trials.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if trials_file.is_file() and trials_file.read_bytes().count(b"\n") >= 5:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # simulate the worst moment: a kill in the middle of writing a line
+    with open(trials_file, "ab") as f:
+        f.write(b'{"kind":"trial","cell_id":"torn')
+    kept = trials_of(results)
+    assert 5 <= len(kept) < 4 * 2 * 6
+    out = run(path, "--results", results)
+    assert out.exit_code == 0, out.output
+    records = trials_of(results)
+    keys = [(r["cell_id"], r["prompt_id"], r["trial"]) for r in records]
+    assert len(records) == 4 * 2 * 6 and len(set(keys)) == len(keys)
+    assert records[: len(kept)] == kept
+    assert all(line.startswith(b"{") and line.endswith(b"}") for line in trials_file.read_bytes().splitlines())
+
+
+def test_shards_split_the_cells_and_merge(tmp_path):
+    results = tmp_path / "results"
+    path = matrix(tmp_path)
+    for shard in ("1/2", "2/2"):
+        assert run(path, "--results", results, "--shard", shard).exit_code == 0
+    files = sorted(p.name for p in (results / "mini").glob("trials*.jsonl"))
+    assert files == ["trials.shard-1-of-2.jsonl", "trials.shard-2-of-2.jsonl"]
+    shard_cells = [{r["cell_id"] for r in read_jsonl(results / "mini" / f)} for f in files]
+    assert shard_cells[0].isdisjoint(shard_cells[1]) and len(shard_cells[0] | shard_cells[1]) == 4
+    out = run(path, "--results", results)  # the unsharded run sees both shards' records
+    assert out.exit_code == 0 and "nothing to run" in out.output
+    assert run(path, "--shard", "3/2").exit_code == 2
+
+
+def test_dry_run_loads_nothing(tmp_path):
+    out = run(matrix(tmp_path), "--results", tmp_path / "results", "--dry-run")
+    assert out.exit_code == 0
+    assert "8 trials to run" in out.output and "draft identical" in out.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_context_too_small_is_one_line_and_keeps_records(tmp_path):
+    results = tmp_path / "results"
+    assert run(matrix(tmp_path), "--results", results).exit_code == 0
+    before = (results / "mini" / "trials.jsonl").read_bytes()
+    path = matrix(tmp_path, extra='[[cell]]\nname = "tight"\nmethod = "ngram-mod"\nn_ctx = 64\nn_match = 4\n'
+                                  'draft_min = 1\ndraft_max = 8\n')
+    out = run(path, "--results", results)
+    assert out.exit_code == 2
+    assert out.output.strip().count("\n") == 0 and "do not fit n_ctx 64" in out.output  # before any trial
+    assert (results / "mini" / "trials.jsonl").read_bytes() == before
