@@ -8,6 +8,9 @@ import click
 
 from specsweep import __version__
 from specsweep.errors import SpecsweepError
+from specsweep.models.commands import fetch, lock, models
+from specsweep.probe.command import probe
+from specsweep.run.check import check
 from specsweep.run.command import run
 from specsweep.synth.command import synth
 
@@ -39,5 +42,10 @@ def main() -> None:
 
 main.add_command(synth)
 main.add_command(run)
+main.add_command(check)
+main.add_command(fetch)
+main.add_command(lock)
+main.add_command(models)
+main.add_command(probe)
 
 __all__ = ["main", "SpecsweepError"]

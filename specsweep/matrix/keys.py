@@ -66,7 +66,7 @@ METHOD_KEYS = {
 METHOD_DEFAULTS = {
     "draft": {"draft_max": 3, "draft_min": 0},
     "dflash": {"draft_max": 16, "draft_min": 0},
-    "ngram-cache": {"draft_max": 3, "draft_min": 0},
+    "ngram-cache": {"draft_max": 8, "draft_min": 0},  # fixed at 8 in llama.cpp (create_state_ngram_cache)
     "ngram-mod": {"draft_max": 64, "draft_min": 48},
 }
 

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from specsweep.errors import SpecsweepError
+from specsweep.errors import SpecsweepError, read_text
 from specsweep.matrix.cells import Cell, make_cell
 from specsweep.matrix.keys import ALL_KEYS, METHOD_DEFAULTS, METHODS, MODEL_KEYS
 from specsweep.matrix.models import ModelRef, parse_models
@@ -35,12 +35,7 @@ class Matrix:
 
 def load(path: str | Path) -> Matrix:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecsweepError(f"matrix file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecsweepError(f"cannot read matrix {path}: {e}") from None
+    text = read_text(path, "matrix file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:  # its message carries "(at line L, column C)"

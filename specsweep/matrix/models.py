@@ -20,7 +20,8 @@ from specsweep.errors import SpecsweepError
 from specsweep.synth.cards import CARDS, SCALES
 from specsweep.synth.fill import FILE_TYPE
 
-SYNTH_KEYS = {"synth": str, "scale": str, "wtype": str, "seed": int, "perturb": (float, int), "perturb_seed": int}
+SYNTH_KEYS = {"synth": str, "scale": str, "wtype": str, "seed": int, "perturb": (float, int), "perturb_seed": int,
+              "branch_scale": (float, int)}
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ModelRef:
             return f"models.lock:{self.name}"
         if self.kind == "path":
             return d["path"]
-        extra = "".join(f" {k}={d[k]}" for k in ("seed", "perturb") if d.get(k))
+        extra = "".join(f" {k}={d[k]}" for k in ("seed", "perturb", "branch_scale") if d.get(k) not in (None, 0, 1))
         return f"synth {d['synth']} ({d.get('scale', 'full')}, {d.get('wtype', 'Q4_0')}{extra})"
 
 
@@ -80,6 +81,8 @@ def _check_synth(value: dict, where: str) -> dict:
         raise SpecsweepError(f"{where}: wtype must be one of {', '.join(FILE_TYPE)}")
     if not 0.0 <= value.get("perturb", 0.0) <= 1.0:
         raise SpecsweepError(f"{where}: perturb must be between 0 and 1")
+    if not 0.0 < value.get("branch_scale", 1.0) <= 1.0:
+        raise SpecsweepError(f"{where}: branch_scale must be in (0, 1]")
     return value
 
 
@@ -110,10 +113,12 @@ def _synth(ref: ModelRef, create: bool) -> Path:
     d = ref.identity
     scale, wtype = d.get("scale", "full"), d.get("wtype", "Q4_0")
     recipe = Recipe(CARDS[d["synth"]].at_scale(scale), scale, wtype, d.get("seed", 0),
-                    float(d.get("perturb", 0.0)), d.get("perturb_seed", 1))
+                    float(d.get("perturb", 0.0)), d.get("perturb_seed", 1), float(d.get("branch_scale", 1.0)))
     stem = f"{d['synth']}-{scale}-{wtype}-s{recipe.seed}"
     if recipe.perturb:
         stem += f"-p{recipe.perturb:g}-ps{recipe.perturb_seed}"
+    if recipe.branch_scale != 1.0:
+        stem += f"-b{recipe.branch_scale:g}"
     path = cache_dir() / f"{stem}.gguf"
     if create and not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from specsweep import __version__
+
 # llama-cpp-python's CHANGELOG: "0.3.36 - feat: update llama.cpp to ggml-org/llama.cpp@0c1e57098"
 LLAMA_CPP_COMMITS = {"0.3.36": "0c1e57098"}
 
@@ -66,7 +68,12 @@ def matrix_hash(text: str) -> str:
 
 
 def collect(matrix_path: Path, matrix_text: str, model_files: dict[str, dict], argv: list[str]) -> dict:
-    version = metadata.version("llama-cpp-python")
+    try:
+        version = metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:  # bindings on PYTHONPATH without metadata
+        import llama_cpp
+
+        version = getattr(llama_cpp, "__version__", "unknown")
     gpus, cuda = _nvidia_smi()
     return {
         "kind": "manifest",
@@ -82,7 +89,7 @@ def collect(matrix_path: Path, matrix_text: str, model_files: dict[str, dict], a
         "llama_system_info": _llama_system_info(),
         "llama_cpp_python": version,
         "llama_cpp_commit": LLAMA_CPP_COMMITS.get(version, "unknown"),
-        "specsweep": metadata.version("specsweep"),
+        "specsweep": __version__,
         "matrix": str(matrix_path),
         "matrix_sha256": matrix_hash(matrix_text),
         "models": model_files,

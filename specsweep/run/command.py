@@ -13,6 +13,7 @@ from specsweep.engine import runtime
 from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, cache_dir, resolve
+from specsweep.models.vocab_match import check_pair
 from specsweep.records import manifest
 from specsweep.records.store import ResultsDir
 from specsweep.report.summary import cell_stats, table
@@ -54,14 +55,13 @@ def _prepare_models(refs: dict[str, ModelRef], matrix_path: Path) -> dict[str, d
 
 def _check_vocabularies(groups, files) -> None:
     """Refuse a draft whose vocabulary cannot serve its target, before anything loads."""
-    try:
-        from specsweep.models.vocab_match import check_pair
-    except ImportError:
-        return
     seen = set()
     for g in groups:
-        if "draft" in g.models:
-            t, d = g.models["target"], g.models["draft"]
+        for plan in g.cells:
+            models = plan.cell.models
+            if plan.skip_reason or not plan.todo or "draft" not in models:
+                continue
+            t, d = models["target"], models["draft"]
             if (t.name, d.name) not in seen:
                 seen.add((t.name, d.name))
                 check_pair(t.name, files[t.name]["path"], d.name, files[d.name]["path"])
@@ -95,7 +95,7 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     runtime.init(verbose)
     refs = model_refs(groups)
     files = _prepare_models(refs, matrix.path)
-    _check_vocabularies([g for g in groups if g.n_todo], files)
+    _check_vocabularies(groups, files)
     runner = Runner(results, matrix, files, "", progress=None)
     runner.preflight(groups)
     info = manifest.collect(matrix.path, matrix.text, {n: {"path": str(f["path"]), "sha256": f["sha256"]}

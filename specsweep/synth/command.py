@@ -30,13 +30,17 @@ from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, wr
 @click.option("--perturb", type=float, default=None, metavar="FRACTION",
               help="With --like: re-randomise this fraction f of the output head's token rows; greedy "
                    "agreement with the target is then about (1-f)/(1+f).")
-def synth(card, output, scale, wtype, seed, like, identical, perturb):
+@click.option("--branch-scale", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Shrink what each block adds to the residual stream (default 1). Below about 0.1 a "
+                   "random model stops being chaotic, so batched verification and one-token decoding "
+                   "agree on a GPU too; speed is unchanged. A --like draft copies it.")
+def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_scale):
     """Write a random-weight GGUF of a real shape that llama.cpp loads and runs.
 
     Timing does not depend on weight values, so a full-scale card gives a timing-true model; a tiny
     one lets CI run the real llama.cpp on a CPU.
     """
-    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb)
+    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale)
     _check_writable(output)
     size = planned_bytes(recipe)
     click.echo(f"writing {output} ({recipe.card.name}, {recipe.scale}, {recipe.wtype}, "
@@ -51,7 +55,7 @@ def synth(card, output, scale, wtype, seed, like, identical, perturb):
                f"{result.n_bytes / 2**30:.2f} GiB in {result.seconds:.1f} s{note}")
 
 
-def _recipe(card, scale, wtype, seed, like, identical, perturb) -> Recipe:
+def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=None) -> Recipe:
     if perturb is not None and not 0.0 <= perturb <= 1.0:
         raise SpecsweepError(f"--perturb must be within [0, 1], got {perturb}")
     if (identical or perturb is not None) and like is None:
@@ -60,7 +64,8 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb) -> Recipe:
         if card is None:
             raise SpecsweepError(f"name a shape card ({', '.join(sorted(CARDS))}) or give --like TARGET.gguf")
         scale = scale or "full"
-        return Recipe(CARDS[card].at_scale(scale), scale, wtype or "Q4_0", seed or 0)
+        return Recipe(CARDS[card].at_scale(scale), scale, wtype or "Q4_0", seed or 0,
+                      branch_scale=branch_scale or 1.0)
 
     if identical == (perturb is not None):
         raise SpecsweepError("with --like, give exactly one of --identical or --perturb FRACTION")
@@ -73,12 +78,14 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb) -> Recipe:
     base = fields["card"]
     if base not in CARDS:
         raise SpecsweepError(f"{like} names an unknown shape card {base!r}")
+    have_branch = float(fields.get("branch_scale", 1.0))  # files written before it existed: 1
     for name, given, have in (("card", card, base), ("--scale", scale, fields["scale"]),
-                              ("--wtype", wtype, fields["wtype"]), ("--seed", seed, fields["seed"])):
+                              ("--wtype", wtype, fields["wtype"]), ("--seed", seed, fields["seed"]),
+                              ("--branch-scale", branch_scale, have_branch)):
         if given is not None and given != have:
             raise SpecsweepError(f"{name} {given} contradicts the target's {have}: a --like draft copies it")
     return Recipe(CARDS[base].at_scale(fields["scale"]), fields["scale"], fields["wtype"], int(fields["seed"]),
-                  perturb=0.0 if identical else perturb)
+                  perturb=0.0 if identical else perturb, branch_scale=have_branch)
 
 
 def _check_writable(output: Path) -> None:

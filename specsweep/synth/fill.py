@@ -86,16 +86,19 @@ def blend_rows(base: np.ndarray, other: np.ndarray, n_rows: int, fraction: float
     return base
 
 
-def _target_std(spec: TensorSpec) -> float:
-    return 1.0 if spec.kind == EMBED else 1.0 / math.sqrt(spec.shape[0])
+def _target_std(spec: TensorSpec, branch_scale: float = 1.0) -> float:
+    if spec.kind == EMBED:
+        return 1.0
+    return (branch_scale if spec.writes_residual else 1.0) / math.sqrt(spec.shape[0])
 
 
-def tensor_bytes(spec: TensorSpec, qtype: Q, pool: RandomPool, salt: int) -> np.ndarray:
-    """The tensor's data, as the bytes GGUF stores (a flat uint8 array or a float32 array)."""
+def tensor_bytes(spec: TensorSpec, qtype: Q, pool: RandomPool, salt: int, branch_scale: float = 1.0) -> np.ndarray:
+    """The tensor's data, as the bytes GGUF stores (a flat uint8 array or a float32 array).
+    `branch_scale` shrinks what each block adds to the residual stream (see Recipe)."""
     key = stable_hash(pool.seed, salt, spec.name)
     if qtype == Q.F32:
         return _f32_values(spec, key).reshape(spec.shape[::-1])
-    std = _target_std(spec)
+    std = _target_std(spec, branch_scale)
     if qtype in (Q.Q4_0, Q.Q8_0):
         width, code_std = (_Q4_0_BYTES, _Q4_0_CODE_STD) if qtype == Q.Q4_0 else (_Q8_0_BYTES, _Q8_0_CODE_STD)
         blocks = pool.window(spec.n_elements // _BLOCK * width, key).reshape(-1, width)

@@ -23,6 +23,9 @@ SSM_A = "ssm_a"  # F32, negative: the delta net's decay rate
 BIAS = "bias"  # F32, small
 
 
+RESIDUAL_OUTPUTS = {"attn_output", "ssm_out", "ffn_down", "ffn_down_exps", "ffn_down_shexp"}
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -40,6 +43,11 @@ class TensorSpec:
     @property
     def is_output_head(self) -> bool:
         return self.layer == -1 and self.kind in (MATRIX, EMBED)
+
+    @property
+    def writes_residual(self) -> bool:
+        """A block's output projection: what it returns is added to the residual stream."""
+        return self.layer >= 0 and self.name.split(".")[2] in RESIDUAL_OUTPUTS
 
 
 def tensor_specs(card: ShapeCard) -> list[TensorSpec]:

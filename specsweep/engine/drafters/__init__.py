@@ -39,6 +39,7 @@ class Drafter:
 
 
 from specsweep.engine.drafters.draft_model import DraftModel  # noqa: E402
+from specsweep.engine.drafters.ngram_cache import NgramCache  # noqa: E402
 from specsweep.engine.drafters.ngram_mod import NgramMod  # noqa: E402
 
-__all__ = ["Drafter", "DraftModel", "NgramMod"]
+__all__ = ["Drafter", "DraftModel", "NgramCache", "NgramMod"]

@@ -1,0 +1,204 @@
+"""How much memory a cell needs, from GGUF headers, against what the device has free.
+
+For each model of a cell: the weights (every tensor's size in the header, all shards of a split
+GGUF), the KV cache and, for hybrid models, the recurrent state, sized as llama.cpp sizes them:
+
+- KV cache: n_ctx rounded up to 256 cells (llama_context pads it), times every attention layer's
+  n_head_kv * (key_length + value_length) elements, at the KV type (q8_0: 34 bytes per 32
+  elements, f16: 2 bytes). In qwen35/qwen35moe only every `full_attention_interval`-th layer (or
+  the layers `attention.recurrent_layers` leaves out) has attention; MTP (nextn) layers are not
+  loaded and not counted.
+- recurrent state (gated delta net layers), f32, per sequence: conv (d_conv - 1) * (d_inner +
+  2 * n_group * d_state) plus ssm d_state * d_inner (llama_hparams::n_embd_r / n_embd_s).
+
+Not counted: llama.cpp's compute buffers (hundreds of MiB on large models, depending on n_batch)
+and the CPU repack copies, so treat a fit within ~10% as tight. The estimate for the tiny cards
+matches llama.cpp's own `llama_kv_cache: size` and `llama_memory_recurrent: size` log lines.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import gguf
+
+from specsweep.errors import SpecsweepError
+from specsweep.models.header import field, open_gguf, shard_paths
+
+KV_TYPES = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+            "bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
+            "q4_0": gguf.GGMLQuantizationType.Q4_0, "q4_1": gguf.GGMLQuantizationType.Q4_1,
+            "q5_0": gguf.GGMLQuantizationType.Q5_0, "q5_1": gguf.GGMLQuantizationType.Q5_1,
+            "iq4_nl": gguf.GGMLQuantizationType.IQ4_NL}
+HYBRID_ARCHES = {"qwen35", "qwen35moe", "qwen3next"}
+CTX_PAD = 256
+TIGHT = 0.9  # warn above this share of the free memory: compute buffers are not in the estimate
+
+
+@dataclass(frozen=True)
+class ModelMemory:
+    path: Path
+    weights: int
+    kv: int
+    recurrent: int
+    n_attn_layers: int
+    n_recurrent_layers: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv + self.recurrent
+
+
+def _bytes(n_elements: int, kv_type: str) -> int:
+    try:
+        qtype = KV_TYPES[kv_type]
+    except KeyError:
+        raise SpecsweepError(f"unknown KV cache type {kv_type!r} (one of {', '.join(KV_TYPES)})") from None
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    return -(-n_elements // block) * size
+
+
+def _per_layer(value, n_layer: int) -> list[int]:
+    if isinstance(value, list):
+        return [int(x) for x in value][:n_layer] + [0] * max(0, n_layer - len(value))
+    return [int(value or 0)] * n_layer
+
+
+def model_memory(path: Path, kv_type: str = "q8_0", n_ctx: int = 4096, n_seq: int = 1,
+                 name: str | None = None) -> ModelMemory:
+    """Weights + KV cache + recurrent state of one model, in bytes."""
+    name = name or Path(path).name
+    paths = shard_paths(Path(path), name)
+    readers = [open_gguf(p, name) for p in paths]
+    weights = sum(int(t.n_bytes) for r in readers for t in r.tensors)
+    r = readers[0]
+    arch = field(r, "general.architecture")
+    if not isinstance(arch, str):
+        raise SpecsweepError(f"model {name}: {path} has no general.architecture in its header")
+
+    def key(k, default=None):
+        return field(r, f"{arch}.{k}", default)
+
+    n_layer_all = int(key("block_count", 0) or 0)
+    n_layer = n_layer_all - int(key("nextn_predict_layers", 0) or 0)
+    n_head = _per_layer(key("attention.head_count", 0), n_layer)
+    n_head_kv = _per_layer(key("attention.head_count_kv", None) or key("attention.head_count", 0), n_layer)
+    n_embd = int(key("embedding_length", 0) or 0)
+    head_k = key("attention.key_length")
+    head_v = key("attention.value_length")
+
+    recurrent = [False] * n_layer
+    if arch in HYBRID_ARCHES:
+        explicit = key("attention.recurrent_layers")
+        if isinstance(explicit, list):
+            recurrent = [bool(x) for x in explicit][:n_layer]
+        else:
+            interval = int(key("full_attention_interval", 4) or 4)
+            recurrent = [(il + 1) % interval != 0 for il in range(n_layer)]
+
+    n_ctx_pad = -(-max(1, n_ctx) // CTX_PAD) * CTX_PAD
+    kv_elems = 0
+    n_attn = 0
+    for il in range(n_layer):
+        if recurrent[il] or n_head_kv[il] == 0:
+            continue
+        hk = int(head_k) if head_k else (n_embd // n_head[il] if n_head[il] else 0)
+        hv = int(head_v) if head_v else hk
+        kv_elems += n_head_kv[il] * (hk + hv)
+        n_attn += 1
+    kv = _bytes(kv_elems * n_ctx_pad, kv_type) if kv_elems else 0
+
+    rec_bytes = 0
+    n_rec = sum(recurrent)
+    if n_rec:
+        d_conv = int(key("ssm.conv_kernel", 0) or 0)
+        d_inner = int(key("ssm.inner_size", 0) or 0)
+        d_state = int(key("ssm.state_size", 0) or 0)
+        n_group = int(key("ssm.group_count", 0) or 0)
+        r_elems = max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state)
+        s_elems = d_state * d_inner
+        rec_bytes = n_rec * (r_elems + s_elems) * 4 * max(1, n_seq)
+    return ModelMemory(Path(path), weights, kv, rec_bytes, n_attn, n_rec)
+
+
+def estimate_cell_bytes(model_paths: Iterable[Path], kv_type: str = "q8_0", n_ctx: int = 4096,
+                        n_seq: int = 1) -> int:
+    """Bytes a cell needs: each model's weights once (a draft that is the target's file shares them),
+    and a KV cache and recurrent state per model (each has its own context)."""
+    total, seen = 0, set()
+    for p in model_paths:
+        m = model_memory(Path(p), kv_type, n_ctx, n_seq)
+        real = os.path.realpath(p)
+        total += m.kv + m.recurrent + (0 if real in seen else m.weights)
+        seen.add(real)
+    return total
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FreeMemory:
+    bytes: int
+    where: str  # "GPU 0 (nvidia-smi)", "host (MemAvailable)"
+
+
+def _nvidia_smi_free() -> list[int] | None:
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+        return [int(float(line.strip())) * 2**20 for line in out.splitlines() if line.strip()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def _host_available() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def free_device_memory(gpus: Sequence[int] | None = (0,)) -> FreeMemory:
+    """Free memory where a cell's models go: the listed GPUs (summed: layers split over them) by
+    nvidia-smi, or the host's MemAvailable for a CPU run (`gpus=[]`) or when nvidia-smi is absent."""
+    if gpus:
+        free = _nvidia_smi_free()
+        if free:
+            picked = [i for i in gpus if 0 <= i < len(free)]
+            if picked:
+                return FreeMemory(sum(free[i] for i in picked), "GPU " + ", ".join(map(str, picked)) + " (nvidia-smi)")
+    return FreeMemory(_host_available(), "host (MemAvailable)")
+
+
+def free_device_bytes(gpus: Sequence[int] | None = (0,)) -> int:
+    return free_device_memory(gpus).bytes
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def fit_warning(label: str, needed: int, free: FreeMemory) -> str | None:
+    """A warning when a cell cannot fit (or fits only without room for llama.cpp's compute buffers)."""
+    if needed > free.bytes:
+        return f"{label} needs about {gib(needed)} (weights + KV + state) but {free.where} has {gib(free.bytes)} free"
+    if needed > TIGHT * free.bytes:
+        return (f"{label} needs about {gib(needed)} of the {gib(free.bytes)} free on {free.where}; compute buffers "
+                f"are not counted and may not fit")
+    return None

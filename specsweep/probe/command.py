@@ -1,0 +1,297 @@
+"""`specsweep probe MODEL`: the verify-cost curve T(K)/T(1), the expert-union prediction, break-even
+acceptance per draft length and the memory-bandwidth bound; one record in results/probe/probe.jsonl."""
+
+from __future__ import annotations
+
+import statistics
+
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import click
+
+from specsweep import __version__
+from specsweep.engine import runtime
+from specsweep.errors import SpecsweepError
+from specsweep.probe import theory
+from specsweep.probe.measure import DEFAULT_KS, Curve, known_bandwidth_gbs, measure_curve
+from specsweep.records import manifest
+from specsweep.records.store import JsonlFile
+
+
+def parse_gpus(text: str) -> tuple[int, ...]:
+    text = (text or "").strip()
+    if not text or text.lower() == "cpu":
+        return ()
+    try:
+        gpus = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise SpecsweepError(f"--gpus takes GPU indices like 0 or 0,1 (\"\" for the CPU), got {text!r}") from None
+    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise SpecsweepError(f"--gpus: indices must be distinct and non-negative, got {text!r}")
+    return gpus
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise SpecsweepError(f"--k takes token counts like 1,2,4,8, got {text!r}") from None
+    if not ks:
+        raise SpecsweepError("--k names no token count")
+    if min(ks) < 1:
+        raise SpecsweepError(f"--k: every K must be at least 1, got {min(ks)}")
+    return sorted(set(ks) | {1})  # T(1) is the ordinary decode step everything is compared with
+
+
+def _check_gguf(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise SpecsweepError(f"{what} file not found: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise SpecsweepError(f"{path} is not a GGUF file (no GGUF magic)")
+
+
+def _machine(gpus: tuple[int, ...], threads: int) -> dict:
+    try:
+        version = metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        import llama_cpp
+
+        version = getattr(llama_cpp, "__version__", "unknown")
+    smi, cuda = manifest._nvidia_smi()
+    used = [g for g in smi if g["index"] in gpus] or (smi[:1] if gpus else [])
+    return {
+        "host": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu": manifest._cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads or len(os.sched_getaffinity(0)),
+        "gpus": smi,
+        "gpu_name": used[0]["name"] if used else None,
+        "cuda": cuda,
+        "llama_system_info": manifest._llama_system_info(),
+        "llama_cpp_python": version,
+        "llama_cpp_commit": manifest.LLAMA_CPP_COMMITS.get(version, "unknown"),
+        "specsweep": __version__,
+    }
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 6)
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def _fmt_a(a: float | None) -> str:
+    return "never" if a is None else f"{a:.3f}"
+
+
+@click.command("probe")
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.option("--gpus", default="0", show_default=True, help='GPU indices, comma-separated; "" for the CPU.')
+@click.option("--depth", type=int, default=0, show_default=True,
+              help="Context depth the K tokens are verified at (0: after a short prompt).")
+@click.option("--k", "k_text", default=",".join(map(str, DEFAULT_KS)), show_default=True,
+              help="Batch sizes K to time (1 is always added).")
+@click.option("--reps", type=int, default=5, show_default=True, help="Timed passes per K (after one warm-up pass).")
+@click.option("--outputs", type=click.Choice(["sampled", "logits"]), default="sampled", show_default=True,
+              help="sampled: greedy tokens picked on the device (backend sampling, the run default); "
+                   "logits: every row of logits comes back and is argmax'ed on the host.")
+@click.option("--kv", type=click.Choice(["q8_0", "f16"]), default="q8_0", show_default=True, help="KV cache type.")
+@click.option("--n-batch", type=int, default=512, show_default=True, help="Context batch size (K may not exceed it).")
+@click.option("--threads", type=int, default=0, help="CPU threads (default: every CPU).")
+@click.option("--draft-ms", type=float, default=None, help="Draft cost per drafted token, ms (default 0: a free draft).")
+@click.option("--draft", "draft_path", type=click.Path(path_type=Path), default=None,
+              help="Measure the draft cost as this model's single-token decode step instead.")
+@click.option("--bandwidth-gbs", type=float, default=None,
+              help="Peak memory bandwidth, GB/s (default: known GPUs by nvidia-smi name).")
+@click.option("--results", "results_root", metavar="DIR", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Records go to DIR/probe/probe.jsonl.")
+@click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
+def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int,
+          threads: int, draft_ms: float | None, draft_path: Path | None, bandwidth_gbs: float | None,
+          results_root: Path, verbose: bool) -> None:
+    """Time one target decode of K tokens against one ordinary decode step, T(K)/T(1), and set it
+    beside the expert-union prediction, the break-even acceptance per draft length and the
+    memory-bandwidth bound."""
+    gpu_ids = parse_gpus(gpus)
+    ks = parse_ks(k_text)
+    if depth < 0:
+        raise SpecsweepError(f"--depth must be non-negative, got {depth}")
+    if reps < 1:
+        raise SpecsweepError(f"--reps must be at least 1, got {reps}")
+    if n_batch < 1:
+        raise SpecsweepError(f"--n-batch must be at least 1, got {n_batch}")
+    if max(ks) > n_batch:
+        raise SpecsweepError(f"K = {max(ks)} exceeds --n-batch {n_batch}: one verify pass is one batch")
+    if threads < 0:
+        raise SpecsweepError(f"--threads must be non-negative, got {threads}")
+    if draft_ms is not None and draft_path is not None:
+        raise SpecsweepError("give --draft-ms or --draft MODEL, not both")
+    if draft_ms is not None and draft_ms < 0:
+        raise SpecsweepError(f"--draft-ms must be non-negative, got {draft_ms}")
+    if bandwidth_gbs is not None and bandwidth_gbs <= 0:
+        raise SpecsweepError(f"--bandwidth-gbs must be positive, got {bandwidth_gbs}")
+    _check_gguf(model_path, "model")
+    if draft_path is not None:
+        _check_gguf(draft_path, "draft model")
+    mb = theory.read_model_bytes(model_path)
+    ctx_train = mb.header.get("context_length")
+    if isinstance(ctx_train, int) and depth + max(ks) > ctx_train:
+        raise SpecsweepError(f"--depth {depth} + K {max(ks)} exceeds the model's training context {ctx_train}")
+
+    runtime.init(verbose)
+    place = f"GPU {','.join(map(str, gpu_ids))}" if gpu_ids else f"CPU ({_threads(threads or len(os.sched_getaffinity(0)))})"
+    click.echo(f"probing {model_path.name} on {place}: K = {','.join(map(str, ks))}, {reps} reps", err=True)
+    with runtime.Model(model_path, gpu_ids) as model:
+        curve = measure_curve(model, ks, depth, reps, outputs, kv, n_batch, threads)
+
+    draft_info: dict = {"source": "none", "ms_per_token": 0.0}
+    if draft_ms is not None:
+        draft_info = {"source": "given", "ms_per_token": draft_ms}
+    elif draft_path is not None:
+        click.echo(f"timing the draft step of {draft_path.name}", err=True)
+        with runtime.Model(draft_path, gpu_ids) as draft:
+            dc = measure_curve(draft, [1], depth, max(reps, 5), outputs, kv, n_batch, threads)
+        draft_info = {"source": "measured", "model": draft_path.name, "size_bytes": draft_path.stat().st_size,
+                      "ms_per_token": _ms(dc.median(1)), "times_ms": [_ms(t) for t in dc.times[1]]}
+    machine = _machine(gpu_ids, threads)
+    record = build_record(model_path, mb, curve, draft_info, machine, gpu_ids, depth, reps, threads,
+                          bandwidth_gbs)
+    for line in report_lines(record):
+        click.echo(line)
+    store = JsonlFile(Path(results_root) / "probe" / "probe.jsonl")
+    try:
+        store.append(record)
+    finally:
+        store.close()
+    click.echo(f"recorded in {store.path}", err=True)
+
+
+def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_info: dict, machine: dict,
+                 gpu_ids: tuple[int, ...], depth: int, reps: int, threads: int,
+                 bandwidth_gbs: float | None) -> dict:
+    t1 = curve.median(1)
+    d_tok = draft_info["ms_per_token"] / 1e3
+    kv_pos = curve.pos0 + 1  # a step at position p attends over p + 1 positions
+    b1 = theory.pass_bytes(mb, 1, kv_pos, curve.kv)
+    rows = []
+    for k in curve.ks:
+        tk = curve.median(k)
+        n = k - 1
+        row = {"k": k, "times_ms": [_ms(t) for t in curve.times[k]], "median_ms": _ms(tk), "min_ms": _ms(curve.min(k)),
+               "ratio": tk / t1, "tok_s": k / tk,
+               "pred_bytes": theory.pass_bytes(mb, k, kv_pos, curve.kv), "pred_ratio": theory.bytes_ratio(mb, k, kv_pos, curve.kv),
+               "draft_n": n, "draft_ms": _ms(n * d_tok)}
+        if n >= 1:
+            row["break_even"] = theory.break_even_acceptance(n, tk, t1, n * d_tok)
+            row["max_speedup"] = theory.speedup(n, 1.0, tk, t1, n * d_tok)
+        rows.append(row)
+
+    union = None
+    if mb.is_moe and mb.n_expert_used:
+        e, kk = mb.n_expert, mb.n_expert_used
+        union = {"n_expert": e, "n_expert_used": kk, "fraction": theory.SATURATION_FRACTION,
+                 "k_star": theory.saturation_continuous(e, kk), "k_saturation": theory.saturation_tokens(e, kk),
+                 "k_approx": theory.saturation_approx(e, kk),
+                 "ratio_all_experts": theory.pass_bytes(mb, 1, kv_pos, curve.kv, union=False) / b1}
+
+    if bandwidth_gbs is not None:
+        peak, peak_source = bandwidth_gbs, "given"
+    elif gpu_ids:
+        peak = known_bandwidth_gbs(machine.get("gpu_name"))
+        peak_source = "known GPU table" if peak else "unknown GPU"
+    else:
+        peak, peak_source = None, "CPU: give --bandwidth-gbs"
+    achieved = b1 / t1 / 1e9
+    bandwidth = {"bytes_per_token": b1, "weight_bytes": theory.pass_bytes(mb, 1), "kv_bytes": theory.kv_bytes(mb, kv_pos, curve.kv),
+                 "achieved_gbs": achieved, "peak_gbs": peak, "peak_source": peak_source,
+                 "bound_ms": b1 / (peak * 1e9) * 1e3 if peak else None, "share": achieved / peak if peak else None}
+
+    return {
+        "kind": "probe",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+        "model": {"file": model_path.name, "path": str(model_path), "size_bytes": mb.file_bytes, "arch": mb.arch,
+                  "header": mb.header, "moe": mb.is_moe, "n_expert": mb.n_expert, "n_expert_used": mb.n_expert_used,
+                  "tied_embeddings": mb.tied, "embd_row_bytes": mb.embd_row, "bytes_by_class": mb.classes(),
+                  "kv_values_per_position": mb.kv_elements},
+        "settings": {"gpus": list(gpu_ids), "depth": depth, "pos0": curve.pos0, "ks": curve.ks, "reps": reps,
+                     "warmup": 1, "outputs": curve.outputs, "kv": curve.kv, "n_ctx": curve.n_ctx,
+                     "n_batch": curve.n_batch, "threads": machine["threads"], "flash_attn": True,
+                     "rollback": curve.rollback},
+        "machine": machine,
+        "t1_ms": _ms(t1),
+        "curve": rows,
+        "union": union,
+        "draft": draft_info,
+        "bandwidth": bandwidth,
+        "output_mismatches": curve.mismatches,
+        # what a speculative loop pays on top: a single-token step right after a verify batch
+        "switch": {"after_k": curve.switch_k, "times_ms": [_ms(t) for t in curve.switch_times],
+                   "median_ms": _ms(statistics.median(curve.switch_times)) if curve.switch_times else None},
+    }
+
+
+def report_lines(r: dict) -> list[str]:
+    m, s, u, bw, d = r["model"], r["settings"], r["union"], r["bandwidth"], r["draft"]
+    moe = f"{m['n_expert']} experts, top-{m['n_expert_used']}" if m["moe"] else "dense"
+    where = f"GPU {','.join(map(str, s['gpus']))} ({r['machine']['gpu_name'] or '?'})" if s["gpus"] else \
+        f"CPU, {_threads(s['threads'])}"
+    lines = [f"{m['file']}: {m['arch']}, {moe}, {m['size_bytes'] / 2**20:.1f} MiB; {where}; "
+             f"depth {s['pos0']}, kv {s['kv']}, outputs {s['outputs']}, {s['reps']} reps, rollback {s['rollback']}"]
+    head = f"{'K':>4} {'T(K) ms':>10} {'min ms':>10} {'T(K)/T(1)':>10} {'K/T(K) tok/s':>13}"
+    if m["moe"]:
+        head += f" {'B(K)/B(1)':>10}"
+    head += f" {'break-even a':>13} {'speedup a=1':>12}"
+    lines.append(head)
+    for row in r["curve"]:
+        line = (f"{row['k']:>4} {row['median_ms']:>10.3f} {row['min_ms']:>10.3f} {row['ratio']:>10.2f} "
+                f"{row['tok_s']:>13.1f}")
+        if m["moe"]:
+            line += f" {row['pred_ratio']:>10.2f}"
+        if "break_even" in row:
+            line += f" {_fmt_a(row['break_even']):>13} {row['max_speedup']:>11.2f}x"
+        else:
+            line += f" {'-':>13} {'-':>12}"
+        lines.append(line)
+    lines.append("break-even a: per-token acceptance below which draft length K-1 loses to plain decoding; "
+                 "speedup a=1: (K T(1)) / (T(K) + D(K-1))")
+    if u:
+        lines.append(f"expert union: {u['n_expert']} experts, top-{u['n_expert_used']}: "
+                     f"{u['fraction']:.0%} of them expected at K* = {u['k_star']:.1f} tokens (first whole batch "
+                     f"K = {u['k_saturation']}; (E/k) ln 20 = {u['k_approx']:.1f}); "
+                     f"B(K)/B(1) -> {u['ratio_all_experts']:.2f} with every expert read")
+    else:
+        lines.append("dense model: B(K) = B(1) (every pass reads every weight once)")
+    if d["source"] == "none":
+        lines.append("draft cost: none given (D = 0: break-even for a free draft; --draft-ms or --draft MODEL)")
+    elif d["source"] == "given":
+        lines.append(f"draft cost: {d['ms_per_token']:.3f} ms per drafted token (given)")
+    else:
+        lines.append(f"draft cost: {d['ms_per_token']:.3f} ms per drafted token ({d['model']}'s decode step)")
+    mb = bw["bytes_per_token"] / 1e6
+    line = (f"bandwidth: {mb:.2f} MB read per decode step (weights {bw['weight_bytes'] / 1e6:.2f} MB, KV "
+            f"{bw['kv_bytes'] / 1e6:.3f} MB) in T(1) = {r['t1_ms']:.3f} ms: {bw['achieved_gbs']:.1f} GB/s")
+    if bw["peak_gbs"]:
+        line += (f"; bound {bw['bound_ms']:.3f} ms per token at {bw['peak_gbs']:.0f} GB/s ({bw['peak_source']}): "
+                 f"baseline decoding reaches {bw['share']:.0%} of it")
+    else:
+        line += f"; peak bandwidth unknown ({bw['peak_source']})"
+    lines.append(line)
+    sw = r.get("switch") or {}
+    if sw.get("median_ms"):
+        lines.append(f"shape switch: a single-token step right after a K = {sw['after_k']} pass takes "
+                     f"{sw['median_ms']:.3f} ms, {sw['median_ms'] / r['t1_ms']:.2f}x an ordinary step "
+                     f"(llama.cpp re-captures its CUDA graph when the batch shape changes)")
+    if r["output_mismatches"]:
+        lines.append(f"warning: {r['output_mismatches']} timed passes returned other tokens than the first pass "
+                     f"of the same K (the context was not restored exactly?)")
+    return lines

@@ -1,0 +1,70 @@
+"""`specsweep check MATRIX`: before a run, from GGUF headers only, does every draft fit its target's
+vocabulary (llama.cpp's rules) and does every cell fit the device's free memory?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from specsweep.errors import SpecsweepError
+from specsweep.matrix import load as matrix_load
+from specsweep.matrix.models import ModelRef, resolve
+from specsweep.models.memory import estimate_cell_bytes, fit_warning, free_device_memory, gib
+from specsweep.models.vocab_match import check_pair
+from specsweep.run.plan import make_plan
+
+
+def _path(ref: ModelRef, matrix_path: Path) -> Path | None:
+    """The model's file if it is there (headers are read, nothing is downloaded or loaded); a tiny
+    synthetic model is written on the spot, a full-size one is left for `run`."""
+    tiny_synth = ref.kind == "synth" and ref.identity.get("scale") == "tiny"
+    path = resolve(ref, matrix_path, create=tiny_synth)
+    return path if path.is_file() else None
+
+
+@click.command("check")
+@click.argument("matrix_file", metavar="MATRIX", type=click.Path(path_type=Path))
+def check(matrix_file: Path) -> None:
+    """Check MATRIX's draft/target vocabularies and memory needs from GGUF headers, loading nothing."""
+    matrix = matrix_load.load(matrix_file)
+    groups = make_plan(matrix, None, set())
+    paths: dict[str, Path | None] = {}
+    for g in groups:
+        for ref in g.models.values():
+            if ref.name not in paths:
+                try:
+                    paths[ref.name] = _path(ref, matrix.path)
+                except SpecsweepError as e:  # not fetched yet, offline: say so and go on
+                    click.echo(f"model {ref.name}: {e.message}")
+                    paths[ref.name] = None
+    refused, pairs = [], set()
+    for g in groups:
+        for plan in g.cells:
+            cell = plan.cell
+            models = cell.models
+            if plan.skip_reason:
+                click.echo(f"skip {cell.name}: {plan.skip_reason}")
+                continue
+            if "draft" in models and (models["target"].name, models["draft"].name) not in pairs:
+                t, d = models["target"], models["draft"]
+                pairs.add((t.name, d.name))
+                if paths[t.name] and paths[d.name]:
+                    try:
+                        result = check_pair(t.name, paths[t.name], d.name, paths[d.name])
+                        click.echo(f"vocabulary {d.name} -> {t.name}: ok"
+                                   + "".join(f" (warning: {w})" for w in result.warnings))
+                    except SpecsweepError as e:
+                        refused.append(e.message)
+                        click.echo(f"vocabulary {d.name} -> {t.name}: REFUSED")
+                else:
+                    click.echo(f"vocabulary {d.name} -> {t.name}: not checked (a file is not there yet)")
+            files = [paths[m.name] for m in models.values()]
+            if all(files):
+                needed = estimate_cell_bytes(files, cell.kv, cell.n_ctx)
+                free = free_device_memory(cell.gpus)
+                warning = fit_warning(f"cell {cell.name!r}", needed, free)
+                click.echo(f"memory {cell.name}: {gib(needed)} of {gib(free.bytes)} free on {free.where}"
+                           + (f" -- warning: {warning}" if warning else ""))
+    if refused:
+        raise SpecsweepError(refused[0] if len(refused) == 1 else f"{refused[0]} (and {len(refused) - 1} more)")

@@ -1,0 +1,85 @@
+"""`specsweep check MATRIX`: vocabulary pairs and memory from GGUF headers, before anything loads;
+and `specsweep run` refusing a mismatched draft before its first trial."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from specsweep.cli import main
+from tests.test_models_fetch import put_in_cache
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRIX = """
+name = "chk"
+[models]
+t = { synth = "qwen3.6-35b-a3b", scale = "tiny" }
+good = { synth = "qwen3.5-0.8b", scale = "tiny", seed = 3 }
+bad = { synth = "qwen3-0.6b", scale = "tiny" }
+[defaults]
+target = "t"
+gpus = []
+n_ctx = 512
+n_predict = 8
+trials = 1
+warmup = 0
+prompt_kinds = ["chat"]
+[[cell]]
+method = "draft"
+draft = DRAFTS
+"""
+
+
+def write(tmp_path, drafts: str) -> Path:
+    path = tmp_path / "chk.toml"
+    path.write_text(MATRIX.replace("DRAFTS", drafts))
+    return path
+
+
+def test_check_accepts_the_family_draft_and_refuses_the_other(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
+    out = CliRunner().invoke(main, ["check", str(write(tmp_path, '["good", "bad"]'))])
+    assert out.exit_code == 2
+    assert "vocabulary good -> t: ok" in out.output and "vocabulary bad -> t: REFUSED" in out.output
+    last = out.output.strip().splitlines()[-1]
+    assert last.startswith("specsweep: error: draft bad cannot speculate for target t")
+    assert "first differing token: id 1536" in last
+    assert "memory draft good" in out.output  # weights + KV estimate against free memory
+    ok = CliRunner().invoke(main, ["check", str(write(tmp_path, '"good"'))])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_run_refuses_a_mismatched_draft_before_any_trial(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
+    results = tmp_path / "results"
+    out = CliRunner().invoke(main, ["run", str(write(tmp_path, '["good", "bad"]')), "--results", str(results)])
+    assert out.exit_code == 2 and "draft bad cannot speculate for target t" in out.output
+    assert not list(results.rglob("trials*.jsonl"))
+
+
+def test_check_a3b_matrix_on_synthetic_stand_ins(tmp_path, tiny_model):
+    """matrices/a3b.toml as shipped, its models.lock names served from a Hugging Face cache that
+    holds tiny synthetic stand-ins: the vocab-matched draft passes, a qwen3 one is refused."""
+    hub = tmp_path / "hf" / "hub"
+    put_in_cache(hub, "unsloth/Qwen3.6-35B-A3B-GGUF", "Qwen3.6-35B-A3B-UD-Q4_K_XL.gguf",
+                 tiny_model("qwen3.6-35b-a3b"), revision="9280dd353ab587157920d5bd391ada414d84e552")
+
+    def check_with(draft_card: str) -> subprocess.CompletedProcess:
+        put_in_cache(hub, "unsloth/Qwen3.5-0.8B-GGUF", "Qwen3.5-0.8B-Q4_K_M.gguf", tiny_model(draft_card),
+                     revision="main-" + draft_card)
+        (hub / "models--unsloth--Qwen3.5-0.8B-GGUF" / "refs" / "main").write_text("main-" + draft_card)
+        env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+        return subprocess.run([sys.executable, "-m", "specsweep", "check", "matrices/a3b.toml"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    good = check_with("qwen3.5-0.8b")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "vocabulary draft -> a3b: ok" in good.stdout
+    bad = check_with("qwen3-0.6b")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("specsweep: error: draft draft cannot speculate for target a3b")
+    assert bad.stderr.strip().count("\n") == 0
