@@ -74,29 +74,61 @@ class ContextOptions:
     backend_sampling: bool = False
 
 
+SPLIT_MODES = {"layer": ll.LLAMA_SPLIT_MODE_LAYER, "row": ll.LLAMA_SPLIT_MODE_ROW,
+               "tensor": ll.LLAMA_SPLIT_MODE_TENSOR}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """llama_model_params' device fields for a layout."""
+    n_gpu_layers: int
+    split_mode: int
+    main_gpu: int
+    tensor_split: tuple[float, ...]  # one share per llama.cpp device index; () leaves it unset
+
+
+def gpu_placement(gpus: tuple[int, ...], split_mode: str = "layer", ratios: tuple[float, ...] = (),
+                  n_devices: int = 16) -> Placement:
+    """Map specsweep's layout onto llama.cpp's model parameters: no GPU -> no layers offloaded; one
+    GPU -> split mode none with that GPU as main; several -> `split_mode` over exactly those GPUs,
+    shares `ratios` (even when empty) at their device indices and 0 elsewhere."""
+    if not gpus:
+        return Placement(0, ll.LLAMA_SPLIT_MODE_NONE, 0, ())
+    if max(gpus) >= n_devices:
+        raise SpecsweepError(f"GPU {max(gpus)} is beyond the {n_devices} devices llama.cpp supports")
+    if len(gpus) == 1:
+        return Placement(-1, ll.LLAMA_SPLIT_MODE_NONE, gpus[0], ())
+    if split_mode not in SPLIT_MODES:
+        raise SpecsweepError(f"unknown split mode {split_mode!r} (one of {', '.join(SPLIT_MODES)})")
+    ratios = ratios or (1.0,) * len(gpus)
+    if len(ratios) != len(gpus) or min(ratios) < 0 or sum(ratios) <= 0:
+        raise SpecsweepError(f"tensor_split {list(ratios)} needs one non-negative share per GPU of {list(gpus)}")
+    shares = [0.0] * n_devices
+    for g, r in zip(gpus, ratios):
+        shares[g] = float(r)
+    return Placement(-1, SPLIT_MODES[split_mode], gpus[0], tuple(shares))
+
+
 class Model:
-    def __init__(self, path: Path, gpus: tuple[int, ...] | list[int] = (0,), vocab_only: bool = False):
+    def __init__(self, path: Path, gpus: tuple[int, ...] | list[int] = (0,), vocab_only: bool = False,
+                 split_mode: str = "layer", tensor_split: tuple[float, ...] | list[float] = ()):
         """Load a GGUF. `gpus`: () keeps it on the CPU, (i,) puts all layers on GPU i, more
-        indices split the layers evenly over those GPUs (llama.cpp's layer split).
-        `vocab_only` reads the tokenizer and chat template, no weights."""
+        indices split the model over those GPUs (`split_mode` layer, row or tensor, in the
+        proportions `tensor_split`, even by default). `vocab_only` reads the tokenizer and chat
+        template, no weights."""
         init(_state["verbose"])
         path = Path(path)
         if not path.is_file():
             raise SpecsweepError(f"model file not found: {path}")
         params = ll.llama_model_default_params()
-        params.n_gpu_layers = -1 if gpus else 0
-        params.vocab_only = vocab_only
-        if len(gpus) == 1:
-            params.split_mode = ll.LLAMA_SPLIT_MODE_NONE
-            params.main_gpu = gpus[0]
-        elif len(gpus) > 1:
-            params.split_mode = ll.LLAMA_SPLIT_MODE_LAYER
-            self._split = (ctypes.c_float * ll.llama_max_devices())()  # kept alive through loading
-            for g in gpus:
-                if g >= len(self._split):
-                    raise SpecsweepError(f"GPU {g} is beyond the {len(self._split)} devices llama.cpp supports")
-                self._split[g] = 1.0
+        placement = gpu_placement(tuple(gpus), split_mode, tuple(tensor_split), ll.llama_max_devices())
+        params.n_gpu_layers = placement.n_gpu_layers
+        params.split_mode = placement.split_mode
+        params.main_gpu = placement.main_gpu
+        if placement.tensor_split:
+            self._split = (ctypes.c_float * len(placement.tensor_split))(*placement.tensor_split)  # alive while loading
             params.tensor_split = self._split
+        params.vocab_only = vocab_only
         _recent.clear()
         self.ptr = ll.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:

@@ -77,8 +77,16 @@ def make_cell(name: str | None, values: dict, models: dict[str, ModelRef], label
     gpus = values["gpus"]
     if not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus) or len(set(gpus)) != len(gpus):
         raise SpecsweepError(f"{label}: gpus must be a list of distinct GPU indices, e.g. [0] or [0, 1]")
+    split = values["tensor_split"]
+    if split and (len(split) != len(gpus) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                      and x >= 0 for x in split) or sum(split) <= 0):
+        raise SpecsweepError(f"{label}: tensor_split must give one non-negative share per GPU of {gpus}")
+    if values.get("draft_gpu") is not None and not gpus:
+        raise SpecsweepError(f"{label}: draft_gpu needs the target on a GPU too (gpus is empty)")
     if not all(isinstance(k, str) for k in values["prompt_kinds"]):
         raise SpecsweepError(f"{label}: prompt_kinds must be a list of strings")
+    if len(gpus) < 2:  # nothing to split: one layout, one cell
+        values["split_mode"], values["tensor_split"] = "none", []
     roles = {role: models[values[role]] for role in MODEL_KEYS if role in values}
     fields = {k: values[k] for k in values}
     cell_name = _format_name(name, values, label) if name else _default_name(values)

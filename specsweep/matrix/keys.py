@@ -13,6 +13,7 @@ METHODS = ("baseline", "draft", "ngram-cache", "ngram-mod", "dflash")
 SPECULATIVE = METHODS[1:]
 KV_TYPES = ("q8_0", "f16")
 ROLLBACKS = ("checkpoint", "snapshot")
+SPLIT_MODES = ("layer", "row", "tensor")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,10 @@ COMMON = {
     "prompts": Key("default", (str,), help="prompt set: a shipped name or a file next to the matrix"),
     "prompt_kinds": Key([], (list,), help="only these kinds of the set (empty: all)"),
     "chat": Key(True, (bool,), help="wrap each prompt in the target's chat template"),
-    "gpus": Key([0], (list,), help="[] CPU only, [0] one GPU, [0, 1] layers split over two"),
+    "gpus": Key([0], (list,), help="[] CPU only, [0] one GPU, [0, 1] the target split over two"),
+    "split_mode": Key("layer", (str,), choices=SPLIT_MODES,
+                      help="how a target on several GPUs is split (llama.cpp's --split-mode)"),
+    "tensor_split": Key([], (list,), help="the target's share per GPU of `gpus`, e.g. [3, 1] (empty: even)"),
     "threads": Key(0, (int,), minimum=0, help="CPU threads (0: every CPU this process may use)"),
     # on by default: host-side greedy copies a row of logits per token (1 MB at a 248k vocabulary);
     # an H100 baseline measured 0.968 of llama-bench that way against 0.987 with it

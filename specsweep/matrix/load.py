@@ -20,7 +20,7 @@ from specsweep.matrix.keys import ALL_KEYS, METHOD_DEFAULTS, METHODS, MODEL_KEYS
 from specsweep.matrix.models import ModelRef, parse_models
 
 TOP_KEYS = {"name", "description", "models", "defaults", "cell"}
-LIST_VALUED = {"prompt_kinds", "gpus"}
+LIST_VALUED = {"prompt_kinds", "gpus", "tensor_split"}
 
 
 @dataclass

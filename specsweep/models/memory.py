@@ -148,7 +148,7 @@ class FreeMemory:
     where: str  # "GPU 0 (nvidia-smi)", "host (MemAvailable)"
 
 
-def _nvidia_smi_free() -> list[int] | None:
+def nvidia_smi_free() -> list[int] | None:
     exe = shutil.which("nvidia-smi")
     if not exe:
         return None
@@ -178,7 +178,7 @@ def free_device_memory(gpus: Sequence[int] | None = (0,)) -> FreeMemory:
     """Free memory where a cell's models go: the listed GPUs (summed: layers split over them) by
     nvidia-smi, or the host's MemAvailable for a CPU run (`gpus=[]`) or when nvidia-smi is absent."""
     if gpus:
-        free = _nvidia_smi_free()
+        free = nvidia_smi_free()
         if free:
             picked = [i for i in gpus if 0 <= i < len(free)]
             if picked:

@@ -10,7 +10,7 @@ import click
 from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, resolve
-from specsweep.models.memory import estimate_cell_bytes, fit_warning, free_device_memory, gib
+from specsweep.models.memory import estimate_cell_bytes, fit_warning, free_device_memory, gib, nvidia_smi_free
 from specsweep.models.vocab_match import check_pair
 from specsweep.run.plan import make_plan
 
@@ -38,6 +38,7 @@ def check(matrix_file: Path) -> None:
                 except SpecsweepError as e:  # not fetched yet, offline: say so and go on
                     click.echo(f"model {ref.name}: {e.message}")
                     paths[ref.name] = None
+    free_per_gpu = nvidia_smi_free() or []
     refused, pairs = [], set()
     for g in groups:
         for plan in g.cells:
@@ -46,6 +47,11 @@ def check(matrix_file: Path) -> None:
             if plan.skip_reason:
                 click.echo(f"skip {cell.name}: {plan.skip_reason}")
                 continue
+            wanted = set(cell.gpus) | ({cell.settings["draft_gpu"]} if cell.settings.get("draft_gpu") is not None else set())
+            if wanted and max(wanted) >= len(free_per_gpu):
+                have = f"{len(free_per_gpu)} GPU{'s' if len(free_per_gpu) != 1 else ''}" if free_per_gpu else "no GPU nvidia-smi can see"
+                click.echo(f"warning: cell {cell.name!r} asks for GPU {max(wanted)} but this machine has {have}"
+                           + (" (llama.cpp would run it on the CPU)" if not free_per_gpu else ""))
             if "draft" in models and (models["target"].name, models["draft"].name) not in pairs:
                 t, d = models["target"], models["draft"]
                 pairs.add((t.name, d.name))

@@ -43,6 +43,8 @@ class Group:
     on first use, and stay loaded until the group is done."""
     target: ModelRef
     gpus: tuple[int, ...]
+    split_mode: str = "layer"
+    tensor_split: tuple[float, ...] = ()
     cells: list[CellPlan] = field(default_factory=list)
 
     @property
@@ -74,8 +76,10 @@ def make_plan(matrix: Matrix, shard, done: set[tuple[str, str, int]]) -> list[Gr
         prompts = load_set(cell.prompts, matrix.path, cell.prompt_kinds)
         todo = [(p, t) for p in prompts for t in range(cell.trials) if (cell.id, p.id, t) not in done]
         target = cell.models["target"]
-        key = (json.dumps(target.identity, sort_keys=True), tuple(cell.gpus))
-        group = groups.setdefault(key, Group(target, tuple(cell.gpus)))
+        layout = (tuple(cell.gpus), cell.split_mode if len(cell.gpus) > 1 else "layer",
+                  tuple(cell.tensor_split) if len(cell.gpus) > 1 else ())
+        key = (json.dumps(target.identity, sort_keys=True), layout)
+        group = groups.setdefault(key, Group(target, *layout))
         group.cells.append(CellPlan(cell, prompts, todo, UNAVAILABLE.get(cell.method)))
     for group in groups.values():  # baselines first: they give the reference tokens
         group.cells.sort(key=lambda c: c.cell.method != "baseline")
@@ -103,6 +107,8 @@ def describe(groups: list[Group], matrix_path: Path, resolve_path) -> list[str]:
     lines = []
     for n, g in enumerate(groups, 1):
         where = "CPU" if not g.gpus else "GPU " + "+".join(map(str, g.gpus))
+        if len(g.gpus) > 1:
+            where += f" (split {g.split_mode}" + (f" {list(g.tensor_split)}" if g.tensor_split else "") + ")"
         lines.append(f"group {n}: load on {where}:")
         for ref in g.models.values():
             lines.append(f"  model {ref.name}: {ref.describe()} -> {resolve_path(ref)}")

@@ -74,7 +74,8 @@ class Runner:
             return
         with ExitStack() as stack:
             target_path = self.model_files[group.target.name]["path"]
-            target = stack.enter_context(runtime.Model(target_path, group.gpus))
+            target = stack.enter_context(runtime.Model(target_path, group.gpus, split_mode=group.split_mode,
+                                                       tensor_split=group.tensor_split))
             loaded = {(target_path, group.gpus): target}
 
             def load(ref, gpus):
