@@ -19,7 +19,7 @@ import numpy as np
 
 from specsweep.errors import SpecsweepError
 
-_GGML_LOG_ERROR = 3
+_GGML_LOG_WARN, _GGML_LOG_ERROR = 3, 4  # ggml_log_level
 _state = {"init": False, "verbose": False}
 _recent = collections.deque(maxlen=20)  # the last lines llama.cpp logged, for error messages
 
@@ -29,8 +29,8 @@ def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     line = text.decode("utf-8", errors="replace")
     if _state["verbose"]:
         print(line, end="", flush=True, file=sys.stderr)
-    if level == _GGML_LOG_ERROR and line.strip():
-        _recent.append(line.strip())
+    if level in (_GGML_LOG_WARN, _GGML_LOG_ERROR) and line.strip():
+        _recent.append((level, line.strip()))
 
 
 def init(verbose: bool = False) -> None:
@@ -54,7 +54,15 @@ def native_env(tool: Path) -> dict[str, str]:
 
 
 def last_error(default: str) -> str:
-    return _recent[-1] if _recent else default
+    """What llama.cpp said went wrong since the call began: its first error line (the cause; later
+    ones only say "failed to load model"), else its last warning, else `default`."""
+    for level, line in _recent:
+        if level == _GGML_LOG_ERROR:
+            return line
+    for level, line in reversed(_recent):
+        if level == _GGML_LOG_WARN:
+            return line
+    return default
 
 
 KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2, "f32": 0}  # ggml_type values

@@ -1,0 +1,156 @@
+"""Read what `specsweep plot` is given into sources: one per results folder, file or contribution.
+
+A RESULTS argument may be
+- a results folder, `results/<matrix>` (every `trials*.jsonl`, `manifests.jsonl`, and probe
+  records of any `*.jsonl` in it, such as `results/probe`);
+- a folder of such folders (`results/`): one source per subfolder that holds records;
+- a JSONL file: trial, manifest and probe records (a `trials*.jsonl` picks up the
+  `manifests.jsonl` beside it), or a merged community file (`specsweep merge`), which holds one
+  source per contribution;
+- a contribution file (`specsweep contribute`, JSON), checked against the schema first.
+
+A source's card is the GPU its trials ran on (the manifest's name for the first GPU of `gpus`),
+or the CPU's name for CPU runs; a contribution names its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specsweep.errors import SpecsweepError
+from specsweep.records.store import read_jsonl
+
+
+@dataclass
+class Source:
+    name: str  # the folder's or file's name, or the contribution's file name: never a full path
+    origin: str  # "results", "records", "contribution"
+    trials: list[dict] = field(default_factory=list)
+    manifests: list[dict] = field(default_factory=list)
+    probes: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # a contribution's card, date, power limit, clocks
+    label: str = ""  # what the page calls it: the card, and the name where two sources share a card
+
+    @property
+    def card(self) -> str:
+        return self.meta.get("card") or card_name(self.trials, self.manifests, self.probes)
+
+
+def card_name(trials: list[dict], manifests: list[dict], probes: list[dict]) -> str:
+    """The GPU (or CPU) most of these records were measured on."""
+    by_id = {m.get("id"): m for m in manifests}
+    seen: Counter = Counter()
+    for t in trials:
+        m = by_id.get(t.get("manifest")) or (manifests[-1] if manifests else None)
+        if m is None:
+            continue
+        gpus = (t.get("settings") or {}).get("gpus") or []
+        names = {g.get("index"): g.get("name") for g in m.get("gpus") or []}
+        name = names.get(gpus[0]) if gpus else m.get("cpu")
+        if name:
+            seen[name] += 1
+    for p in probes:
+        machine = p.get("machine") or {}
+        name = machine.get("gpu_name") if (p.get("settings") or {}).get("gpus") else machine.get("cpu")
+        if name:
+            seen[name] += 1
+    if not seen and manifests:
+        m = manifests[-1]
+        gpus = m.get("gpus") or []
+        name = gpus[0].get("name") if gpus else m.get("cpu")
+        if name:
+            seen[name] += 1
+    return seen.most_common(1)[0][0] if seen else "unknown card"
+
+
+def _split(records: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    trials = [r for r in records if r.get("kind") == "trial"]
+    manifests = [r for r in records if r.get("kind") == "manifest"]
+    probes = [r for r in records if r.get("kind") == "probe"]
+    return trials, manifests, probes
+
+
+def _folder(path: Path) -> Source | None:
+    records = []
+    for p in sorted(path.glob("*.jsonl")):
+        if p.name.startswith("references"):
+            continue  # baseline tokens: nothing to show
+        records.extend(read_jsonl(p))
+    trials, manifests, probes = _split(records)
+    if not (trials or probes):
+        return None
+    return Source(path.resolve().name, "results", trials, manifests, probes)
+
+
+def from_contribution(doc: dict, name: str) -> Source:
+    meta = {k: doc.get(k) for k in ("card", "created", "power_limit_w", "clocks", "notes", "schema_version",
+                                    "lossless") if doc.get(k) is not None}
+    return Source(name, "contribution", list(doc.get("trials") or []), list(doc.get("manifests") or []),
+                  list(doc.get("probes") or []), meta)
+
+
+def _contribution_file(path: Path) -> Source:
+    from specsweep.contrib import problem
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecsweepError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    except ValueError as e:
+        raise SpecsweepError(f"{path} is not JSON: {e}") from None
+    reason = problem(doc)
+    if reason:
+        raise SpecsweepError(f"{path} is not a valid contribution: {reason}")
+    return from_contribution(doc, path.name)
+
+
+def _jsonl_file(path: Path) -> list[Source]:
+    records = read_jsonl(path)
+    heads = [r for r in records if r.get("kind") == "contribution"]
+    if heads:  # a merged community file: one source per contribution
+        sources = []
+        for head in heads:
+            cid = head.get("contribution")
+            mine = [r for r in records if r.get("contribution") == cid and r.get("kind") != "contribution"]
+            trials, manifests, probes = _split(mine)
+            meta = {k: v for k, v in head.items() if k not in ("kind", "contribution", "file") and v is not None}
+            sources.append(Source(str(head.get("file") or cid), "contribution", trials, manifests, probes, meta))
+        return sources
+    trials, manifests, probes = _split(records)
+    if trials and not manifests and path.name.startswith("trials"):
+        manifests = read_jsonl(path.parent / "manifests.jsonl")
+    if not (trials or probes):
+        return []
+    return [Source(path.stem, "records", trials, manifests, probes)]
+
+
+def load(paths: list[Path]) -> list[Source]:
+    """Every source the paths hold, labelled; a path with no records is a one-line error."""
+    sources: list[Source] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = _folder(path)
+            if found is not None:
+                got = [found]
+            else:
+                got = [s for sub in sorted(p for p in path.iterdir() if p.is_dir()) if (s := _folder(sub))]
+        elif path.is_file():
+            got = [_contribution_file(path)] if path.suffix == ".json" else _jsonl_file(path)
+        else:
+            raise SpecsweepError(f"results not found: {path}")
+        if not got:
+            raise SpecsweepError(f"no trial or probe records in {path}")
+        sources.extend(got)
+    cards = Counter(s.card for s in sources)
+    for s in sources:
+        s.label = s.card if cards[s.card] == 1 else f"{s.card} · {s.name}"
+    labels = Counter(s.label for s in sources)
+    seen: Counter = Counter()
+    for s in sources:  # the same folder given twice, say: keep the labels apart
+        if labels[s.label] > 1:
+            seen[s.label] += 1
+            s.label = f"{s.label} ({seen[s.label]})"
+    return sources
