@@ -7,9 +7,11 @@ import sys
 import click
 
 from specsweep import __version__
+from specsweep.contrib.command import contribute, merge
 from specsweep.errors import SpecsweepError
 from specsweep.models.commands import fetch, lock, models
 from specsweep.probe.command import probe
+from specsweep.report.command import plot
 from specsweep.run.check import check
 from specsweep.run.command import run
 from specsweep.synth.command import synth
@@ -47,5 +49,8 @@ main.add_command(fetch)
 main.add_command(lock)
 main.add_command(models)
 main.add_command(probe)
+main.add_command(plot)
+main.add_command(contribute)
+main.add_command(merge)
 
 __all__ = ["main", "SpecsweepError"]

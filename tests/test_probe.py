@@ -166,8 +166,7 @@ def test_break_even_edges():
 
 # --- measurement helpers ---
 
-def test_rep_order_and_known_gpus():
-    ks = [1, 2, 4, 8]
+def test_known_gpus():
     assert known_bandwidth_gbs("NVIDIA H100 80GB HBM3") == 3350
     assert known_bandwidth_gbs("NVIDIA H100 PCIe") == 2000
     assert known_bandwidth_gbs("NVIDIA H200") == 4800

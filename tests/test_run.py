@@ -3,7 +3,6 @@ SIGKILL safety, shards, and one-line errors that keep finished records."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

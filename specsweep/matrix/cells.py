@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
-from specsweep.matrix.keys import ALL_KEYS, MODEL_KEYS
+from specsweep.matrix.keys import MODEL_KEYS
 from specsweep.matrix.models import ModelRef
 
 # settings that say how much to measure, not what: they stay out of the id
@@ -49,12 +49,6 @@ class Cell:
         d = {k: self.settings.get(k) for k in REFERENCE_KEYS if k != "target"}
         d["target"] = self.models["target"].identity
         return _digest(d)
-
-    def label(self) -> str:
-        """The method's parameters, short: for tables and progress."""
-        parts = [f"{k}={v}" for k, v in self.settings.items()
-                 if k in ALL_KEYS and ALL_KEYS[k].methods != ALL_KEYS["method"].methods and k not in MODEL_KEYS]
-        return " ".join(parts)
 
 
 def _digest(obj) -> str:

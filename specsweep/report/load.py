@@ -124,7 +124,8 @@ def _jsonl_file(path: Path) -> list[Source]:
         manifests = read_jsonl(path.parent / "manifests.jsonl")
     if not (trials or probes):
         return []
-    return [Source(path.stem, "records", trials, manifests, probes)]
+    name = path.parent.name if path.name.startswith("trials") and path.parent.name else path.stem
+    return [Source(name, "records", trials, manifests, probes)]
 
 
 def load(paths: list[Path]) -> list[Source]:

@@ -64,20 +64,26 @@ def _num(x: float | None, digits: int = 1) -> str:
 
 def _base_layout(fig: go.Figure, height: int, **kw) -> None:
     fig.update_layout(height=height, template="plotly_white", font=dict(family=FONT, size=13, color="#222"),
-                      margin=dict(l=20, r=30, t=70, b=50), hoverlabel=dict(font_size=12),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, xanchor="left",
-                                  bgcolor="rgba(255,255,255,0.8)"), **kw)
+                      margin=dict(l=20, r=30, t=84, b=50), hoverlabel=dict(font_size=12), showlegend=True,
+                      legend=dict(orientation="h", yref="container", y=0.995, yanchor="top", x=0, xanchor="left",
+                                  font=dict(size=13)), **kw)
     fig.update_annotations(font_size=14)  # subplot titles
 
 
-def _grid(panels: list[shape.Panel], sources: list[str], extra_px: int = 0) -> tuple[go.Figure, int]:
+def _grid(panels: list[shape.Panel], sources: list[str], extra_px: int = 0,
+          with_baseline: bool = False) -> tuple[go.Figure, int]:
     """Rows: panels (target model x KV); columns: sources with trials; config rows aligned."""
     sizes = [max(len(p.rows), 1) for p in panels]
     titles = []
     for p in panels:
         for s in sources:
-            titles.append(t(p.title if len(sources) == 1 else f"{s} — {p.title}"))
-    gap_px = 110
+            base = p.baselines(s)
+            extra = (" — baseline " + " / ".join(f"{b:.1f}" for b in base) + " tok/s" if with_baseline and base
+                     else "")
+            # beside each other, titles get two short lines: the card (and baseline), then the panel
+            titles.append(t(p.title + extra + (" (dashed)" if extra else "")) if len(sources) == 1
+                          else f"<b>{t(s)}</b>{t(extra)}<br>{t(p.title)}")
+    gap_px = 110 if len(sources) == 1 else 130
     height = sum(sizes) * ROW_PX + gap_px * len(panels) + 90 + extra_px
     fig = make_subplots(rows=len(panels), cols=len(sources), shared_yaxes=True, subplot_titles=titles,
                         row_heights=[s / sum(sizes) for s in sizes], horizontal_spacing=0.04,
@@ -89,13 +95,21 @@ def _grid(panels: list[shape.Panel], sources: list[str], extra_px: int = 0) -> t
     return fig, height
 
 
+def _empty(fig: go.Figure, row: int, col: int) -> None:
+    sub = fig.get_subplot(row, col)  # paper coordinates: plotly.js drops axes without traces
+    fig.add_annotation(text="no records for this card", showarrow=False, font=dict(color="#888", size=13),
+                       x=sum(sub.xaxis.domain) / 2, y=sum(sub.yaxis.domain) / 2, xref="paper", yref="paper")
+    fig.update_xaxes(showticklabels=False, showgrid=False, row=row, col=col)
+
+
 def fig_tps(panels: list[shape.Panel], sources: list[str]) -> go.Figure:
-    fig, height = _grid(panels, sources)
+    fig, height = _grid(panels, sources, with_baseline=True)
     shown: set[str] = set()
     for r, p in enumerate(panels, 1):
         for c, src in enumerate(sources, 1):
             mine = [(k, p.configs[(src, k)]) for k in p.rows if (src, k) in p.configs]
             if not mine:
+                _empty(fig, r, c)
                 continue
             for method in dict.fromkeys(cfg.method for _, cfg in mine):
                 sel = [(k, cfg) for k, cfg in mine if cfg.method == method]
@@ -125,9 +139,7 @@ def fig_tps(panels: list[shape.Panel], sources: list[str]) -> go.Figure:
                     showlegend=False, hoverinfo="skip", cliponaxis=False), row=r, col=c)
             top = max(cfg.hi for _, cfg in mine)
             for b in p.baselines(src):
-                fig.add_vline(x=b, line=dict(color="#444", dash="dash", width=1.5), row=r, col=c,
-                              annotation=dict(text=f"baseline {b:.1f} tok/s", font=dict(size=11, color="#444"),
-                                              yanchor="bottom"), annotation_position="top")
+                fig.add_vline(x=b, line=dict(color="#444", dash="dash", width=1.5), row=r, col=c)
             fig.update_xaxes(range=[0, top * 1.2], row=r, col=c)
             fig.update_xaxes(title_text="decode tok/s (bar: mean, whiskers: min-max over trials)", row=r, col=c,
                              title_font=dict(size=12))
@@ -140,19 +152,27 @@ def fig_acceptance(points: list[shape.Point], sources: list[str]) -> go.Figure:
     top = max([p.speedup for p in points] + [1.2]) * 1.12
     fig.add_shape(type="rect", xref="paper", x0=0, x1=1, y0=0, y1=1, fillcolor="rgba(198,40,40,0.07)", line_width=0,
                   layer="below")
-    fig.add_hline(y=1, line=dict(color="#444", dash="dash", width=1.5),
-                  annotation=dict(text="baseline (plain decoding)", font=dict(size=11, color="#444")),
-                  annotation_position="top left")
-    fig.add_annotation(x=0, xref="paper", y=0.5, text="slower than plain decoding", showarrow=False,
-                       xanchor="left", font=dict(color=BAD, size=12))
+    fig.add_hline(y=1, line=dict(color="#444", dash="dash", width=1.5))
+    fig.add_annotation(x=1, xref="paper", y=1.0, yref="paper", xanchor="right", yanchor="bottom", showarrow=False,
+                       text="dashed: the baseline (1x) · shaded: slower than plain decoding",
+                       font=dict(color=BAD, size=12))
     fig.add_vline(x=100, line=dict(color="#999", dash="dot", width=1))
     groups: dict[tuple[str, str], list[shape.Point]] = {}
     for p in points:
         groups.setdefault((p.method, p.source), []).append(p)
     many = len(sources) > 1
+    losers = sorted((p for p in points if p.acceptance >= 0.995 and p.speedup < 1), key=lambda p: p.speedup)[:4]
+    labelled = len(points) <= 16 and len(sources) == 1
+    # labels alternate above and below their points, so that neighbours do not run into each other
+    ranked = sorted(points, key=lambda p: (p.acceptance, p.speedup))
+    place = {id(p): ("top " if i % 2 else "bottom ") + ("left" if p.acceptance > 0.6 else "right")
+             for i, p in enumerate(ranked)}
     for (method, src), pts in sorted(groups.items(), key=lambda kv: (shape.method_rank(kv[0][0]), kv[0][1])):
         fig.add_trace(go.Scatter(
-            x=[p.acceptance * 100 for p in pts], y=[p.speedup for p in pts], mode="markers",
+            x=[p.acceptance * 100 for p in pts], y=[p.speedup for p in pts],
+            mode="markers+text" if labelled else "markers",
+            text=["" if p in losers else t(p.key) for p in pts], textfont=dict(size=11, color="#444"),
+            textposition=[place[id(p)] for p in pts],
             name=t(f"{method} · {src}" if many else method), legendgroup=method,
             marker=dict(color=method_color(method), size=13, symbol=SYMBOLS[sources.index(src) % len(SYMBOLS)]
                         if src in sources else "circle", line=dict(color="white", width=1), opacity=0.9),
@@ -160,17 +180,19 @@ def fig_acceptance(points: list[shape.Point], sources: list[str]) -> go.Figure:
             hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]} · KV %{customdata[2]} · %{customdata[3]}"
                           "<br>acceptance %{x:.1f}%<br>speedup %{y:.2f}x<br>lossless %{customdata[4]}<extra></extra>"))
     # where a perfect draft still loses, say so next to the point
-    losers = sorted((p for p in points if p.acceptance >= 0.995 and p.speedup < 1), key=lambda p: p.speedup)
-    for i, p in enumerate(losers[:4]):
+    for i, p in enumerate(losers):
         fig.add_annotation(x=p.acceptance * 100, y=p.speedup, ax=-40 - 10 * i, ay=-35 - 28 * i,
-                           text=f"{t(p.key)}: 100% accepted, {p.speedup - 1:+.0%}", showarrow=True, arrowhead=2,
+                           text=f"{t(p.key)}{' · ' + t(p.source) if many else ''}: 100% accepted, "
+                                f"{p.speedup - 1:+.0%}", showarrow=True, arrowhead=2,
                            arrowcolor=BAD, font=dict(size=11, color=BAD), xanchor="right",
                            bgcolor="rgba(255,255,255,0.85)")
     fig.update_xaxes(title_text="draft acceptance (accepted / drafted tokens, %)", range=[-4, 108], ticksuffix="%",
                      zeroline=False)
     fig.update_yaxes(title_text="speedup over baseline (mean tok/s ratio)", range=[0, top], ticksuffix="x",
                      zeroline=False)
-    _base_layout(fig, 520)
+    legend_rows = (len(groups) + 2) // 3 if many else 1
+    _base_layout(fig, 520 + 22 * legend_rows)
+    fig.update_layout(margin=dict(t=62 + 24 * legend_rows))
     return fig
 
 
@@ -183,6 +205,7 @@ def fig_prompts(points: list[shape.TrialPoint], panels: list[shape.Panel], sourc
         for c, src in enumerate(sources, 1):
             mine = [p for p in points if p.panel == panel.key and p.source == src]
             if not mine:
+                _empty(fig, r, c)
                 continue
             relative = all(p.change is not None for p in mine)
             for i, prompt in enumerate(prompts):
@@ -206,6 +229,10 @@ def fig_prompts(points: list[shape.TrialPoint], panels: list[shape.Panel], sourc
                                   "<extra></extra>"), row=r, col=c)
                 shown.add(prompt)
             if relative:
+                xs = [p.change * 100 for p in mine]
+                lo, hi = min(xs + [-10.0]), max(xs + [10.0])
+                pad = (hi - lo) * 0.06
+                fig.update_xaxes(range=[lo - pad, hi + pad], row=r, col=c)
                 fig.add_vline(x=0, line=dict(color="#444", dash="dash", width=1.5), row=r, col=c)
                 fig.update_xaxes(title_text="decode tok/s vs the baseline's mean on the same prompt",
                                  ticksuffix="%", row=r, col=c, title_font=dict(size=12))
@@ -226,6 +253,7 @@ def fig_time(panels: list[shape.Panel], sources: list[str]) -> go.Figure:
         for c, src in enumerate(sources, 1):
             mine = [(k, p.configs[(src, k)]) for k in p.rows if (src, k) in p.configs]
             if not mine:
+                _empty(fig, r, c)
                 continue
             for part in shape.TIME_PARTS:
                 fig.add_trace(go.Bar(
@@ -293,7 +321,7 @@ def fig_probe(curves: list[shape.ProbeCurve]) -> go.Figure:
                      title_text="draft length K-1", row=1, col=2)
     fig.update_yaxes(range=[0, 1.02], title_text="break-even per-token acceptance", tickformat=".0%", row=1, col=2)
     _base_layout(fig, 560 + 22 * len(curves))
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.16, x=0, xanchor="left"),
+    fig.update_layout(legend=dict(orientation="h", yref="paper", yanchor="top", y=-0.16, x=0, xanchor="left"),
                       margin=dict(b=60 + 22 * len(curves)))
     return fig
 

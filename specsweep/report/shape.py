@@ -138,7 +138,7 @@ def configs(sources: list[Source]) -> list[Config]:
 
 def panels(rows: list[Config]) -> list[Panel]:
     """One panel per (target model, KV type), in the order first seen; rows grouped by method,
-    then in the order the cells were measured (the matrix's order)."""
+    then by source, then in the order the cells were measured (the matrix's order)."""
     found: dict[tuple[str, str], Panel] = {}
     first_seen: dict[tuple, tuple[int, int]] = {}
     for i, c in enumerate(rows):
@@ -149,7 +149,8 @@ def panels(rows: list[Config]) -> list[Panel]:
             p.sources.append(c.source)
         p.configs[(c.source, c.key)] = c
         p.methods.setdefault(c.key, c.method)
-        first_seen.setdefault((c.panel, c.key), (c.order, i))
+        # a source's configs stay together; one that several sources share sits where it first appeared
+        first_seen.setdefault((c.panel, c.key), (p.sources.index(c.source), c.order, i))
     for p in found.values():
         keys = list(p.methods)
         p.rows = sorted(keys, key=lambda k: (method_rank(p.methods[k]), first_seen[(p.key, k)]))

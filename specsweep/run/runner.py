@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 
 from specsweep.engine import runtime
 from specsweep.engine import drafters

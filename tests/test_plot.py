@@ -1,0 +1,246 @@
+"""`specsweep plot` without a browser: loading results, shaping records for the charts, and the
+page's HTML (plotly inlined once, every string from records escaped)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from specsweep.cli import main
+from specsweep.errors import SpecsweepError
+from specsweep.report import load, page, shape
+
+REPO = Path(__file__).resolve().parents[1]
+PROBES = REPO / "results" / "probe" / "probe.jsonl"
+SHA_T, SHA_D = "a" * 64, "c" * 64
+BASE = {"target": "a3b", "kv": "q8_0", "flash_attn": True, "n_ctx": 4096, "n_batch": 512, "n_predict": 64,
+        "trials": 2, "warmup": 1, "prompts": "default", "prompt_kinds": [], "chat": True, "gpus": [0], "threads": 0,
+        "backend_sampling": True, "rollback": "checkpoint"}
+REFERENCE = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat")
+
+
+def manifest(mid: str = "m1", gpu: str = "NVIDIA GeForce RTX 3090", **over) -> dict:
+    m = {"kind": "manifest", "id": mid, "started": "2026-11-20T10:00:00+0000",
+         "argv": ["/home/alice/venv/bin/specsweep", "run", "/home/alice/specsweep/matrices/a3b.toml", "--results",
+                  "/home/alice/out/results"],
+         "host": "alice-desktop", "os": "Linux 6.1.0", "python": "3.12.3", "cpu": "AMD Ryzen 9 5950X", "cpu_count": 32,
+         "gpus": [{"index": 0, "name": gpu, "driver": "550.54.14", "memory_mib": 24576, "pci": "00000000:01:00.0"}],
+         "cuda": "12.4", "llama_system_info": "CUDA : ARCHS = 860", "llama_cpp_python": "0.3.36",
+         "llama_cpp_commit": "0c1e57098", "specsweep": "0.1.0", "matrix": "/home/alice/specsweep/matrices/a3b.toml",
+         "matrix_sha256": "b" * 64,
+         "models": {"a3b": {"path": "/home/alice/models/a3b.gguf", "sha256": SHA_T},
+                    "d": {"path": "/home/alice/models/draft.gguf", "sha256": SHA_D}}}
+    m.update(over)
+    return m
+
+
+def trial(cell: str, method: str = "baseline", tps: float = 100.0, prompt: str = "chat", index: int = 0,
+          drafted: int = 0, accepted: int = 0, lossless: bool = True, mid: str = "m1", **settings) -> dict:
+    s = dict(BASE, method=method, **settings)
+    if method == "draft":
+        s.setdefault("draft", "d")
+        s.setdefault("draft_max", 4)
+    models = {"target": {"name": "a3b", "ref": "synth qwen3.6-35b-a3b (full, Q4_0)", "file": "a3b.gguf",
+                         "sha256": SHA_T}}
+    if method == "draft":
+        models["draft"] = {"name": "d", "ref": "/home/alice/models/draft.gguf", "file": "draft.gguf", "sha256": SHA_D}
+    digest = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]  # noqa: E731
+    n = 64
+    return {"kind": "trial", "matrix": "mine", "cell_id": digest([cell, s]), "cell": cell, "method": method,
+            "settings": s, "models": models, "reference_key": digest({k: s.get(k) for k in REFERENCE}),
+            "prompt_id": f"default/{prompt}@0", "prompt": prompt, "prompt_kind": prompt, "prompt_tokens": 40,
+            "trial": index, "prefill_ms": 10.0, "prefill_tps": 3900.0, "decode_tps": tps, "n_generated": n,
+            "n_drafted": drafted, "n_accepted": accepted, "acceptance": accepted / drafted if drafted else None,
+            "drafted_by_pos": [], "accepted_by_pos": [], "n_drafted_llama": drafted, "n_accepted_llama": accepted,
+            "n_steps": n, "n_rollbacks": 0, "rollback": "seq_rm",
+            "time_s": {"decode": n / tps, "draft": 0.2 * n / tps if method == "draft" else 0.0,
+                       "verify": 0.7 * n / tps, "rollback": 0.0, "host": 0.1 * n / tps},
+            "lossless": lossless, "first_mismatch": None if lossless else 5, "tokens_sha": "0" * 16,
+            "finished": "2026-11-20T10:01:00+0000", "manifest": mid}
+
+
+def write_results(root: Path, trials: list[dict], manifests: list[dict], name: str = "mine") -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "trials.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trials))
+    (d / "manifests.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifests))
+    return d
+
+
+def sample_trials() -> list[dict]:
+    """A bimodal cell: ngram-mod is 50% faster on code and 50% slower on chat, about even on average."""
+    out = []
+    for i in range(2):
+        out += [trial("draft d max=4", "draft", 60.0 + i, "chat", i, drafted=40, accepted=40),
+                trial("draft d max=4", "draft", 62.0 + i, "code", i, drafted=40, accepted=40),
+                trial("baseline", "baseline", 100.0 + i, "chat", i), trial("baseline", "baseline", 100.0 - i, "code", i),
+                trial("ngram-mod n=8", "ngram-mod", 50.0, "chat", i, drafted=10, accepted=2),
+                trial("ngram-mod n=8", "ngram-mod", 150.0, "code", i, drafted=30, accepted=27),
+                trial("ngram-mod n=24", "ngram-mod", 98.0, "chat", i),
+                trial("baseline", "baseline", 120.0, "chat", i, kv="f16")]
+    return out
+
+
+def sources_for(tmp_path: Path, trials=None, manifests=None) -> list[load.Source]:
+    d = write_results(tmp_path / "results", trials or sample_trials(), manifests or [manifest()])
+    return load.load([d])
+
+
+def test_panels_group_configs_by_method_and_compare_with_their_baseline(tmp_path):
+    rows = shape.configs(sources_for(tmp_path))
+    panels = shape.panels(rows)
+    assert [p.key for p in panels] == [("a3b.gguf", "q8_0"), ("a3b.gguf", "f16")]
+    q8 = panels[0]
+    # the baseline was recorded after the draft cell; it still comes first, then draft, then ngram-mod
+    assert q8.rows == ["baseline", "draft d max=4", "ngram-mod n=8", "ngram-mod n=24"]
+    src = "NVIDIA GeForce RTX 3090"
+    base, draft = q8.configs[(src, "baseline")], q8.configs[(src, "draft d max=4")]
+    assert base.mean == pytest.approx(100.0) and base.lo == 99.0 and base.hi == 101.0
+    assert draft.baseline == pytest.approx(100.0)
+    assert draft.change == pytest.approx(statistics_mean([60, 62, 61, 63]) / 100 - 1)
+    assert draft.acceptance == 1.0 and draft.n_trials == 4
+    assert draft.ms_per_token["draft"] > 0 and base.ms_per_token["draft"] == 0
+    assert sum(base.ms_per_token.values()) == pytest.approx(0.8e3 * statistics_mean([1 / 100, 1 / 99, 1 / 101, 1 / 100]))
+    f16 = panels[1]
+    assert f16.rows == ["baseline"] and f16.baselines(src) == [120.0]
+    assert "no speculative config beats the baseline" in shape.verdict(q8, src)
+    assert "1 lose" in shape.verdict(q8, src)  # 100% acceptance, still slower
+    assert shape.verdict(f16, src) == "baseline only"
+
+
+def statistics_mean(xs):
+    return sum(xs) / len(xs)
+
+
+def test_same_named_cells_of_one_panel_are_told_apart_by_their_settings(tmp_path):
+    trials = [trial("baseline", "baseline", 100.0), trial("baseline", "baseline", 90.0, n_predict=128),
+              trial("draft", "draft", 50.0, drafted=8, accepted=4), trial("draft", "draft", 40.0, drafted=8,
+                                                                           accepted=4, n_predict=128)]
+    rows = shape.configs(sources_for(tmp_path, trials))
+    assert sorted(c.key for c in rows) == ["baseline [n_predict=128]", "baseline [n_predict=64]",
+                                           "draft [n_predict=128]", "draft [n_predict=64]"]
+    by_key = {c.key: c for c in rows}
+    assert by_key["draft [n_predict=128]"].change == pytest.approx(40 / 90 - 1)  # its own baseline
+
+
+def test_acceptance_points_leave_out_what_has_no_acceptance_or_baseline(tmp_path):
+    trials = sample_trials() + [trial("ngram-cache", "ngram-cache", 80.0, drafted=5, accepted=1, kv="f16",
+                                      gpus=[1])]
+    rows = shape.configs(sources_for(tmp_path, trials))
+    points = shape.speedup_points(rows)
+    assert {p.key for p in points} == {"draft d max=4", "ngram-mod n=8"}
+    p = next(p for p in points if p.key == "draft d max=4")
+    assert p.acceptance == 1.0 and p.speedup < 1 and p.lossless == "4/4"
+    # ngram-mod n=24 drafted nothing; the ngram-cache cell has no baseline on GPU 1
+    assert {c.key for c in shape.not_plotted(rows)} == {"ngram-mod n=24", "ngram-cache"}
+
+
+def test_per_prompt_points_keep_the_bimodal_tails(tmp_path):
+    sources = sources_for(tmp_path)
+    rows = shape.configs(sources)
+    points = [p for p in shape.prompt_points(sources, rows) if p.key == "ngram-mod n=8"]
+    cell = next(c for c in rows if c.key == "ngram-mod n=8")
+    assert cell.change == pytest.approx(0.0, abs=0.01)  # on average nothing happens...
+    by_prompt = {p.prompt: p.change for p in points}
+    assert by_prompt["code"] == pytest.approx(150 / 99.5 - 1) and by_prompt["chat"] == pytest.approx(50 / 100.5 - 1)
+    assert len(points) == 4  # one per trial, none averaged away
+    table = {(r.key, r.prompt): r for r in shape.prompt_rows(points)}
+    assert len(table[("ngram-mod n=8", "code")].tps) == 2
+
+
+def test_probe_curves_from_the_recorded_h100_probes():
+    curves = shape.probe_curves(load.load([PROBES]))
+    assert len(curves) == 6
+    dense = [c for c in curves if c.model == "qwen3.6-27b.gguf"]
+    assert len(dense) == 1 and dense[0].pred_ratio is None
+    moe = [c for c in curves if c.model == "qwen3.6-35b-a3b.gguf" and c.kv == "q8_0" and c.outputs == "sampled"]
+    c = moe[0]
+    assert c.ks[0] == 1 and c.ratio[0] == 1.0 and c.pred_ratio[0] == pytest.approx(1.0)
+    assert c.n == [k - 1 for k in c.ks[1:]] and all(0 < a < 1 for a in c.break_even)
+    assert c.switch_ratio > 2  # the CUDA graph re-capture after a K = 2 batch
+    assert "draft qwen3.5-0.8b.gguf" in c.label and c.device.startswith("NVIDIA H100")
+    assert any(c.draft == "free draft" for c in curves)
+
+
+def test_header_names_machine_software_and_models_but_no_host_or_path(tmp_path):
+    source = sources_for(tmp_path)[0]
+    info = shape.header(source)
+    (run,) = info["runs"]
+    assert run["gpus"] == "NVIDIA GeForce RTX 3090 (24576 MiB)" and run["driver"] == "550.54.14"
+    assert run["cuda"] == "12.4" and run["llama_cpp"] == "0c1e57098"
+    assert run["models"] == {"a3b.gguf": SHA_T, "draft.gguf": SHA_D} and run["matrix"] == "a3b.toml"
+    text = json.dumps(info)
+    assert "alice" not in text and "/home" not in text
+
+
+def test_load_accepts_folders_a_folder_of_folders_and_files(tmp_path):
+    root = tmp_path / "results"
+    write_results(root, sample_trials(), [manifest()], "one")
+    write_results(root, [dict(t, manifest="m2") for t in sample_trials()],
+                  [manifest("m2", gpu="NVIDIA H100 80GB HBM3")], "two")
+    # a folder of results folders: one source each, named after its card
+    got = load.load([root])
+    assert [s.name for s in got] == ["one", "two"]
+    assert [s.label for s in got] == ["NVIDIA GeForce RTX 3090", "NVIDIA H100 80GB HBM3"]
+    # a trials file picks up the manifests beside it
+    (single,) = load.load([root / "one" / "trials.jsonl"])
+    assert single.manifests and single.card == "NVIDIA GeForce RTX 3090"
+    # the same card twice: labels keep them apart
+    a, b = load.load([root / "one", root / "one"])
+    assert a.label != b.label
+    probes = load.load([PROBES])[0]
+    assert len(probes.probes) == 6 and probes.card == "NVIDIA H100 80GB HBM3"
+    with pytest.raises(SpecsweepError, match="results not found"):
+        load.load([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpecsweepError, match="no trial or probe records"):
+        load.load([tmp_path / "empty"])
+
+
+def test_cpu_runs_are_named_after_the_cpu(tmp_path):
+    trials = [trial("baseline", "baseline", 100.0, gpus=[])]
+    assert sources_for(tmp_path, trials)[0].card == "AMD Ryzen 9 5950X"
+
+
+def test_page_inlines_plotly_once_and_fetches_nothing(tmp_path):
+    sources = sources_for(tmp_path) + load.load([PROBES])
+    text = page.render(sources)
+    from plotly.offline import get_plotlyjs
+
+    assert text.count(get_plotlyjs()[:400]) == 1
+    assert not re.search(r"<script[^>]*\bsrc=", text) and "<link" not in text
+    figures = re.findall(r'<div id="(fig-[a-z]+)" class="plotly-graph-div"', text)
+    assert figures == ["fig-tps", "fig-acceptance", "fig-prompts", "fig-time", "fig-probe"]
+    assert f"data-expected='{len(figures)}'" in text
+    # the header and the table hold the numbers and the facts
+    assert SHA_T in text and "0c1e57098" in text and "550.54.14" in text and "12.4" in text
+    assert "-38.5%" in text  # draft d max=4 against its baseline, in the table
+    assert "/home/alice" not in text and "alice-desktop" not in text
+
+
+def test_strings_from_records_are_escaped_everywhere(tmp_path):
+    evil = "<script>alert(1)</script>"
+    trials = [dict(t, cell=evil if t["method"] == "draft" else t["cell"], prompt=evil if t["prompt"] == "code"
+                   else t["prompt"]) for t in sample_trials()]
+    sources = sources_for(tmp_path, trials, [manifest(gpu=evil, cpu="<b>cpu</b>")])
+    assert sources[0].card == evil
+    text = page.render(sources, title="<i>mine</i>")
+    assert evil not in text and "<script>alert" not in text and "<b>cpu</b>" not in text and "<i>mine</i>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    # our own script tags only: hooks, plotly's config, plotly.js, one per figure
+    assert text.count("<script") == 3 + 4
+
+
+def test_plot_command_writes_the_page_and_errors_are_one_line(tmp_path):
+    d = write_results(tmp_path / "results", sample_trials(), [manifest()])
+    out = tmp_path / "plots" / "mine.html"
+    r = CliRunner().invoke(main, ["plot", str(d), str(PROBES), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_text().startswith("<!doctype html>") and "wrote" in r.output
+    bad = CliRunner().invoke(main, ["plot", str(tmp_path / "missing")])
+    assert bad.exit_code == 2 and bad.output.strip().count("\n") == 0 and "results not found" in bad.output
