@@ -108,3 +108,12 @@ def test_missing_model_file_and_missing_prompt_set(tmp_path):
     path = write(tmp_path, '[[cell]]\nmethod = "baseline"\nprompts = "mine.toml"\n')
     result = CliRunner().invoke(main, ["run", str(path), "--dry-run"])
     assert result.exit_code == 2 and "prompt set 'mine.toml' not found" in result.output
+
+
+def test_layout_keys_at_their_neutral_value_leave_the_cell_id_alone(tmp_path):
+    """Keys added after records existed must not turn recorded cells into new ones."""
+    plain = load(write(tmp_path, '[[cell]]\nmethod = "baseline"\n')).cells[0]
+    spelled = load(write(tmp_path, '[[cell]]\nmethod = "baseline"\nsplit_mode = "row"\ntensor_split = []\n')).cells[0]
+    split = load(write(tmp_path, '[[cell]]\nmethod = "baseline"\ngpus = [[0, 1]]\nsplit_mode = "row"\n')).cells[0]
+    assert plain.id == spelled.id != split.id
+    assert "split_mode" not in plain.identity() and split.identity()["split_mode"] == "row"

@@ -18,6 +18,9 @@ from specsweep.matrix.models import ModelRef
 
 # settings that say how much to measure, not what: they stay out of the id
 NOT_IDENTITY = {"trials", "warmup"}
+# keys added after records existed, left out of the id at their neutral value, so that a new key
+# does not turn every recorded cell into a new one (resume and the report match by id)
+NEUTRAL = {"split_mode": "none", "tensor_split": []}
 # settings that change the generated tokens: the baseline reference is shared over the rest
 REFERENCE_KEYS = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat")
 
@@ -40,7 +43,8 @@ class Cell:
         return self.settings["method"]
 
     def identity(self) -> dict:
-        d = {k: v for k, v in self.settings.items() if k not in NOT_IDENTITY and k not in MODEL_KEYS}
+        d = {k: v for k, v in self.settings.items()
+             if k not in NOT_IDENTITY and k not in MODEL_KEYS and not (k in NEUTRAL and v == NEUTRAL[k])}
         d.update({role: ref.identity for role, ref in self.models.items()})
         return d
 
