@@ -71,9 +71,14 @@ def test_invalid_contributions_fail_with_a_reason(tmp_path, damage, reason):
     assert "\n" not in got
 
 
+def n_lines(path) -> int:
+    """How many records a committed results file holds (it grows with each device run)."""
+    return sum(1 for line in open(path) if line.strip())
+
+
 def test_probe_records_contribute_too():
     doc, _ = contribute.build(load.load([PROBES]), today="2026-11-24")
-    assert problem(doc) is None and len(doc["probes"]) == 6 and not doc["trials"]
+    assert problem(doc) is None and len(doc["probes"]) == n_lines(PROBES) and not doc["trials"]
     assert doc["card"] == "NVIDIA H100 80GB HBM3"
     text = json.dumps(doc)
     assert "/tmp/m/" not in text and "/root/out" not in text
@@ -82,9 +87,10 @@ def test_probe_records_contribute_too():
 
 def test_the_recorded_h100_run_contributes_with_its_lossless_failures_marked():
     doc, warnings = contribute.build(load.load([REPO / "results" / "a3b-synthetic"]), today="2026-11-24")
-    assert problem(doc) is None and len(doc["trials"]) == 84
+    n = n_lines(REPO / "results" / "a3b-synthetic" / "trials.jsonl")
+    assert problem(doc) is None and len(doc["trials"]) == n
     lossless = doc["lossless"]
-    assert lossless["trials"] == 84 and lossless["lossless"] < 84  # the GPU's rounding, kept and shown
+    assert lossless["trials"] == n and lossless["lossless"] < n  # the GPU's rounding, kept and shown
     assert {c["cell"] for c in lossless["cells"]} and all("kept and marked" in w for w in warnings)
     assert "/tmp/m/" not in json.dumps(doc) and "/root/out" not in json.dumps(doc)
 

@@ -155,7 +155,7 @@ def test_per_prompt_points_keep_the_bimodal_tails(tmp_path):
 
 def test_probe_curves_from_the_recorded_h100_probes():
     curves = shape.probe_curves(load.load([PROBES]))
-    assert len(curves) == 6
+    assert len(curves) == sum(1 for line in open(PROBES) if line.strip())
     dense = [c for c in curves if c.model == "qwen3.6-27b.gguf"]
     assert len(dense) == 1 and dense[0].pred_ratio is None
     moe = [c for c in curves if c.model == "qwen3.6-35b-a3b.gguf" and c.kv == "q8_0" and c.outputs == "sampled"]
@@ -194,7 +194,8 @@ def test_load_accepts_folders_a_folder_of_folders_and_files(tmp_path):
     a, b = load.load([root / "one", root / "one"])
     assert a.label != b.label
     probes = load.load([PROBES])[0]
-    assert len(probes.probes) == 6 and probes.card == "NVIDIA H100 80GB HBM3"
+    assert len(probes.probes) == sum(1 for line in open(PROBES) if line.strip())
+    assert probes.card == "NVIDIA H100 80GB HBM3"
     with pytest.raises(SpecsweepError, match="results not found"):
         load.load([tmp_path / "nope"])
     (tmp_path / "empty").mkdir()

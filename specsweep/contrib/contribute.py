@@ -31,10 +31,16 @@ from pathlib import Path
 
 from specsweep import __version__
 from specsweep.contrib import KIND, SCHEMA_VERSION, problem, schema
+from specsweep.matrix.cells import NEUTRAL
 from specsweep.errors import SpecsweepError
 from specsweep.report.load import Source
 
 # settings that change speed but are not the method's own: a spec config and its baseline must agree
+def _setting(settings: dict, key: str):
+    """A recorded setting; records made before its key existed lack it, meaning its neutral value."""
+    return settings.get(key, NEUTRAL.get(key))
+
+
 COMPARABLE = ("kv", "flash_attn", "n_ctx", "n_batch", "gpus", "split_mode", "tensor_split", "threads",
               "backend_sampling", "prompts", "prompt_kinds", "chat", "n_predict")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -144,7 +150,8 @@ def unmatched(trials: list[dict], manifests: list[dict]) -> dict[str, str]:
         for b in bases:
             bt = b["first"]
             s, bs = t.get("settings") or {}, bt.get("settings") or {}
-            diff = [f"{k} {s.get(k)!r} vs {bs.get(k)!r}" for k in COMPARABLE if s.get(k) != bs.get(k)]
+            diff = [f"{k} {_setting(s, k)!r} vs {_setting(bs, k)!r}" for k in COMPARABLE
+                    if _setting(s, k) != _setting(bs, k)]
             sha, bsha = ((x.get("models") or {}).get("target", {}).get("sha256") for x in (t, bt))
             if sha != bsha:
                 diff.append("target sha256 differs")
