@@ -16,12 +16,13 @@ import subprocess
 from pathlib import Path
 
 from specsweep.engine import runtime
+from specsweep.engine.native import native_env
 from specsweep.engine.speculative import run_trial
 
 
 def native_tg(bench: str, model: Path, n: int, threads: int, cpu: bool) -> float:
     # the native tool runs on the wheel's libllama/libggml, so both sides share every kernel
-    env = runtime.native_env(Path(bench))
+    env = native_env(Path(bench))
     out = subprocess.run([bench, "-m", str(model), "-p", "0", "-n", str(n), "-fa", "1", "-t", str(threads),
                           "-r", "3", "-o", "json", "-ngl", "0" if cpu else "99"], capture_output=True, text=True, check=True, env=env).stdout
     return float(json.loads(out)[0]["avg_ts"])

@@ -11,13 +11,12 @@ tok/s (in-process / native). Both decode speeds cover the generation loop after 
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
-import subprocess
 from pathlib import Path
 
 from specsweep.engine import runtime
 from specsweep.engine.drafters import DraftModel, NgramMod
+from specsweep.engine.native import run_speculative_simple
 from specsweep.engine.speculative import run_trial
 
 PROMPT = "Write a Python function that parses a CSV file of GPU benchmark results and prints a summary table."
@@ -33,13 +32,8 @@ def native(args) -> tuple[float, dict]:
     else:
         cmd += ["--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", str(args.ngram_mod),
                 "--spec-ngram-mod-n-min", "1", "--spec-ngram-mod-n-max", str(args.draft_max)]
-    for _ in range(5):  # llama.cpp's async logger may drop its last lines at exit: retry
-        err = subprocess.run(cmd, capture_output=True, env=runtime.native_env(Path(args.tool)), check=True).stderr
-        stats = {k.decode(): int(v) for k, v in re.findall(rb"(n_predict|n_drafted|n_accept)\s+=\s+(\d+)", err)}
-        speed = re.search(rb"decoded\s+\d+ tokens in\s+[\d.]+ seconds, speed:\s+([\d.]+) t/s", err)
-        if len(stats) == 3 and speed:
-            return float(speed.group(1)), stats
-    raise SystemExit("llama-speculative-simple lost its final log lines 5 times")
+    run = run_speculative_simple(cmd)
+    return run.decode_tps, run.stats
 
 
 def main() -> None:

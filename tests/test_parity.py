@@ -10,8 +10,6 @@ SPECSWEEP_REQUIRE_NATIVE=1 (CI) makes that a failure.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ import pytest
 from specsweep.engine import runtime
 from specsweep.engine import drafters
 from specsweep.engine.drafters import DraftModel, NgramMod
+from specsweep.engine.native import run_speculative_simple
 from specsweep.engine.speculative import run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,21 +37,11 @@ if not TOOL.is_file():
 
 
 def native(target: Path, prompt: str, spec_args: list[str]) -> tuple[bytes, dict[str, int]]:
-    env = runtime.native_env(TOOL)
-    cmd = [str(TOOL), "-m", str(target), "-p", prompt, "-n", str(N_PREDICT), "--temp", "0", "-c", str(N_CTX),
-           "-b", str(N_BATCH), "-ub", str(N_BATCH), "-t", str(THREADS), "-fa", "on", "-ctk", "f16", "-ctv", "f16",
-           "-ngl", "0", *spec_args]
-    # llama.cpp's logger is asynchronous and deliberately never flushed at exit (upstream issue
-    # 22142), so the last lines are now and then lost. Its queue is in order: a run whose final
-    # statistics arrived also printed all of its text. Such a run is waited for, up to 5 tries.
-    for _ in range(5):
-        proc = subprocess.run(cmd, capture_output=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
-        stats = {k.decode(): int(v) for k, v in
-                 re.findall(rb"(n_predict|n_drafted|n_accept)\s+=\s+(\d+)", proc.stderr)}
-        if len(stats) == 3:
-            return proc.stdout, stats
-    raise AssertionError("llama-speculative-simple lost its final log lines 5 times in a row")
+    run = run_speculative_simple(
+        [str(TOOL), "-m", str(target), "-p", prompt, "-n", str(N_PREDICT), "--temp", "0", "-c", str(N_CTX),
+         "-b", str(N_BATCH), "-ub", str(N_BATCH), "-t", str(THREADS), "-fa", "on", "-ctk", "f16", "-ctv", "f16",
+         "-ngl", "0", *spec_args])
+    return run.stdout, run.stats
 
 
 def ours(target: Path, prompt: str, make_drafter, draft: Path | None = None):

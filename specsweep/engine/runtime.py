@@ -41,18 +41,6 @@ def init(verbose: bool = False) -> None:
         _state["init"] = True
 
 
-def lib_dir() -> Path:
-    """The folder libllama/libggml are loaded from (llama-cpp-python's rule: $LLAMA_CPP_LIB_PATH,
-    else the wheel's own lib/). Native llama.cpp tools run with it first on LD_LIBRARY_PATH share
-    every kernel with the in-process engine."""
-    return Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(ll.__file__).parent / "lib")
-
-
-def native_env(tool: Path) -> dict[str, str]:
-    """The environment to run a native llama.cpp tool on the engine's own libraries."""
-    return dict(os.environ, LD_LIBRARY_PATH=f"{lib_dir()}:{Path(tool).parent}")
-
-
 def last_error(default: str) -> str:
     """What llama.cpp said went wrong since the call began: its first error line (the cause; later
     ones only say "failed to load model"), else its last warning, else `default`."""
@@ -63,6 +51,11 @@ def last_error(default: str) -> str:
         if level == _GGML_LOG_WARN:
             return line
     return default
+
+
+def default_threads() -> int:
+    """Every CPU this process may use (llama.cpp's context default, 4, starves or oversubscribes)."""
+    return len(os.sched_getaffinity(0))
 
 
 KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2, "f32": 0}  # ggml_type values
@@ -213,7 +206,7 @@ class Context:
         params.type_k = params.type_v = KV_TYPES[opts.type_kv]
         params.flash_attn_type = 1 if opts.flash_attn else 0
         params.no_perf = True
-        params.n_threads = params.n_threads_batch = opts.n_threads or len(os.sched_getaffinity(0))
+        params.n_threads = params.n_threads_batch = opts.n_threads or default_threads()
         self._sampler = None
         if opts.backend_sampling:
             self._sampler = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())

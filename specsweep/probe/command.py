@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import statistics
 
-import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import click
 
-from specsweep import __version__
 from specsweep.engine import runtime
 from specsweep.errors import SpecsweepError
 from specsweep.probe import theory
@@ -57,28 +53,9 @@ def _check_gguf(path: Path, what: str) -> None:
 
 
 def _machine(gpus: tuple[int, ...], threads: int) -> dict:
-    try:
-        version = metadata.version("llama-cpp-python")
-    except metadata.PackageNotFoundError:
-        import llama_cpp
-
-        version = getattr(llama_cpp, "__version__", "unknown")
-    smi, cuda = manifest._nvidia_smi()
-    used = [g for g in smi if g["index"] in gpus] or (smi[:1] if gpus else [])
-    return {
-        "host": platform.node(),
-        "os": f"{platform.system()} {platform.release()}",
-        "cpu": manifest._cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": threads or len(os.sched_getaffinity(0)),
-        "gpus": smi,
-        "gpu_name": used[0]["name"] if used else None,
-        "cuda": cuda,
-        "llama_system_info": manifest._llama_system_info(),
-        "llama_cpp_python": version,
-        "llama_cpp_commit": manifest.LLAMA_CPP_COMMITS.get(version, "unknown"),
-        "specsweep": __version__,
-    }
+    facts = manifest.machine()
+    used = [g for g in facts["gpus"] if g["index"] in gpus] or (facts["gpus"][:1] if gpus else [])
+    return {**facts, "threads": threads or runtime.default_threads(), "gpu_name": used[0]["name"] if used else None}
 
 
 def _ms(seconds: float) -> float:
@@ -148,7 +125,7 @@ def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outpu
         raise SpecsweepError(f"--depth {depth} + K {max(ks)} exceeds the model's training context {ctx_train}")
 
     runtime.init(verbose)
-    place = f"GPU {','.join(map(str, gpu_ids))}" if gpu_ids else f"CPU ({_threads(threads or len(os.sched_getaffinity(0)))})"
+    place = f"GPU {','.join(map(str, gpu_ids))}" if gpu_ids else f"CPU ({_threads(threads or runtime.default_threads())})"
     click.echo(f"probing {model_path.name} on {place}: K = {','.join(map(str, ks))}, {reps} reps", err=True)
     with runtime.Model(model_path, gpu_ids) as model:
         curve = measure_curve(model, ks, depth, reps, outputs, kv, n_batch, threads)

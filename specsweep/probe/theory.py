@@ -42,9 +42,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gguf
 
 from specsweep.errors import SpecsweepError
+from specsweep.models import header as gguf_header
 
 SATURATION_FRACTION = 0.95
 
@@ -244,21 +244,14 @@ HEADER_KEYS = ("context_length", "embedding_length", "block_count", "expert_coun
 def read_model_bytes(path: Path) -> ModelBytes:
     """Header facts and tensor sizes of a GGUF; no tensor data is read."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecsweepError(f"model file not found: {path}")
-    try:
-        reader = gguf.GGUFReader(path)
-        arch = _field(reader, "general.architecture") or ""
-        header = {"architecture": arch, "name": _field(reader, "general.name")}
-        for key in HEADER_KEYS:
-            value = _field(reader, f"{arch}.{key}")
-            if value is not None:
-                header[key] = value
-        tensors = [(t.name, tuple(int(d) for d in t.shape), int(t.n_bytes)) for t in reader.tensors]
-    except SpecsweepError:
-        raise
-    except Exception as e:  # gguf raises ValueError/struct/OSError on foreign or truncated files
-        raise SpecsweepError(f"{path} is not a readable GGUF: {' '.join(str(e).split()) or type(e).__name__}") from None
+    reader = gguf_header.open_gguf(path, path.name)  # one-line errors for missing, truncated or foreign files
+    arch = _scalar(reader, "general.architecture") or ""
+    header = {"architecture": arch, "name": _scalar(reader, "general.name")}
+    for key in HEADER_KEYS:
+        value = _scalar(reader, f"{arch}.{key}")
+        if value is not None:
+            header[key] = value
+    tensors = [(t.name, tuple(int(d) for d in t.shape), int(t.n_bytes)) for t in reader.tensors]
     try:
         return model_bytes_from_tensors(tensors, arch, int(header.get("expert_count") or 0),
                                         int(header.get("expert_used_count") or 0), path.stat().st_size, header)
@@ -266,11 +259,8 @@ def read_model_bytes(path: Path) -> ModelBytes:
         raise SpecsweepError(f"{path}: {e}") from None
 
 
-def _field(reader, key: str):
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    value = f.contents()
+def _scalar(reader, key: str):
+    value = gguf_header.field(reader, key)
     return value if isinstance(value, (str, int, float, bool)) else None
 
 

@@ -2,7 +2,7 @@
 
 Numbers from different machines are only comparable with this beside them. GPU facts come from
 `nvidia-smi` when it is there; llama.cpp's commit is the one llama-cpp-python's changelog names for
-the pinned version.
+the pinned version. Model sha256s come from `specsweep.models.hashing`.
 """
 
 from __future__ import annotations
@@ -67,18 +67,20 @@ def matrix_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def collect(matrix_path: Path, matrix_text: str, model_files: dict[str, dict], argv: list[str]) -> dict:
+def llama_cpp_python_version() -> str:
     try:
-        version = metadata.version("llama-cpp-python")
+        return metadata.version("llama-cpp-python")
     except metadata.PackageNotFoundError:  # bindings on PYTHONPATH without metadata
         import llama_cpp
 
-        version = getattr(llama_cpp, "__version__", "unknown")
+        return getattr(llama_cpp, "__version__", "unknown")
+
+
+def machine() -> dict:
+    """The machine and software a measurement ran on (run manifests and probe records alike)."""
+    version = llama_cpp_python_version()
     gpus, cuda = _nvidia_smi()
     return {
-        "kind": "manifest",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": argv,
         "host": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
@@ -90,23 +92,16 @@ def collect(matrix_path: Path, matrix_text: str, model_files: dict[str, dict], a
         "llama_cpp_python": version,
         "llama_cpp_commit": LLAMA_CPP_COMMITS.get(version, "unknown"),
         "specsweep": __version__,
+    }
+
+
+def collect(matrix_path: Path, matrix_text: str, model_files: dict[str, dict], argv: list[str]) -> dict:
+    return {
+        "kind": "manifest",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": argv,
+        **machine(),
         "matrix": str(matrix_path),
         "matrix_sha256": matrix_hash(matrix_text),
         "models": model_files,
     }
-
-
-def file_sha256(path: Path, cache: dict | None = None) -> str:
-    """sha256 of a model file, remembered by (path, size, mtime): hashing 20 GB takes a minute."""
-    st = path.stat()
-    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    if cache is not None and key in cache:
-        return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-    digest = h.hexdigest()
-    if cache is not None:
-        cache[key] = digest
-    return digest

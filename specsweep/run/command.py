@@ -12,7 +12,8 @@ import click
 from specsweep.engine import runtime
 from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
-from specsweep.matrix.models import ModelRef, cache_dir, resolve
+from specsweep.matrix.models import ModelRef, resolve
+from specsweep.models.hashing import file_sha256
 from specsweep.models.vocab_match import check_pair
 from specsweep.records import manifest
 from specsweep.records.store import ResultsDir
@@ -29,27 +30,13 @@ def _resolve_quietly(ref: ModelRef, matrix_path: Path) -> str:
     return str(path) if path.is_file() else f"{path} (missing: will be {'written' if ref.kind == 'synth' else 'fetched'})"
 
 
-def _sha_cache() -> tuple[Path, dict]:
-    path = cache_dir().parent / "sha256.json"
-    try:
-        return path, json.loads(path.read_text())
-    except (OSError, ValueError):
-        return path, {}
-
-
 def _prepare_models(refs: dict[str, ModelRef], matrix_path: Path) -> dict[str, dict]:
     files = {}
-    sha_path, sha_cache = _sha_cache()
     for name, ref in refs.items():
         if ref.kind == "synth" and not resolve(ref, matrix_path, create=False).is_file():
             click.echo(f"writing synthetic model {name}: {ref.describe()}", err=True)
         path = resolve(ref, matrix_path, create=True)
-        files[name] = {"path": path, "sha256": manifest.file_sha256(path, sha_cache)}
-    try:
-        sha_path.parent.mkdir(parents=True, exist_ok=True)
-        sha_path.write_text(json.dumps(sha_cache, indent=0))
-    except OSError:
-        pass  # only a cache
+        files[name] = {"path": path, "sha256": file_sha256(path)}  # remembered while the file is unchanged
     return files
 
 
