@@ -102,47 +102,54 @@ def _empty(fig: go.Figure, row: int, col: int) -> None:
     fig.update_xaxes(showticklabels=False, showgrid=False, row=row, col=col)
 
 
-def fig_tps(panels: list[shape.Panel], sources: list[str]) -> go.Figure:
-    fig, height = _grid(panels, sources, with_baseline=True)
-    shown: set[str] = set()
+def _filled_cells(fig: go.Figure, panels: list[shape.Panel], sources: list[str]):
+    """(row, col, panel, source, [(row key, config)]) of every grid cell that has configs; an empty
+    one is marked "no records for this card" instead."""
     for r, p in enumerate(panels, 1):
         for c, src in enumerate(sources, 1):
             mine = [(k, p.configs[(src, k)]) for k in p.rows if (src, k) in p.configs]
-            if not mine:
+            if mine:
+                yield r, c, p, src, mine
+            else:
                 _empty(fig, r, c)
-                continue
-            for method in dict.fromkeys(cfg.method for _, cfg in mine):
-                sel = [(k, cfg) for k, cfg in mine if cfg.method == method]
-                fig.add_trace(go.Bar(
-                    orientation="h", y=[t(k) for k, _ in sel], x=[cfg.mean for _, cfg in sel],
-                    name=t(method), legendgroup=method, showlegend=method not in shown,
-                    marker=dict(color=method_color(method), line=dict(width=0)), width=0.7,
-                    error_x=dict(type="data", symmetric=False, array=[cfg.hi - cfg.mean for _, cfg in sel],
-                                 arrayminus=[cfg.mean - cfg.lo for _, cfg in sel], thickness=1.3, width=4,
-                                 color="#333"),
-                    customdata=[[t(cfg.key), cfg.lo, cfg.hi, cfg.n_trials,
-                                 "(baseline)" if cfg.method == "baseline" else (_pct(cfg.change) or "n/a"),
-                                 "-" if cfg.acceptance is None else f"{cfg.acceptance:.1%}",
-                                 f"{cfg.n_lossless}/{cfg.n_trials}"] for _, cfg in sel],
-                    hovertemplate="<b>%{customdata[0]}</b><br>mean %{x:.1f} tok/s (min %{customdata[1]:.1f}, "
-                                  "max %{customdata[2]:.1f}, %{customdata[3]} trials)<br>vs baseline %{customdata[4]}"
-                                  "<br>acceptance %{customdata[5]}, lossless %{customdata[6]}<extra></extra>"),
-                    row=r, col=c)
-                shown.add(method)
-            # the change against baseline, right of each bar's max
-            spec = [(k, cfg) for k, cfg in mine if cfg.method != "baseline" and cfg.change is not None]
-            if spec:
-                fig.add_trace(go.Scatter(
-                    x=[cfg.hi for _, cfg in spec], y=[t(k) for k, _ in spec], mode="text",
-                    text=[f"  {cfg.change:+.1%}" for _, cfg in spec], textposition="middle right",
-                    textfont=dict(size=13, color=[GOOD if cfg.change > 0 else BAD for _, cfg in spec]),
-                    showlegend=False, hoverinfo="skip", cliponaxis=False), row=r, col=c)
-            top = max(cfg.hi for _, cfg in mine)
-            for b in p.baselines(src):
-                fig.add_vline(x=b, line=dict(color="#444", dash="dash", width=1.5), row=r, col=c)
-            fig.update_xaxes(range=[0, top * 1.2], row=r, col=c)
-            fig.update_xaxes(title_text="decode tok/s (bar: mean, whiskers: min-max over trials)", row=r, col=c,
-                             title_font=dict(size=12))
+
+
+def fig_tps(panels: list[shape.Panel], sources: list[str]) -> go.Figure:
+    fig, height = _grid(panels, sources, with_baseline=True)
+    shown: set[str] = set()
+    for r, c, p, src, mine in _filled_cells(fig, panels, sources):
+        for method in dict.fromkeys(cfg.method for _, cfg in mine):
+            sel = [(k, cfg) for k, cfg in mine if cfg.method == method]
+            fig.add_trace(go.Bar(
+                orientation="h", y=[t(k) for k, _ in sel], x=[cfg.mean for _, cfg in sel],
+                name=t(method), legendgroup=method, showlegend=method not in shown,
+                marker=dict(color=method_color(method), line=dict(width=0)), width=0.7,
+                error_x=dict(type="data", symmetric=False, array=[cfg.hi - cfg.mean for _, cfg in sel],
+                             arrayminus=[cfg.mean - cfg.lo for _, cfg in sel], thickness=1.3, width=4,
+                             color="#333"),
+                customdata=[[t(cfg.key), cfg.lo, cfg.hi, cfg.n_trials,
+                             "(baseline)" if cfg.method == "baseline" else (_pct(cfg.change) or "n/a"),
+                             "-" if cfg.acceptance is None else f"{cfg.acceptance:.1%}",
+                             f"{cfg.n_lossless}/{cfg.n_trials}"] for _, cfg in sel],
+                hovertemplate="<b>%{customdata[0]}</b><br>mean %{x:.1f} tok/s (min %{customdata[1]:.1f}, "
+                              "max %{customdata[2]:.1f}, %{customdata[3]} trials)<br>vs baseline %{customdata[4]}"
+                              "<br>acceptance %{customdata[5]}, lossless %{customdata[6]}<extra></extra>"),
+                row=r, col=c)
+            shown.add(method)
+        # the change against baseline, right of each bar's max
+        spec = [(k, cfg) for k, cfg in mine if cfg.method != "baseline" and cfg.change is not None]
+        if spec:
+            fig.add_trace(go.Scatter(
+                x=[cfg.hi for _, cfg in spec], y=[t(k) for k, _ in spec], mode="text",
+                text=[f"  {cfg.change:+.1%}" for _, cfg in spec], textposition="middle right",
+                textfont=dict(size=13, color=[GOOD if cfg.change > 0 else BAD for _, cfg in spec]),
+                showlegend=False, hoverinfo="skip", cliponaxis=False), row=r, col=c)
+        top = max(cfg.hi for _, cfg in mine)
+        for b in p.baselines(src):
+            fig.add_vline(x=b, line=dict(color="#444", dash="dash", width=1.5), row=r, col=c)
+        fig.update_xaxes(range=[0, top * 1.2], row=r, col=c)
+        fig.update_xaxes(title_text="decode tok/s (bar: mean, whiskers: min-max over trials)", row=r, col=c,
+                         title_font=dict(size=12))
     _base_layout(fig, height, barmode="overlay", bargap=0.25)
     return fig
 
@@ -249,28 +256,23 @@ def fig_prompts(points: list[shape.TrialPoint], panels: list[shape.Panel], sourc
 def fig_time(panels: list[shape.Panel], sources: list[str]) -> go.Figure:
     fig, height = _grid(panels, sources)
     shown: set[str] = set()
-    for r, p in enumerate(panels, 1):
-        for c, src in enumerate(sources, 1):
-            mine = [(k, p.configs[(src, k)]) for k in p.rows if (src, k) in p.configs]
-            if not mine:
-                _empty(fig, r, c)
-                continue
-            for part in shape.TIME_PARTS:
-                fig.add_trace(go.Bar(
-                    orientation="h", y=[t(k) for k, _ in mine], x=[cfg.ms_per_token[part] for _, cfg in mine],
-                    name=PART_NAMES[part], legendgroup=part, showlegend=part not in shown,
-                    marker=dict(color=PART_COLORS[part], line=dict(width=0)), width=0.7,
-                    customdata=[[t(k), sum(cfg.ms_per_token.values())] for k, cfg in mine],
-                    hovertemplate="<b>%{customdata[0]}</b><br>" + PART_NAMES[part] +
-                                  " %{x:.3f} ms per token (of %{customdata[1]:.3f})<extra></extra>"), row=r, col=c)
-                shown.add(part)
-            totals = [sum(cfg.ms_per_token.values()) for _, cfg in mine]
-            fig.add_trace(go.Scatter(x=totals, y=[t(k) for k, _ in mine], mode="text",
-                                     text=[f"  {v:.3g} ms" for v in totals], textposition="middle right",
-                                     textfont=dict(size=12, color="#333"), showlegend=False, hoverinfo="skip",
-                                     cliponaxis=False), row=r, col=c)
-            fig.update_xaxes(range=[0, max(totals + [1e-9]) * 1.2], row=r, col=c,
-                             title_text="ms per generated token (mean over trials)", title_font=dict(size=12))
+    for r, c, p, src, mine in _filled_cells(fig, panels, sources):
+        for part in shape.TIME_PARTS:
+            fig.add_trace(go.Bar(
+                orientation="h", y=[t(k) for k, _ in mine], x=[cfg.ms_per_token[part] for _, cfg in mine],
+                name=PART_NAMES[part], legendgroup=part, showlegend=part not in shown,
+                marker=dict(color=PART_COLORS[part], line=dict(width=0)), width=0.7,
+                customdata=[[t(k), sum(cfg.ms_per_token.values())] for k, cfg in mine],
+                hovertemplate="<b>%{customdata[0]}</b><br>" + PART_NAMES[part] +
+                              " %{x:.3f} ms per token (of %{customdata[1]:.3f})<extra></extra>"), row=r, col=c)
+            shown.add(part)
+        totals = [sum(cfg.ms_per_token.values()) for _, cfg in mine]
+        fig.add_trace(go.Scatter(x=totals, y=[t(k) for k, _ in mine], mode="text",
+                                 text=[f"  {v:.3g} ms" for v in totals], textposition="middle right",
+                                 textfont=dict(size=12, color="#333"), showlegend=False, hoverinfo="skip",
+                                 cliponaxis=False), row=r, col=c)
+        fig.update_xaxes(range=[0, max(totals + [1e-9]) * 1.2], row=r, col=c,
+                         title_text="ms per generated token (mean over trials)", title_font=dict(size=12))
     _base_layout(fig, height, barmode="stack", bargap=0.25)
     return fig
 

@@ -289,6 +289,23 @@ def probe_curves(sources: list[Source]) -> list[ProbeCurve]:
     return out
 
 
+def _run_facts(machine: dict, gpus: list[dict], started: str, matrix: str, models: dict) -> dict:
+    """One run's setup line from a manifest or a probe record's machine facts (the same fields)."""
+    return {
+        "started": started,
+        "gpus": ", ".join(f"{g.get('name')} ({g.get('memory_mib', '?')} MiB)" for g in gpus) or "none (CPU)",
+        "driver": ", ".join(sorted({str(g.get("driver")) for g in gpus if g.get("driver")})) or "-",
+        "cuda": machine.get("cuda") or "-",
+        "cpu": f"{machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} CPUs)",
+        "os": machine.get("os", "?"),
+        "llama_cpp": machine.get("llama_cpp_commit", "?"),
+        "llama_cpp_python": machine.get("llama_cpp_python", "?"),
+        "specsweep": machine.get("specsweep", "?"),
+        "matrix": matrix,
+        "models": models,
+    }
+
+
 def header(source: Source) -> dict:
     """What was measured where: machine, software and model files, one entry per distinct run
     setup; nothing that names the host or a local path."""
@@ -301,35 +318,13 @@ def header(source: Source) -> dict:
         for name, f in (m.get("models") or {}).items():
             file = f.get("file") or str(f.get("path", "?")).replace("\\", "/").rsplit("/", 1)[-1]
             models[file] = f.get("sha256", "")
-        runs.append({
-            "started": m.get("started", ""),
-            "gpus": ", ".join(f"{g.get('name')} ({g.get('memory_mib', '?')} MiB)" for g in gpus) or "none (CPU)",
-            "driver": ", ".join(sorted({str(g.get("driver")) for g in gpus if g.get("driver")})) or "-",
-            "cuda": m.get("cuda") or "-",
-            "cpu": f"{m.get('cpu', '?')} ({m.get('cpu_count', '?')} CPUs)",
-            "os": m.get("os", "?"),
-            "llama_cpp": m.get("llama_cpp_commit", "?"),
-            "llama_cpp_python": m.get("llama_cpp_python", "?"),
-            "specsweep": m.get("specsweep", "?"),
-            "matrix": str(m.get("matrix", "")).replace("\\", "/").rsplit("/", 1)[-1],
-            "models": models,
-        })
+        runs.append(_run_facts(m, gpus, m.get("started", ""),
+                               str(m.get("matrix", "")).replace("\\", "/").rsplit("/", 1)[-1], models))
     for p in source.probes:
         machine, model = p.get("machine") or {}, p.get("model") or {}
         gpus = [g for g in machine.get("gpus") or [] if g.get("index") in ((p.get("settings") or {}).get("gpus") or [])]
-        runs.append({
-            "started": p.get("time", ""),
-            "gpus": ", ".join(f"{g.get('name')} ({g.get('memory_mib', '?')} MiB)" for g in gpus) or "none (CPU)",
-            "driver": ", ".join(sorted({str(g.get("driver")) for g in gpus if g.get("driver")})) or "-",
-            "cuda": machine.get("cuda") or "-",
-            "cpu": f"{machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} CPUs)",
-            "os": machine.get("os", "?"),
-            "llama_cpp": machine.get("llama_cpp_commit", "?"),
-            "llama_cpp_python": machine.get("llama_cpp_python", "?"),
-            "specsweep": machine.get("specsweep", "?"),
-            "matrix": "probe",
-            "models": {str(model.get("file", "?")): model.get("sha256", "")},
-        })
+        runs.append(_run_facts(machine, gpus, p.get("time", ""), "probe",
+                               {str(model.get("file", "?")): model.get("sha256", "")}))
     # runs on one setup collapse into one line: dates joined, model files merged
     merged: dict[tuple, dict] = {}
     for r in runs:
