@@ -174,3 +174,23 @@ def test_context_too_small_is_one_line_and_keeps_records(tmp_path):
     assert out.exit_code == 2
     assert out.output.strip().count("\n") == 0 and "do not fit n_ctx 64" in out.output  # before any trial
     assert (results / "mini" / "trials.jsonl").read_bytes() == before
+
+
+def test_a_missing_reference_comes_from_plain_decoding(tmp_path, monkeypatch):
+    """With no baseline cell, the tokens a speculative trial is checked against are generated once
+    by plain decoding, not by the speculative config under test."""
+    from specsweep.run import runner
+
+    made = []
+    real = runner.make_drafter
+    monkeypatch.setattr(runner, "make_drafter", lambda *a: made.append(1) or real(*a))
+    path = tmp_path / "spec-only.toml"
+    path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0]
+                    + '[[cell]]\nmethod = "draft"\ndraft = "identical"\ndraft_max = 4\nprompt_kinds = ["chat"]\n')
+    results = tmp_path / "results"
+    out = run(path, "--results", results)
+    assert out.exit_code == 0, out.output
+    assert len(made) == 1  # the one measured trial; the reference used none
+    (ref,) = read_jsonl(results / "mini" / "references.jsonl")
+    (trial,) = trials_of(results)
+    assert trial["lossless"] and len(ref["tokens"]) == 25  # plain decoding stops at n_predict + 1

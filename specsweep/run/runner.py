@@ -119,7 +119,7 @@ class Runner:
             if not hybrid:
                 rollback = "seq_rm"
             else:
-                rollback = "snapshot" if tctx.can_remove_partially(count_snapshots=True) else "checkpoint"
+                rollback = "snapshot" if tctx.can_remove_partially() else "checkpoint"
             use_ckpt = rollback == "checkpoint"
 
             def trial(tokens: list[int]) -> TrialResult:
@@ -135,8 +135,10 @@ class Runner:
             for prompt, index in plan.todo:
                 tokens = prompts[prompt.id]
                 reference = self.references.get((ref_key, prompt.id))
-                if reference is None and cell.method != "baseline":
-                    reference = self._reference(ref_key, prompt, trial(tokens).tokens)
+                if reference is None and cell.method != "baseline":  # plain decoding, once per prompt
+                    tctx.clear()
+                    plain = run_trial(tctx, tokens, cell.n_predict)
+                    reference = self._reference(ref_key, prompt, plain.tokens)
                 result = trial(tokens)
                 if reference is None:  # the first baseline trial is the reference
                     reference = self._reference(ref_key, prompt, result.tokens)
