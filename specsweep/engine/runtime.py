@@ -299,10 +299,10 @@ class Context:
         if ll.llama_state_seq_set_data_ext(self.ptr, buf, size, seq, ll.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY) == 0:
             raise SpecsweepError(f"could not restore a checkpoint: {last_error('see --verbose')}")
 
-    def can_remove_partially(self, count_snapshots: bool = True) -> bool:
+    def can_remove_partially(self) -> bool:
         """Can a plain seq_rm drop the tail of a sequence? (False for hybrid/recurrent memory
         without snapshots: llama.cpp then rolls back through checkpoints.) Clears the memory."""
-        if count_snapshots and self.opts.n_rs_seq > 0 and ll.llama_n_rs_seq(self.ptr) > 0:
+        if self.opts.n_rs_seq > 0 and ll.llama_n_rs_seq(self.ptr) > 0:
             return True
         self.clear()
         self.decode([0, 0], 0)

@@ -44,9 +44,9 @@ def _check_vocabularies(groups, files) -> None:
     """Refuse a draft whose vocabulary cannot serve its target, before anything loads."""
     seen = set()
     for g in groups:
-        for plan in g.cells:
+        for plan in g.live:
             models = plan.cell.models
-            if plan.skip_reason or not plan.todo or "draft" not in models:
+            if "draft" not in models:
                 continue
             t, d = models["target"], models["draft"]
             if (t.name, d.name) not in seen:

@@ -57,8 +57,13 @@ class Group:
         return refs
 
     @property
+    def live(self) -> list[CellPlan]:
+        """The cells with trials still to run."""
+        return [c for c in self.cells if not c.skip_reason and c.todo]
+
+    @property
     def n_todo(self) -> int:
-        return sum(len(c.todo) for c in self.cells if not c.skip_reason)
+        return sum(len(c.todo) for c in self.live)
 
 
 def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
@@ -96,9 +101,8 @@ def model_refs(groups: list[Group]) -> dict[str, ModelRef]:
     """The models that trials still to run need."""
     refs = {}
     for g in groups:
-        for c in g.cells:
-            if not c.skip_reason and c.todo:
-                refs.update({m.name: m for m in c.cell.models.values()})
+        for c in g.live:
+            refs.update({m.name: m for m in c.cell.models.values()})
     return refs
 
 

@@ -65,11 +65,9 @@ class Runner:
         self.references = {(r["reference_key"], r["prompt_id"]): r["tokens"]
                            for r in results.read_references() if "tokens" in r}
         self.n_recorded = 0
-        self.n_mismatch = 0
 
     def run_group(self, group: Group) -> None:
-        live = [c for c in group.cells if not c.skip_reason and c.todo]
-        if not live:
+        if not group.live:
             return
         with ExitStack() as stack:
             target_path = self.model_files[group.target.name]["path"]
@@ -83,7 +81,7 @@ class Runner:
                     loaded[(path, gpus)] = stack.enter_context(runtime.Model(path, gpus))
                 return loaded[(path, gpus)]
 
-            for plan in live:
+            for plan in group.live:
                 draft_ref = plan.cell.models.get("draft")
                 self.run_cell(plan, target, load(draft_ref, draft_gpus(plan.cell)) if draft_ref else None)
 
@@ -91,10 +89,9 @@ class Runner:
         """Check that every prompt of every cell fits its context, reading only the targets'
         vocabularies, so that a bad cell stops the run before its first trial, not in the middle."""
         for group in groups:
-            live = [c for c in group.cells if not c.skip_reason and c.todo]
-            if live:
+            if group.live:
                 with runtime.Model(self.model_files[group.target.name]["path"], (), vocab_only=True) as vocab:
-                    for plan in live:
+                    for plan in group.live:
                         self._prompts(plan, vocab)
 
     @staticmethod
@@ -158,7 +155,6 @@ class Runner:
         if mismatch is None and len(r.tokens) < cell.n_predict and len(reference) != len(r.tokens):
             mismatch = n  # one stopped at end-of-generation and the other did not
         lossless = mismatch is None
-        self.n_mismatch += not lossless
         models = {role: {"name": ref.name, "ref": ref.describe(), "file": self.model_files[ref.name]["path"].name,
                          "sha256": self.model_files[ref.name]["sha256"]} for role, ref in cell.models.items()}
         self.results.trials.append({
