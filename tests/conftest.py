@@ -21,14 +21,17 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(model_dir):
-    """tiny_model(card, wtype="Q4_0", seed=0, perturb=0.0) -> path of a cached tiny GGUF."""
+    """tiny_model(card, wtype="Q4_0", seed=0, perturb=0.0, branch_scale=1.0, mtp=False) -> path of a
+    cached tiny GGUF."""
     made: dict[tuple, Path] = {}
 
-    def make(card: str, wtype: str = "Q4_0", seed: int = 0, perturb: float = 0.0) -> Path:
-        key = (card, wtype, seed, perturb)
+    def make(card: str, wtype: str = "Q4_0", seed: int = 0, perturb: float = 0.0, branch_scale: float = 1.0,
+             mtp: bool = False) -> Path:
+        key = (card, wtype, seed, perturb, branch_scale, mtp)
         if key not in made:
-            path = model_dir / f"{card}-{wtype}-s{seed}-p{perturb}.gguf"
-            write_model(Recipe(CARDS[card].at_scale("tiny"), "tiny", wtype, seed, perturb=perturb), path)
+            path = model_dir / f"{card}-{wtype}-s{seed}-p{perturb}-b{branch_scale}{'-mtp' if mtp else ''}.gguf"
+            write_model(Recipe(CARDS[card].at_scale("tiny"), "tiny", wtype, seed, perturb=perturb,
+                               branch_scale=branch_scale, mtp=mtp), path)
             made[key] = path
         return made[key]
 

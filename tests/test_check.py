@@ -44,7 +44,7 @@ def test_check_accepts_the_family_draft_and_refuses_the_other(tmp_path, monkeypa
     monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
     out = CliRunner().invoke(main, ["check", str(write(tmp_path, '["good", "bad"]'))])
     assert out.exit_code == 2
-    assert "vocabulary good -> t: ok" in out.output and "vocabulary bad -> t: REFUSED" in out.output
+    assert "fit good -> t (draft): ok" in out.output and "fit bad -> t (draft): REFUSED" in out.output
     last = out.output.strip().splitlines()[-1]
     assert last.startswith("specsweep: error: draft bad cannot speculate for target t")
     assert "first differing token: id 1536" in last
@@ -78,7 +78,7 @@ def test_check_a3b_matrix_on_synthetic_stand_ins(tmp_path, tiny_model):
 
     good = check_with("qwen3.5-0.8b")
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "vocabulary draft -> a3b: ok" in good.stdout
+    assert "fit draft -> a3b (draft): ok" in good.stdout
     bad = check_with("qwen3-0.6b")
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("specsweep: error: draft draft cannot speculate for target a3b")

@@ -56,7 +56,7 @@ def test_cell_id_ignores_name_and_trial_count_but_not_parameters(tmp_path):
 
 def test_shipped_matrices_load():
     smoke = load(ROOT / "matrices" / "smoke.toml")
-    assert {c.method for c in smoke.cells} == {"baseline", "draft", "ngram-cache", "ngram-mod", "dflash"}
+    assert {c.method for c in smoke.cells} == {"baseline", "draft", "ngram-cache", "ngram-mod", "dflash", "mtp"}
     a3b = load(ROOT / "matrices" / "a3b.toml")
     names = [c.name for c in a3b.cells]
     assert len(names) == len(set(names))
@@ -69,6 +69,11 @@ def test_shipped_matrices_load():
     draft = {(c.settings["draft_min"], c.settings["draft_max"]) for c in a3b.cells if c.method == "draft"}
     assert draft == {(0, 8), (0, 16), (0, 32), (2, 16), (2, 32), (2, 64), (48, 64)}
     assert sorted(c.settings["draft_max"] for c in a3b.cells if c.method == "dflash") == [4, 8, 16]
+    mtp = [c for c in a3b.cells if c.method == "mtp"]
+    assert sorted(c.settings["draft_max"] for c in mtp) == [1, 2, 3]
+    mtp_target = {c.models["target"].name for c in mtp}
+    assert mtp_target == {"a3b_mtp"} and any(c.method == "baseline" and c.models["target"].name == "a3b_mtp"
+                                             for c in a3b.cells)
 
 
 @pytest.mark.parametrize("body, message", [

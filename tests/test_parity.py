@@ -9,6 +9,7 @@ SPECSWEEP_REQUIRE_NATIVE=1 (CI) makes that a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from specsweep.engine import runtime
 from specsweep.engine import drafters
-from specsweep.engine.drafters import DraftModel, NgramMod
+from specsweep.engine.drafters import DFlash, DraftModel, Mtp, NgramMod
 from specsweep.engine.native import run_speculative_simple
 from specsweep.engine.speculative import run_trial
 
@@ -44,12 +45,22 @@ def native(target: Path, prompt: str, spec_args: list[str]) -> tuple[bytes, dict
     return run.stdout, run.stats
 
 
-def ours(target: Path, prompt: str, make_drafter, draft: Path | None = None):
+def ours(target: Path, prompt: str, make_drafter, draft: Path | None = None, kind: str = "draft", n_rs_seq: int = 0):
+    """kind "draft": make_drafter(draft context); "dflash": make_drafter(drafter context, target
+    context); "mtp": make_drafter(MTP context, target context); no draft: make_drafter().
+    `n_rs_seq`: the target's recurrent-state snapshots (llama.cpp gives DFlash and MTP n_max)."""
     opts = runtime.ContextOptions(n_ctx=N_CTX, n_batch=N_BATCH, type_kv="f16", flash_attn=True, n_threads=THREADS)
-    with runtime.Model(target, ()) as model, runtime.Context(model, opts) as ctx:
+    topts = dataclasses.replace(opts, n_rs_seq=n_rs_seq)
+    with runtime.Model(target, (), load_mtp=kind == "mtp") as model, runtime.Context(model, topts) as ctx:
         tokens = model.tokenize(prompt)
-        if draft is None:
+        if kind == "mtp":
+            with runtime.Context(model, dataclasses.replace(opts, ctx_type="mtp"), other=ctx) as dctx:
+                result = run_trial(ctx, tokens, N_PREDICT, make_drafter(dctx, ctx))
+        elif draft is None:
             result = run_trial(ctx, tokens, N_PREDICT, make_drafter())
+        elif kind == "dflash":
+            with runtime.Model(draft, ()) as dmodel, runtime.Context(dmodel, opts, other=ctx) as dctx:
+                result = run_trial(ctx, tokens, N_PREDICT, make_drafter(dctx, ctx))
         else:
             with runtime.Model(draft, ()) as dmodel, runtime.Context(dmodel, opts) as dctx:
                 result = run_trial(ctx, tokens, N_PREDICT, make_drafter(dctx))
@@ -94,5 +105,36 @@ def test_ngram_cache_matches_llama_cpp(tiny_model, card):
     target = tiny_model(card)
     out, stats = native(target, LOOPY, ["--spec-type", "ngram-cache"])  # drafts up to 8, fixed
     text, result = ours(target, LOOPY, lambda: drafters.NgramCache())
+    assert_parity(out, stats, text, result)
+    assert stats["n_drafted"] > 0
+
+
+# The MTP head of a synthetic target follows it (its eh_proj passes the token embedding through) and
+# branch_scale 0.05 makes the target embedding-dominated, so drafts are mostly accepted. As llama.cpp
+# does for MTP and DFlash, the hybrid target keeps n_max recurrent-state snapshots and drops a
+# rejected tail with seq_rm.
+@pytest.mark.parametrize("n_max", [1, 3])
+def test_mtp_matches_llama_cpp(tiny_model, n_max):
+    target = tiny_model("qwen3.6-35b-a3b", branch_scale=0.05, mtp=True)
+    out, stats = native(target, TEXT, ["--spec-type", "draft-mtp", "--spec-draft-n-max", str(n_max),
+                                       "--spec-draft-n-min", "0"])
+    text, result = ours(target, TEXT, lambda dctx, ctx: Mtp(dctx, ctx, n_max=n_max, n_min=0), kind="mtp",
+                        n_rs_seq=n_max)
+    assert_parity(out, stats, text, result)
+    assert result.n_accepted_llama > 0
+
+
+# A random DFlash drafter is accepted about as often as an unrelated draft; every verify then ends
+# in a partial acceptance, so the target's snapshot rollback runs at every step. n_max 16 is
+# clamped to the block size - 1 = 15 on both sides.
+@pytest.mark.parametrize("card", ["qwen3.6-35b-a3b"])
+@pytest.mark.parametrize("n_max", [4, 16])
+def test_dflash_matches_llama_cpp(tiny_model, card, n_max):
+    target = tiny_model(card, branch_scale=0.05)
+    drafter = tiny_model(card + "-dflash", branch_scale=0.05)
+    out, stats = native(target, TEXT, ["-md", str(drafter), "--spec-type", "draft-dflash", "--spec-draft-n-max",
+                                       str(n_max), "--spec-draft-n-min", "0", "-ngld", "0"])
+    text, result = ours(target, TEXT, lambda dctx, ctx: DFlash(dctx, ctx, n_max=n_max, n_min=0), drafter,
+                        kind="dflash", n_rs_seq=n_max)
     assert_parity(out, stats, text, result)
     assert stats["n_drafted"] > 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import llama_cpp as ll
 import numpy as np
 
+from specsweep.engine import ext
 from specsweep.errors import SpecsweepError
 
 _GGML_LOG_WARN, _GGML_LOG_ERROR = 3, 4  # ggml_log_level
@@ -73,6 +74,12 @@ class ContextOptions:
     # greedy selection on the device (llama.cpp's backend sampling): only token ids come back,
     # not a full row of logits per verified token
     backend_sampling: bool = False
+    # "mtp": a context that runs the model's multi-token-prediction head (llama.cpp's
+    # LLAMA_CONTEXT_TYPE_MTP) instead of its trunk
+    ctx_type: str = "default"
+
+
+CONTEXT_TYPES = {"default": ll.LLAMA_CONTEXT_TYPE_DEFAULT, "mtp": ll.LLAMA_CONTEXT_TYPE_MTP}
 
 
 SPLIT_MODES = {"layer": ll.LLAMA_SPLIT_MODE_LAYER, "row": ll.LLAMA_SPLIT_MODE_ROW,
@@ -112,11 +119,13 @@ def gpu_placement(gpus: tuple[int, ...], split_mode: str = "layer", ratios: tupl
 
 class Model:
     def __init__(self, path: Path, gpus: tuple[int, ...] | list[int] = (0,), vocab_only: bool = False,
-                 split_mode: str = "layer", tensor_split: tuple[float, ...] | list[float] = ()):
+                 split_mode: str = "layer", tensor_split: tuple[float, ...] | list[float] = (),
+                 load_mtp: bool = False):
         """Load a GGUF. `gpus`: () keeps it on the CPU, (i,) puts all layers on GPU i, more
         indices split the model over those GPUs (`split_mode` layer, row or tensor, in the
         proportions `tensor_split`, even by default). `vocab_only` reads the tokenizer and chat
-        template, no weights."""
+        template, no weights. `load_mtp` also loads the multi-token-prediction layers (llama.cpp
+        skips them otherwise)."""
         init(_state["verbose"])
         path = Path(path)
         if not path.is_file():
@@ -130,6 +139,7 @@ class Model:
             self._split = (ctypes.c_float * len(placement.tensor_split))(*placement.tensor_split)  # alive while loading
             params.tensor_split = self._split
         params.vocab_only = vocab_only
+        params.load_mtp = load_mtp
         _recent.clear()
         self.ptr = ll.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:
@@ -137,6 +147,14 @@ class Model:
         self.path = path
         self.vocab = ll.llama_model_get_vocab(self.ptr)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self.n_embd = ll.llama_model_n_embd(self.ptr)
+        self.load_mtp = load_mtp
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as llama.cpp renders it (None when absent)."""
+        buf = ctypes.create_string_buffer(256)
+        n = ll.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
 
     def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
@@ -194,8 +212,56 @@ class Model:
         self.close()
 
 
+class ExtBatch:
+    """llama.cpp's extended batch (`llama_batch_ext`): entries that carry a token, an embedding
+    row, or both (MTP pairs a token with the target's hidden state; DFlash injects the target's
+    layer features as embedding-only entries). Embedding rows are views of numpy arrays the batch
+    keeps alive until it is cleared."""
+
+    def __init__(self, ctx: "Context"):
+        self.ptr = ll.llama_batch_ext_init(ctx.ptr)
+        self._keep: list[np.ndarray] = []
+        self._pos = (ll.llama_pos * 4)()
+        self.size = 0
+
+    def clear(self) -> None:
+        ll.llama_batch_ext_clear(self.ptr)
+        self._keep.clear()
+        self.size = 0
+
+    def add(self, pos: int, token: int | None = None, embd: np.ndarray | None = None,
+            output: bool = False, seq: int = 0) -> int:
+        """Append one entry at position `pos`; returns its batch index. Positions are given as
+        llama.cpp's M-RoPE layout [p, p, p, 0], of which a text model reads the first."""
+        if embd is not None:
+            embd = np.ascontiguousarray(embd, dtype=np.float32)
+            self._keep.append(embd)
+            row = ll.llama_embd(embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), 1, embd.shape[-1])
+        if token is not None:
+            idx = ll.llama_batch_ext_add_token(self.ptr, seq, token)
+            if idx >= 0 and embd is not None and not ll.llama_batch_ext_set_embd_token(self.ptr, idx, row):
+                raise SpecsweepError("llama.cpp refused an embedding for a batch entry")
+        else:
+            idx = ll.llama_batch_ext_add_embd(self.ptr, seq, row)
+        if idx < 0:
+            raise SpecsweepError(f"llama.cpp could not add a batch entry (error {idx})")
+        self._pos[0] = self._pos[1] = self._pos[2] = pos
+        ll.llama_batch_ext_set_pos(self.ptr, idx, self._pos)
+        if output:
+            ll.llama_batch_ext_set_output_logits(self.ptr, idx, True)
+        self.size += 1
+        return idx
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            ll.llama_batch_ext_free(self.ptr)
+            self.ptr = None
+
+
 class Context:
-    def __init__(self, model: Model, opts: ContextOptions = ContextOptions()):
+    def __init__(self, model: Model, opts: ContextOptions = ContextOptions(), other: "Context | None" = None):
+        """`other`: the target's context, for a draft context that reads it (an MTP head runs on
+        the target's model; a DFlash drafter borrows the target's embeddings and output head)."""
         params = ll.llama_context_default_params()
         params.n_ctx = opts.n_ctx
         params.n_batch = params.n_ubatch = opts.n_batch
@@ -206,6 +272,9 @@ class Context:
         params.type_k = params.type_v = KV_TYPES[opts.type_kv]
         params.flash_attn_type = 1 if opts.flash_attn else 0
         params.no_perf = True
+        params.ctx_type = CONTEXT_TYPES[opts.ctx_type]
+        if other is not None:
+            params.ctx_other = other.ptr
         params.n_threads = params.n_threads_batch = opts.n_threads or default_threads()
         self._sampler = None
         if opts.backend_sampling:
@@ -225,6 +294,7 @@ class Context:
         self._batch = ll.llama_batch_init(opts.n_batch, 0, 1)
         self._seq = None  # the sequence every slot of the batch is set up for
         self._state = None  # checkpoint buffer, reused
+        self._ext: ExtBatch | None = None
 
     def decode(self, tokens: list[int], pos0: int, all_logits: bool = False, seq: int = 0) -> None:
         """Decode tokens at positions pos0.. in one batch; logits for the last one (or all).
@@ -255,6 +325,58 @@ class Context:
         rc = ll.llama_decode(self.ptr, b)
         if rc != 0:
             raise SpecsweepError(f"llama_decode failed ({rc}): {last_error('see --verbose')}")
+
+    def ext_batch(self) -> ExtBatch:
+        """The context's extended batch, cleared (one per context, reused)."""
+        if self._ext is None:
+            self._ext = ExtBatch(self)
+        self._ext.clear()
+        return self._ext
+
+    def process(self, batch: ExtBatch) -> None:
+        """Decode an extended batch (llama_process)."""
+        rc = ll.llama_process(self.ptr, ll.LLAMA_PROCESS_TYPE_DECODE, batch.ptr)
+        if rc != 0:
+            raise SpecsweepError(f"llama_process failed ({rc}): {last_error('see --verbose')}")
+
+    # --- hidden states that DFlash and MTP drafters read from the target (engine/ext.py) ---
+    def extract_layer_inputs(self, layers: list[int]) -> None:
+        """Keep the input of these layers for every token of each batch (DFlash's features)."""
+        for lid in layers:
+            ext.call("set_embeddings_layer_inp", self.ptr, lid, True)
+
+    def layer_input(self, lid: int, n_rows: int) -> np.ndarray:
+        """The input of layer `lid` for the first n_rows tokens of the last batch, (n_rows, n_embd)."""
+        ptr = ext.call("get_embeddings_layer_inp", self.ptr, lid)
+        if not ptr:
+            raise SpecsweepError(f"llama.cpp kept no input for layer {lid}")
+        return np.ctypeslib.as_array(ptr, shape=(n_rows, self.model.n_embd))
+
+    def output_hidden(self, masked: bool) -> None:
+        """Keep the final hidden state ("h_nextn") for every token of a batch (masked False) or
+        for the tokens with output set (masked True)."""
+        ext.call("set_embeddings_nextn", self.ptr, True, masked)
+
+    def hidden(self, i: int) -> np.ndarray:
+        """The kept final hidden state of batch index (or output) i, a view."""
+        ptr = ext.call("get_embeddings_nextn_ith", self.ptr, i)
+        if not ptr:
+            raise SpecsweepError("llama.cpp kept no hidden state for the MTP head")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_embd_out,))
+
+    def hidden_rows(self, n: int) -> np.ndarray:
+        """The kept final hidden states of the first n tokens of the last batch (unmasked), a view."""
+        ptr = ext.call("get_embeddings_nextn", self.ptr)
+        if not ptr:
+            raise SpecsweepError("llama.cpp kept no hidden states for the MTP head")
+        return np.ctypeslib.as_array(ptr, shape=(n, self.n_embd_out))
+
+    @property
+    def n_embd_out(self) -> int:
+        return ll.llama_model_n_embd_out(self.model.ptr)
+
+    def set_causal(self, causal: bool) -> None:
+        ll.llama_set_causal_attn(self.ptr, causal)
 
     def sync(self) -> None:
         """Wait for the device: llama_decode returns before a GPU has finished."""
@@ -312,6 +434,8 @@ class Context:
 
     def close(self) -> None:
         if getattr(self, "ptr", None):
+            if self._ext is not None:
+                self._ext.close()
             ll.llama_batch_free(self._batch)
             ll.llama_free(self.ptr)
             self.ptr = None

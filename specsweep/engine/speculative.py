@@ -80,9 +80,11 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
 
     t0 = _now()
     prompt_tgt = list(prompt[:-1])
-    target.decode(prompt_tgt, 0, all_logits=False)
-    if drafter:
-        drafter.process(prompt_tgt, 0)
+    step = target.opts.n_batch
+    for i in range(0, len(prompt_tgt), step):  # a drafter reads each batch's hidden states
+        target.decode(prompt_tgt[i : i + step], i, all_logits=False)
+        if drafter:
+            drafter.process(prompt_tgt[i : i + step], i)
     target.sync()
     result.t_prefill = _now() - t0
 

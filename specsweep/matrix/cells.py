@@ -106,5 +106,5 @@ def _default_name(values: dict) -> str:
         return "baseline"
     if method == "ngram-mod":
         return f"ngram-mod n={values['n_match']} min={values['draft_min']} max={values['draft_max']}"
-    extra = f" {values['draft']}" if method == "draft" else ""
+    extra = f" {values['draft']}" if method == "draft" else f" {values['drafter']}" if method == "dflash" else ""
     return f"{method}{extra} max={values['draft_max']} min={values['draft_min']}"

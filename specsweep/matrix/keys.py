@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-METHODS = ("baseline", "draft", "ngram-cache", "ngram-mod", "dflash")
+METHODS = ("baseline", "draft", "ngram-cache", "ngram-mod", "dflash", "mtp")
 SPECULATIVE = METHODS[1:]
 KV_TYPES = ("q8_0", "f16")
 ROLLBACKS = ("checkpoint", "snapshot")
@@ -49,7 +49,7 @@ COMMON = {
     "backend_sampling": Key(True, (bool,), help="pick greedy tokens on the device (llama.cpp's backend "
                             "sampling): token ids come back instead of a row of logits per token"),
     "rollback": Key("checkpoint", (str,), choices=ROLLBACKS,
-                    help="how a hybrid target drops rejected tokens"),
+                    help="how a hybrid target drops rejected tokens (dflash and mtp: snapshot, as llama.cpp)"),
 }
 
 METHOD_KEYS = {
@@ -60,7 +60,8 @@ METHOD_KEYS = {
     # --spec-draft-n-max/-n-min/-p-min; ngram-mod has its own n-min/n-max (defaults 48/64)
     "draft_max": Key(None, (int,), SPECULATIVE, minimum=1, help="most tokens per draft"),
     "draft_min": Key(None, (int,), SPECULATIVE, minimum=0, help="shorter drafts are dropped"),
-    "p_min": Key(0.0, (float, int), ("draft",), minimum=0.0, help="stop drafting below this probability"),
+    "p_min": Key(0.0, (float, int), ("draft", "dflash", "mtp"), minimum=0.0,
+                 help="stop drafting below this probability"),
     "n_match": Key(24, (int,), ("ngram-mod",), minimum=1, help="n-gram length looked up"),
     "lookup_static": Key("", (str,), ("ngram-cache",), help="static n-gram cache file"),
     "lookup_dynamic": Key("", (str,), ("ngram-cache",), help="dynamic n-gram cache file"),
@@ -69,7 +70,12 @@ METHOD_KEYS = {
 # llama.cpp's defaults where a method's own default differs from the shared one
 METHOD_DEFAULTS = {
     "draft": {"draft_max": 3, "draft_min": 0},
-    "dflash": {"draft_max": 16, "draft_min": 0},
+    # llama.cpp's draft defaults (3/0) hold for every model-based drafter; DFlash clamps draft_max
+    # to its block size - 1. For drafters that read the target's hidden states llama.cpp gives a
+    # hybrid target draft_max recurrent-state snapshots (common_params_speculative::need_n_rs_seq),
+    # so their rollback default is "snapshot"
+    "dflash": {"draft_max": 3, "draft_min": 0, "rollback": "snapshot"},
+    "mtp": {"draft_max": 3, "draft_min": 0, "rollback": "snapshot"},
     "ngram-cache": {"draft_max": 8, "draft_min": 0},  # fixed at 8 in llama.cpp (create_state_ngram_cache)
     "ngram-mod": {"draft_max": 64, "draft_min": 48},
 }

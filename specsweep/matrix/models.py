@@ -3,8 +3,9 @@
 A `[models]` entry is one of:
 - `"name"`: an entry of `models.lock`, fetched into the Hugging Face cache (`specsweep fetch`);
 - `{ path = "file.gguf" }`: a file, relative to the matrix;
-- `{ synth = "card", scale = "tiny", wtype = "Q4_0", seed = 0, perturb = 0.0 }`: a synthetic
-  model (`specsweep synth`), written once into the specsweep cache and reused. Same recipe, same
+- `{ synth = "card", scale = "tiny", wtype = "Q4_0", seed = 0, perturb = 0.0, mtp = false }`: a
+  synthetic model (`specsweep synth`), written once into the specsweep cache and reused; `mtp`
+  adds a Qwen3.5/3.6 card's multi-token-prediction layer, and a `*-dflash` card is a DFlash drafter. Same recipe, same
   bytes: a draft with the target's recipe *is* the target (100% acceptance), `perturb = f` gives
   partial acceptance, another `seed` or card gives about 0%.
 A name a row uses that is not in `[models]` is looked up in `models.lock`.
@@ -21,7 +22,7 @@ from specsweep.synth.cards import CARDS, SCALES
 from specsweep.synth.fill import FILE_TYPE
 
 SYNTH_KEYS = {"synth": str, "scale": str, "wtype": str, "seed": int, "perturb": (float, int), "perturb_seed": int,
-              "branch_scale": (float, int)}
+              "branch_scale": (float, int), "mtp": bool}
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class ModelRef:
         if self.kind == "path":
             return d["path"]
         extra = "".join(f" {k}={d[k]}" for k in ("seed", "perturb", "branch_scale") if d.get(k) not in (None, 0, 1))
+        extra += " +mtp" if d.get("mtp") else ""
         return f"synth {d['synth']} ({d.get('scale', 'full')}, {d.get('wtype', 'Q4_0')}{extra})"
 
 
@@ -71,7 +73,7 @@ def _check_synth(value: dict, where: str) -> dict:
     for key, v in value.items():
         if key not in SYNTH_KEYS:
             raise SpecsweepError(f"{where}: unknown synthetic-model key {key!r} (expected: {', '.join(SYNTH_KEYS)})")
-        if not isinstance(v, SYNTH_KEYS[key]) or isinstance(v, bool):
+        if not isinstance(v, SYNTH_KEYS[key]) or (isinstance(v, bool) and SYNTH_KEYS[key] is not bool):
             raise SpecsweepError(f"{where}: {key} = {v!r} has the wrong type")
     if value["synth"] not in CARDS:
         raise SpecsweepError(f"{where}: unknown card {value['synth']!r} (one of {', '.join(CARDS)})")
@@ -83,6 +85,8 @@ def _check_synth(value: dict, where: str) -> dict:
         raise SpecsweepError(f"{where}: perturb must be between 0 and 1")
     if not 0.0 < value.get("branch_scale", 1.0) <= 1.0:
         raise SpecsweepError(f"{where}: branch_scale must be in (0, 1]")
+    if value.get("mtp") and CARDS[value["synth"]].arch not in ("qwen35", "qwen35moe"):
+        raise SpecsweepError(f"{where}: mtp = true needs a Qwen3.5/3.6 card (qwen35 or qwen35moe)")
     return value
 
 
@@ -113,12 +117,15 @@ def _synth(ref: ModelRef, create: bool) -> Path:
     d = ref.identity
     scale, wtype = d.get("scale", "full"), d.get("wtype", "Q4_0")
     recipe = Recipe(CARDS[d["synth"]].at_scale(scale), scale, wtype, d.get("seed", 0),
-                    float(d.get("perturb", 0.0)), d.get("perturb_seed", 1), float(d.get("branch_scale", 1.0)))
+                    float(d.get("perturb", 0.0)), d.get("perturb_seed", 1), float(d.get("branch_scale", 1.0)),
+                    bool(d.get("mtp", False)))
     stem = f"{d['synth']}-{scale}-{wtype}-s{recipe.seed}"
     if recipe.perturb:
         stem += f"-p{recipe.perturb:g}-ps{recipe.perturb_seed}"
     if recipe.branch_scale != 1.0:
         stem += f"-b{recipe.branch_scale:g}"
+    if recipe.mtp:
+        stem += "-mtp"
     path = cache_dir() / f"{stem}.gguf"
     if create and not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)

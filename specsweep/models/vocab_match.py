@@ -242,7 +242,7 @@ def suggest_draft(t: VocabInfo, target_name: str, draft_name: str, lock_path: Pa
 
         target_card = CARDS.get(card)
         if target_card is not None:
-            same = [c for c in CARDS.values() if c.family == target_card.family and c.name != card]
+            same = [c for c in CARDS.values() if c.family == target_card.family and c.name != card and not c.target]
             if same:
                 smallest = min(same, key=lambda c: c.n_embd * c.n_layer)
                 scale = t.synth.get("scale", "full")

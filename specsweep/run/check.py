@@ -11,7 +11,7 @@ from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, resolve
 from specsweep.models.memory import estimate_cell_bytes, fit_warning, free_device_memory, gib, nvidia_smi_free
-from specsweep.models.vocab_match import check_pair
+from specsweep.models.drafter_fit import check_cell_models
 from specsweep.run.plan import make_plan
 
 
@@ -44,27 +44,25 @@ def check(matrix_file: Path) -> None:
         for plan in g.cells:
             cell = plan.cell
             models = cell.models
-            if plan.skip_reason:
-                click.echo(f"skip {cell.name}: {plan.skip_reason}")
-                continue
             wanted = set(cell.gpus) | ({cell.settings["draft_gpu"]} if cell.settings.get("draft_gpu") is not None else set())
             if wanted and max(wanted) >= len(free_per_gpu):
                 have = f"{len(free_per_gpu)} GPU{'s' if len(free_per_gpu) != 1 else ''}" if free_per_gpu else "no GPU nvidia-smi can see"
                 click.echo(f"warning: cell {cell.name!r} asks for GPU {max(wanted)} but this machine has {have}"
                            + (" (llama.cpp would run it on the CPU)" if not free_per_gpu else ""))
-            if "draft" in models and (models["target"].name, models["draft"].name) not in pairs:
-                t, d = models["target"], models["draft"]
-                pairs.add((t.name, d.name))
-                if paths[t.name] and paths[d.name]:
+            pairing = (cell.method, tuple(sorted((r, m.name) for r, m in models.items())))
+            if cell.method in ("draft", "dflash", "mtp") and pairing not in pairs:
+                pairs.add(pairing)
+                what = " -> ".join([m.name for r, m in models.items() if r != "target"]
+                                   + [models["target"].name]) + f" ({cell.method})"
+                if all(paths[m.name] for m in models.values()):
                     try:
-                        result = check_pair(t.name, paths[t.name], d.name, paths[d.name])
-                        click.echo(f"vocabulary {d.name} -> {t.name}: ok"
-                                   + "".join(f" (warning: {w})" for w in result.warnings))
+                        check_cell_models(models, cell.method, lambda ref: paths[ref.name])
+                        click.echo(f"fit {what}: ok")
                     except SpecsweepError as e:
                         refused.append(e.message)
-                        click.echo(f"vocabulary {d.name} -> {t.name}: REFUSED")
+                        click.echo(f"fit {what}: REFUSED")
                 else:
-                    click.echo(f"vocabulary {d.name} -> {t.name}: not checked (a file is not there yet)")
+                    click.echo(f"fit {what}: not checked (a file is not there yet)")
             files = [paths[m.name] for m in models.values()]
             if all(files):
                 needed = estimate_cell_bytes(files, cell.kv, cell.n_ctx)

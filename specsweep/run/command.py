@@ -14,7 +14,7 @@ from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, resolve
 from specsweep.models.hashing import file_sha256
-from specsweep.models.vocab_match import check_pair
+from specsweep.models.drafter_fit import check_cell_models
 from specsweep.records import manifest
 from specsweep.records.store import ResultsDir
 from specsweep.report.summary import cell_stats, table
@@ -40,18 +40,17 @@ def _prepare_models(refs: dict[str, ModelRef], matrix_path: Path) -> dict[str, d
     return files
 
 
-def _check_vocabularies(groups, files) -> None:
-    """Refuse a draft whose vocabulary cannot serve its target, before anything loads."""
+def _check_pairings(groups, files) -> None:
+    """Refuse a draft or DFlash drafter that cannot serve its target, or an `mtp` cell whose target
+    has no MTP layers, from the GGUF headers, before anything loads."""
     seen = set()
     for g in groups:
         for plan in g.live:
-            models = plan.cell.models
-            if "draft" not in models:
-                continue
-            t, d = models["target"], models["draft"]
-            if (t.name, d.name) not in seen:
-                seen.add((t.name, d.name))
-                check_pair(t.name, files[t.name]["path"], d.name, files[d.name]["path"])
+            cell = plan.cell
+            key = (cell.method, tuple(sorted((r, m.name) for r, m in cell.models.items())))
+            if key not in seen:
+                seen.add(key)
+                check_cell_models(cell.models, cell.method, lambda ref: files[ref.name]["path"])
 
 
 @click.command("run")
@@ -69,7 +68,6 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     done = {(r["cell_id"], r["prompt_id"], r["trial"]) for r in results.read_trials()}
     groups = make_plan(matrix, shard_t, done)
     n_todo = sum(g.n_todo for g in groups)
-    skipped = [c for g in groups for c in g.cells if c.skip_reason]
 
     if dry_run:
         click.echo(f"matrix {matrix.name}: {len(matrix.cells)} cells"
@@ -82,7 +80,7 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     runtime.init(verbose)
     refs = model_refs(groups)
     files = _prepare_models(refs, matrix.path)
-    _check_vocabularies(groups, files)
+    _check_pairings(groups, files)
     runner = Runner(results, matrix, files, "", progress=None)
     runner.preflight(groups)
     info = manifest.collect(matrix.path, matrix.text, {n: {"path": str(f["path"]), "sha256": f["sha256"]}
@@ -114,8 +112,6 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     stats = cell_stats(results.read_trials(), order)
     if stats:
         click.echo(table(stats))
-    for plan in skipped:
-        click.echo(f"skipped {plan.cell.name}: {plan.skip_reason}")
     bad = sum(s.n_trials - s.n_lossless for s in stats)
     if bad:
         click.echo(f"warning: {bad} trials generated tokens that differ from the baseline (lossless column)", err=True)

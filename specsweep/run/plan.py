@@ -13,10 +13,6 @@ from specsweep.matrix.load import Matrix
 from specsweep.matrix.models import ModelRef
 from specsweep.matrix.prompts import Prompt, load_set
 
-# methods specsweep cannot run yet, and why: their cells are listed and skipped, never faked
-UNAVAILABLE = {"dflash": "needs specsweep's DFlash drafter, not built yet"}
-
-
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
@@ -34,7 +30,6 @@ class CellPlan:
     cell: Cell
     prompts: list[Prompt]
     todo: list[tuple[Prompt, int]]  # (prompt, trial index) not yet recorded
-    skip_reason: str | None = None
 
 
 @dataclass
@@ -48,18 +43,22 @@ class Group:
     cells: list[CellPlan] = field(default_factory=list)
 
     @property
+    def load_mtp(self) -> bool:
+        """Load the target's MTP layers: only when a cell runs them (llama.cpp skips them otherwise)."""
+        return any(c.cell.method == "mtp" for c in self.live)
+
+    @property
     def models(self) -> dict[str, ModelRef]:
         """Every model the group loads, by name."""
         refs = {self.target.name: self.target}
         for c in self.cells:
-            if not c.skip_reason:
-                refs.update({m.name: m for m in c.cell.models.values()})
+            refs.update({m.name: m for m in c.cell.models.values()})
         return refs
 
     @property
     def live(self) -> list[CellPlan]:
         """The cells with trials still to run."""
-        return [c for c in self.cells if not c.skip_reason and c.todo]
+        return [c for c in self.cells if c.todo]
 
     @property
     def n_todo(self) -> int:
@@ -85,14 +84,14 @@ def make_plan(matrix: Matrix, shard, done: set[tuple[str, str, int]]) -> list[Gr
                   tuple(cell.tensor_split) if len(cell.gpus) > 1 else ())
         key = (json.dumps(target.identity, sort_keys=True), layout)
         group = groups.setdefault(key, Group(target, *layout))
-        group.cells.append(CellPlan(cell, prompts, todo, UNAVAILABLE.get(cell.method)))
+        group.cells.append(CellPlan(cell, prompts, todo))
     for group in groups.values():  # baselines first: they give the reference tokens
         group.cells.sort(key=lambda c: c.cell.method != "baseline")
     return list(groups.values())
 
 
 def draft_gpus(cell: Cell) -> tuple[int, ...]:
-    """Where a cell's draft model goes: `draft_gpu`, else with the target."""
+    """Where a cell's draft model (or DFlash drafter) goes: `draft_gpu`, else with the target."""
     gpu = cell.settings.get("draft_gpu")
     return (gpu,) if gpu is not None and cell.gpus else tuple(cell.gpus)
 
@@ -119,7 +118,7 @@ def describe(groups: list[Group], matrix_path: Path, resolve_path) -> list[str]:
         for c in g.cells:
             cell = c.cell
             n_all = len(c.prompts) * cell.trials
-            state = f"skip: {c.skip_reason}" if c.skip_reason else f"{len(c.todo)}/{n_all} trials to run"
+            state = f"{len(c.todo)}/{n_all} trials to run"
             lines.append(f"  - {cell.name} [{cell.id}] kv={cell.kv} n_predict={cell.n_predict} "
                          f"prompts={len(c.prompts)} trials={cell.trials} warmup={cell.warmup}: {state}")
     return lines

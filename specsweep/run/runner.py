@@ -10,6 +10,7 @@ numerical fact about the kernels, which is why it is shown rather than treated a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from contextlib import ExitStack
@@ -42,16 +43,34 @@ def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOption
                                   backend_sampling=cell.backend_sampling)
 
 
-def make_drafter(cell: Cell, draft_ctx: runtime.Context | None, matrix_dir):
+def make_drafter(cell: Cell, draft_ctx: runtime.Context | None, target_ctx: runtime.Context, matrix_dir):
     s = cell.settings
     if cell.method == "draft":
         return drafters.DraftModel(draft_ctx, n_max=s["draft_max"], n_min=s["draft_min"], p_min=float(s["p_min"]))
+    if cell.method == "dflash":
+        return drafters.DFlash(draft_ctx, target_ctx, n_max=s["draft_max"], n_min=s["draft_min"], p_min=float(s["p_min"]))
+    if cell.method == "mtp":
+        return drafters.Mtp(draft_ctx, target_ctx, n_max=s["draft_max"], n_min=s["draft_min"], p_min=float(s["p_min"]))
     if cell.method == "ngram-mod":
         return drafters.NgramMod(n_match=s["n_match"], n_max=s["draft_max"], n_min=s["draft_min"])
     if cell.method == "ngram-cache":
         files = {k: (matrix_dir / s[k]) if s.get(k) else None for k in ("lookup_static", "lookup_dynamic")}
         return drafters.NgramCache(n_max=s["draft_max"], n_min=s["draft_min"],
                           static_path=files["lookup_static"], dynamic_path=files["lookup_dynamic"])
+    return None
+
+
+def draft_context(cell: Cell, target: runtime.Model, target_ctx: runtime.Context, draft: runtime.Model | None,
+                  opts: runtime.ContextOptions) -> runtime.Context | None:
+    """The second context a model-based drafter decodes in: the draft model's (with the target's
+    options), the DFlash drafter's (reading the target's context), or the MTP head's (on the
+    target's own model). llama.cpp gives DFlash and MTP contexts no recurrent snapshots."""
+    if cell.method == "draft":
+        return runtime.Context(draft, opts)
+    if cell.method == "dflash":
+        return runtime.Context(draft, dataclasses.replace(opts, n_rs_seq=0), other=target_ctx)
+    if cell.method == "mtp":
+        return runtime.Context(target, dataclasses.replace(opts, n_rs_seq=0, ctx_type="mtp"), other=target_ctx)
     return None
 
 
@@ -72,7 +91,7 @@ class Runner:
         with ExitStack() as stack:
             target_path = self.model_files[group.target.name]["path"]
             target = stack.enter_context(runtime.Model(target_path, group.gpus, split_mode=group.split_mode,
-                                                       tensor_split=group.tensor_split))
+                                                       tensor_split=group.tensor_split, load_mtp=group.load_mtp))
             loaded = {(target_path, group.gpus): target}
 
             def load(ref, gpus):
@@ -82,7 +101,7 @@ class Runner:
                 return loaded[(path, gpus)]
 
             for plan in group.live:
-                draft_ref = plan.cell.models.get("draft")
+                draft_ref = plan.cell.models.get("draft") or plan.cell.models.get("drafter")
                 self.run_cell(plan, target, load(draft_ref, draft_gpus(plan.cell)) if draft_ref else None)
 
     def preflight(self, groups: list[Group]) -> None:
@@ -112,7 +131,9 @@ class Runner:
         with ExitStack() as stack:
             opts = context_options(cell, hybrid)
             tctx = stack.enter_context(runtime.Context(target, opts))
-            dctx = stack.enter_context(runtime.Context(draft, opts)) if cell.method == "draft" else None
+            dctx = draft_context(cell, target, tctx, draft, opts)
+            if dctx is not None:
+                stack.enter_context(dctx)
             if not hybrid:
                 rollback = "seq_rm"
             else:
@@ -123,7 +144,7 @@ class Runner:
                 tctx.clear()
                 if dctx is not None:
                     dctx.clear()
-                drafter = make_drafter(cell, dctx, self.matrix.path.parent)
+                drafter = make_drafter(cell, dctx, tctx, self.matrix.path.parent)
                 return run_trial(tctx, tokens, cell.n_predict, drafter, use_checkpoints=use_ckpt and drafter is not None)
 
             for _ in range(cell.warmup):

@@ -44,6 +44,13 @@ class ShapeCard:
     rope_sections: tuple[int, ...] = ()
     tied_embeddings: bool = False
     rms_eps: float = 1e-6
+    # multi-token-prediction (NextN) layers after the trunk: Qwen3.5/3.6 ship one
+    n_mtp: int = 0
+    # DFlash drafters (arch "dflash"): the target layers whose inputs condition the drafter
+    # (llama.cpp's numbering, HF target_layer_ids + 1) and the trained block size
+    target_layers: tuple[int, ...] = ()
+    block_size: int = 0
+    target: str = ""  # the card of the target a drafter is made for
     tiny: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -59,8 +66,9 @@ class ShapeCard:
         return self.ssm_d_state * self.ssm_dt_rank
 
     def is_recurrent_layer(self, il: int) -> bool:
-        # llama.cpp's default when the GGUF has no explicit recurrent-layer list
-        return self.is_hybrid and (il + 1) % self.full_attn_interval != 0
+        # llama.cpp's default when the GGUF has no explicit recurrent-layer list; the MTP layers
+        # after the trunk are full attention
+        return self.is_hybrid and il < self.n_layer and (il + 1) % self.full_attn_interval != 0
 
     def at_scale(self, scale: str) -> "ShapeCard":
         if scale == "full":
@@ -131,6 +139,20 @@ _CARDS = [
         n_ctx_train=40960, rope_base=1_000_000.0, tied_embeddings=True,
         tiny=dict(n_vocab=_TINY_VOCAB["qwen3"], n_embd=64, n_layer=4, n_head=2, n_head_kv=1,
                   head_dim=32, n_ff=128, n_ctx_train=8192),
+    ),
+    # DFlash block-diffusion drafters: Qwen3-style dense blocks that read the target's hidden states
+    # through `fc` and borrow its token embeddings and output head, so their width is the target's.
+    # z-lab publishes no config we could read here; the layer count and widths are estimated from
+    # the ~905 MB bf16 file of z-lab/Qwen3.6-35B-A3B-DFlash (about 450 M parameters: 8 blocks of
+    # hidden 2048, FFN 6144, 32 query / 4 KV heads of 128, and the fc projection), and the five
+    # target layers spread over the 40 as z-lab's drafters do. Block size 16 is DFlash's default.
+    ShapeCard(
+        name="qwen3.6-35b-a3b-dflash", arch="dflash", family="qwen35", target="qwen3.6-35b-a3b",
+        source="estimated from z-lab/Qwen3.6-35B-A3B-DFlash's file size (no config read here)",
+        n_vocab=248320, n_embd=2048, n_layer=8, n_head=32, n_head_kv=4, head_dim=128, n_ff=6144,
+        n_ctx_train=262144, rope_base=10_000_000.0, target_layers=(2, 11, 20, 29, 38), block_size=16,
+        tiny=dict(n_vocab=_TINY_VOCAB["qwen35"], n_embd=128, n_layer=2, n_head=4, n_head_kv=2, head_dim=32,
+                  n_ff=256, n_ctx_train=8192, target_layers=(1, 3)),
     ),
 ]
 

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-from specsweep.synth.tensors import BIAS, CONV, DENSE_F32, EMBED, MATRIX, NORM, SSM_A, TensorSpec
+from specsweep.synth.tensors import BIAS, CONV, DENSE_F32, EMBED, MATRIX, NORM, PASS_FIRST_HALF, SSM_A, TensorSpec
 
 WEIGHT_TYPES = {"Q4_0": Q.Q4_0, "Q8_0": Q.Q8_0, "F16": Q.F16}
 FILE_TYPE = {"F16": 1, "Q4_0": 2, "Q8_0": 7}  # llama_ftype values for general.file_type
@@ -121,6 +121,9 @@ def _f32_values(spec: TensorSpec, key: int) -> np.ndarray:
     n = spec.n_elements
     if spec.kind == NORM:
         return np.ones(n, dtype=np.float32)
+    if spec.kind == PASS_FIRST_HALF:  # ggml (2d, d): numpy rows are outputs, columns inputs
+        d = spec.shape[1]
+        return np.eye(d, spec.shape[0], dtype=np.float32).reshape(-1)
     if spec.kind == SSM_A:  # -exp(A_log): negative, so the recurrent state decays
         return -rng.uniform(0.5, 1.5, n).astype(np.float32)
     if spec.kind == BIAS:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from specsweep.synth.cards import ShapeCard
 
-ARCHS = ("qwen3", "qwen3moe", "qwen35", "qwen35moe")
+ARCHS = ("qwen3", "qwen3moe", "qwen35", "qwen35moe", "dflash")
 
 # How a tensor's values are drawn; see fill.py.
 EMBED = "embed"  # quantised, unit scale: the current token stays visible in the residual stream
@@ -21,6 +21,9 @@ DENSE_F32 = "dense_f32"  # small F32 matrices kept unquantised, as real quants k
 CONV = "conv"  # F32 depthwise conv kernel of the delta net
 SSM_A = "ssm_a"  # F32, negative: the delta net's decay rate
 BIAS = "bias"  # F32, small
+# F32 [I | 0]: the MTP head's eh_proj passes the next token's embedding and drops the hidden state,
+# so the head predicts from the token as an embedding-dominated synthetic target does
+PASS_FIRST_HALF = "pass_first_half"
 
 
 RESIDUAL_OUTPUTS = {"attn_output", "ssm_out", "ffn_down", "ffn_down_exps", "ffn_down_shexp"}
@@ -53,6 +56,8 @@ class TensorSpec:
 def tensor_specs(card: ShapeCard) -> list[TensorSpec]:
     if card.arch not in ARCHS:
         raise ValueError(f"unknown architecture {card.arch!r}")
+    if card.arch == "dflash":
+        return _dflash(card)
     c = card
     # A tied head is the embedding itself: at unit scale every token would predict itself.
     specs = [TensorSpec("token_embd.weight", (c.n_embd, c.n_vocab), MATRIX if c.tied_embeddings else EMBED,
@@ -62,6 +67,41 @@ def tensor_specs(card: ShapeCard) -> list[TensorSpec]:
         specs.append(TensorSpec("output.weight", (c.n_embd, c.n_vocab), MATRIX))
     for il in range(c.n_layer):
         specs += _block(c, il)
+    for il in range(c.n_layer, c.n_layer + c.n_mtp):  # qwen35/qwen35moe `load_block_mtp`
+        specs += _block(c, il)
+        specs += [
+            TensorSpec(f"blk.{il}.nextn.eh_proj.weight", (2 * c.n_embd, c.n_embd), PASS_FIRST_HALF, il),
+            TensorSpec(f"blk.{il}.nextn.enorm.weight", (c.n_embd,), NORM, il),
+            TensorSpec(f"blk.{il}.nextn.hnorm.weight", (c.n_embd,), NORM, il),
+        ]
+    return specs
+
+
+def _dflash(c: ShapeCard) -> list[TensorSpec]:
+    """`llama_model_dflash::load_arch_tensors` (src/models/dflash.cpp) for a full-vocabulary
+    drafter: no token_embd or output, which llama.cpp takes from the target's context."""
+    specs = [
+        TensorSpec("fc.weight", (len(c.target_layers) * c.n_embd, c.n_embd), MATRIX),
+        TensorSpec("enc.output_norm.weight", (c.n_embd,), NORM),
+        TensorSpec("output_norm.weight", (c.n_embd,), NORM),
+    ]
+    q_dim, kv_dim = c.head_dim * c.n_head, c.head_dim * c.n_head_kv
+    for il in range(c.n_layer):
+        def t(name: str, shape: tuple[int, ...], kind: str = MATRIX) -> TensorSpec:
+            return TensorSpec(f"blk.{il}.{name}", shape, kind, il)
+        specs += [
+            t("attn_norm.weight", (c.n_embd,), NORM),
+            t("attn_q.weight", (c.n_embd, q_dim)),
+            t("attn_k.weight", (c.n_embd, kv_dim)),
+            t("attn_v.weight", (c.n_embd, kv_dim)),
+            t("attn_output.weight", (q_dim, c.n_embd)),
+            t("attn_q_norm.weight", (c.head_dim,), NORM),
+            t("attn_k_norm.weight", (c.head_dim,), NORM),
+            t("ffn_norm.weight", (c.n_embd,), NORM),
+            t("ffn_gate.weight", (c.n_embd, c.n_ff)),
+            t("ffn_up.weight", (c.n_embd, c.n_ff)),
+            t("ffn_down.weight", (c.n_ff, c.n_embd)),
+        ]
     return specs
 
 

@@ -9,6 +9,7 @@ alone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -40,6 +41,15 @@ class Recipe:
     # batch and one-token decoding (different kernels) rounded near-ties apart within a few tokens,
     # and a draft identical to its target was accepted only ~21% of the time. Speed is unchanged.
     branch_scale: float = 1.0
+    # add the card's multi-token-prediction layer (Qwen3.5/3.6 ship one), whose eh_proj passes the
+    # next token's embedding through: the head then predicts what an embedding-dominated synthetic
+    # target predicts, the MTP analogue of a draft identical to its target
+    mtp: bool = False
+
+    @property
+    def shape(self) -> ShapeCard:
+        """The card as written: with its MTP layer when asked for."""
+        return dataclasses.replace(self.card, n_mtp=1) if self.mtp else self.card
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ class WriteResult:
 
 def _layout(recipe: Recipe):
     """Each tensor's spec, storage type and size in bytes."""
-    specs = tensor_specs(recipe.card)
+    specs = tensor_specs(recipe.shape)
     qtypes = [storage_type(s, recipe.wtype) for s in specs]
     return specs, qtypes, [nbytes(s, q) for s, q in zip(specs, qtypes)]
 
@@ -65,9 +75,10 @@ def planned_bytes(recipe: Recipe) -> int:
 
 def write_model(recipe: Recipe, out: Path, progress: Callable[[int], None] | None = None) -> WriteResult:
     t0 = time.perf_counter()
-    card = recipe.card
+    card = recipe.shape
     specs, qtypes, sizes = _layout(recipe)
-    pool = RandomPool(recipe.seed, pool_size(sum(sizes)))
+    # sized by the trunk alone, so that adding the MTP layer leaves every other tensor's bytes as they were
+    pool = RandomPool(recipe.seed, pool_size(planned_bytes(dataclasses.replace(recipe, mtp=False))))
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
@@ -113,13 +124,18 @@ def write_model(recipe: Recipe, out: Path, progress: Callable[[int], None] | Non
 
 
 def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
-    c = r.card
+    c = r.shape
     w.add_name(f"specsweep synthetic {c.name} ({r.scale}, {r.wtype}, seed {r.seed})")
     w.add_file_type(FILE_TYPE[r.wtype])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_context_length(c.n_ctx_train)
     w.add_embedding_length(c.n_embd)
-    w.add_block_count(c.n_layer)
+    w.add_block_count(c.n_layer + c.n_mtp)  # llama.cpp counts the MTP layers in block_count
+    if c.n_mtp:
+        w.add_uint32(f"{c.arch}.nextn_predict_layers", c.n_mtp)
+    if c.arch == "dflash":
+        w.add_uint32("dflash.block_size", c.block_size)
+        w.add_array("dflash.target_layers", list(c.target_layers))
     w.add_head_count(c.n_head)
     w.add_head_count_kv(c.n_head_kv)
     w.add_key_length(c.head_dim)
@@ -153,6 +169,8 @@ def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
     w.add_bos_token_id(v.bos_id)
     w.add_eos_token_id(v.eos_id)
     w.add_pad_token_id(v.pad_id)
+    if c.arch == "dflash":  # the noise token of the block; the family's last (unused) token
+        w.add_uint32("tokenizer.ggml.mask_token_id", v.size - 1)
     w.add_add_bos_token(False)
     w.add_chat_template(CHATML_TEMPLATE)
 
@@ -163,6 +181,7 @@ def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
     w.add_float32(META + "perturb", r.perturb)
     w.add_uint64(META + "perturb_seed", r.perturb_seed)
     w.add_float32(META + "branch_scale", r.branch_scale)
+    w.add_bool(META + "mtp", r.mtp)
 
 
 def read_recipe_fields(path: Path) -> dict[str, object]:

@@ -38,8 +38,10 @@ class Drafter:
         """Drop everything at positions >= n_past (the rejected tail)."""
 
 
+from specsweep.engine.drafters.dflash import DFlash  # noqa: E402
 from specsweep.engine.drafters.draft_model import DraftModel  # noqa: E402
+from specsweep.engine.drafters.mtp import Mtp  # noqa: E402
 from specsweep.engine.drafters.ngram_cache import NgramCache  # noqa: E402
 from specsweep.engine.drafters.ngram_mod import NgramMod  # noqa: E402
 
-__all__ = ["Drafter", "DraftModel", "NgramCache", "NgramMod"]
+__all__ = ["Drafter", "DFlash", "DraftModel", "Mtp", "NgramCache", "NgramMod"]

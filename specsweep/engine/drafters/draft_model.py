@@ -17,6 +17,18 @@ from specsweep.engine.runtime import Context
 TOP_K = 10
 
 
+def top_token(ctx: Context, i: int, p_min: float) -> tuple[int, float]:
+    """The draft's greedy token at output i and its probability as llama.cpp's draft sampler sees
+    it (softmax over the top 10 logits); with p_min 0 only the token is needed, picked on the
+    device when the context samples there."""
+    if p_min <= 0.0:
+        return ctx.argmax(i), 1.0
+    logits = ctx.logits(i)
+    top = np.partition(logits, -TOP_K)[-TOP_K:]
+    best = int(logits.argmax())
+    return best, 1.0 / float(np.exp(top - logits[best]).sum())
+
+
 class DraftModel(Drafter):
     name = "draft"
 
@@ -34,20 +46,11 @@ class DraftModel(Drafter):
     def process(self, tokens: list[int], pos0: int) -> None:
         self.ctx.decode(tokens, pos0)
 
-    def _top(self) -> tuple[int, float]:
-        if self.p_min <= 0.0:
-            return self.ctx.argmax(-1), 1.0
-        logits = self.ctx.logits(-1)
-        top = np.partition(logits, -TOP_K)[-TOP_K:]
-        best = int(logits.argmax())
-        p = 1.0 / float(np.exp(top - logits[best]).sum())
-        return best, p
-
     def draft(self, prompt: list[int], id_last: int, pos0: int, n_max: int) -> list[int]:
         out: list[int] = []
         self.ctx.decode([id_last], pos0)
         while True:
-            token, p = self._top()
+            token, p = top_token(self.ctx, -1, self.p_min)
             if p < self.p_min:
                 break
             out.append(token)

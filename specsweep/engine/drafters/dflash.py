@@ -1,0 +1,81 @@
+"""`dflash`: a block-diffusion drafter conditioned on the target's hidden states (llama.cpp's
+`draft-dflash`, `common_speculative_impl_draft_dflash` in common/speculative.cpp).
+
+The protocol, step for step as llama.cpp's:
+- the target keeps the inputs of the layers the drafter names (`dflash.target_layers`);
+- after every target batch (the prompt, and each verify batch, rejected rows included) those
+  features, concatenated per token, are decoded into the drafter's context as embedding-only
+  entries at the tokens' positions: its `fc` projects them and writes its K/V cache there;
+- to draft, the drafter decodes one block `[id_last, <mask> x n_max]` at positions pos0.. with
+  non-causal attention (unless the GGUF says `dflash.attention.causal = true`) and reads its greedy
+  token at each mask position, stopping below `p_min` (top-10 softmax, as llama.cpp's draft
+  sampler), dropping drafts shorter than `n_min`;
+- `n_max`/`n_min` are clamped to the trained block size minus one (the anchor takes one slot);
+- the noise block's K/V is dropped before verification, and the rejected tail after it, through
+  the same calls as a draft model's (`restore_checkpoint`, `trim`).
+The drafter borrows the target's token embeddings and output head through its context's
+`ctx_other`, so its context is made with the target's context as `other` (run/runner.py).
+"""
+
+from __future__ import annotations
+
+import llama_cpp as ll
+import numpy as np
+
+from specsweep.engine import ext
+from specsweep.engine.drafters.draft_model import DraftModel, top_token
+from specsweep.engine.runtime import Context
+from specsweep.errors import SpecsweepError
+
+
+def dflash_layout(model) -> tuple[list[int], int, bool]:
+    """(target layers, block size, causal) of a DFlash drafter model, as llama.cpp reads them."""
+    layers = ext.target_layer_ids(model.ptr)
+    if not layers:
+        raise SpecsweepError(f"{model.path.name} is not a DFlash drafter: it names no target layers")
+    if ext.call("model_dflash_selector_top_k", model.ptr) > 0:
+        raise SpecsweepError(f"{model.path.name} is a DFlash2 (selector) drafter, which specsweep does not run yet")
+    block = model.meta("dflash.block_size")
+    return layers, int(block) if block else 16, model.meta("dflash.attention.causal") == "true"
+
+
+class DFlash(DraftModel):
+    name = "dflash"
+
+    def __init__(self, ctx: Context, target: Context, n_max: int = 16, n_min: int = 0, p_min: float = 0.0):
+        self.layers, self.block_size, causal = dflash_layout(ctx.model)
+        limit = self.block_size - 1
+        super().__init__(ctx, n_max=min(n_max, limit), n_min=min(n_min, limit), p_min=p_min)
+        self.use_checkpoints = False  # an attention-only drafter: seq_rm drops any tail
+        self.target = target
+        self.mask = ll.llama_vocab_mask(ctx.model.vocab)
+        if self.mask < 0:
+            raise SpecsweepError(f"{ctx.model.path.name} has no mask token (tokenizer.ggml.mask_token_id)")
+        self.n_ubatch = ll.llama_n_ubatch(ctx.ptr)
+        target.extract_layer_inputs(self.layers)
+        ctx.output_hidden(masked=True)  # as llama.cpp sets it for a (non-selector) DFlash context
+        ctx.set_causal(causal)
+
+    def process(self, tokens: list[int], pos0: int) -> None:
+        n = len(tokens)
+        features = np.concatenate([self.target.layer_input(lid, n) for lid in self.layers], axis=1)
+        for off in range(0, n, self.n_ubatch):
+            batch = self.ctx.ext_batch()
+            for i in range(off, min(off + self.n_ubatch, n)):
+                batch.add(pos0 + i, embd=features[i])
+            self.ctx.process(batch)
+
+    def draft(self, prompt: list[int], id_last: int, pos0: int, n_max: int) -> list[int]:
+        batch = self.ctx.ext_batch()
+        for i in range(self.n_max + 1):
+            batch.add(pos0 + i, token=id_last if i == 0 else self.mask, output=True)
+        self.ctx.process(batch)
+        out: list[int] = []
+        for i in range(1, self.n_max + 1):
+            token, p = top_token(self.ctx, i, self.p_min)
+            if p < self.p_min:
+                break
+            out.append(token)
+        if len(out) < self.n_min:
+            return []
+        return out[:n_max] if n_max > 0 else out  # llama.cpp truncates to the caller's limit
