@@ -103,3 +103,15 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         writer.write_model(recipe, out, progress=boom)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_synth_mtp_adds_one_nextn_layer_and_refuses_other_archs(tmp_path):
+    out = tmp_path / "t.gguf"
+    res = CliRunner().invoke(main, ["synth", "qwen3.6-35b-a3b", "--scale", "tiny", "--mtp", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    reader = gguf.GGUFReader(out)
+    assert reader.fields["qwen35moe.nextn_predict_layers"].contents() == 1
+    assert reader.fields["qwen35moe.block_count"].contents() == 5  # 4 trunk layers + the MTP layer
+    assert any(t.name == "blk.4.nextn.eh_proj.weight" for t in reader.tensors)
+    res = CliRunner().invoke(main, ["synth", "qwen3-30b-a3b", "--scale", "tiny", "--mtp", "-o", str(tmp_path / "x.gguf")])
+    assert res.exit_code == 2 and "--mtp needs a Qwen3.5/3.6 card" in res.output

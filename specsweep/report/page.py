@@ -28,7 +28,7 @@ from specsweep.report import shape
 from specsweep.report.load import Source
 
 METHOD_COLORS = {"baseline": "#6b6b6b", "draft": "#0072B2", "ngram-cache": "#E69F00", "ngram-mod": "#009E73",
-                 "dflash": "#CC79A7"}
+                 "dflash": "#CC79A7", "mtp": "#D55E00"}
 OTHER_COLOR = "#8c564b"
 PART_COLORS = {"draft": "#56B4E9", "verify": "#D55E00", "rollback": "#882255", "host": "#BBBBBB"}
 PART_NAMES = {"draft": "draft", "verify": "verify (target decode)", "rollback": "rollback", "host": "host (Python)"}

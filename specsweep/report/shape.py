@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from specsweep.report.load import Source
 from specsweep.report.summary import cell_stats
 
-METHOD_ORDER = ("baseline", "draft", "ngram-cache", "ngram-mod", "dflash")
+METHOD_ORDER = ("baseline", "draft", "ngram-cache", "ngram-mod", "dflash", "mtp")
 TIME_PARTS = ("draft", "verify", "rollback", "host")
 # settings that may tell two same-named cells of one panel apart
 _IDENTITY_SKIP = {"trials", "warmup", "method", "target"}

@@ -34,13 +34,16 @@ from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, wr
               help="Shrink what each block adds to the residual stream (default 1). Below about 0.1 a "
                    "random model stops being chaotic, so batched verification and one-token decoding "
                    "agree on a GPU too; speed is unchanged. A --like draft copies it.")
-def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_scale):
+@click.option("--mtp", is_flag=True, help="Add the card's multi-token-prediction layer (Qwen3.5/3.6 cards), for "
+              "method mtp. Its eh_proj passes the next token's embedding through, so the head follows an "
+              "embedding-dominated target (use with --branch-scale 0.05); every other tensor is unchanged.")
+def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_scale, mtp):
     """Write a random-weight GGUF of a real shape that llama.cpp loads and runs.
 
     Timing does not depend on weight values, so a full-scale card gives a timing-true model; a tiny
     one lets CI run the real llama.cpp on a CPU.
     """
-    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale)
+    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale, mtp)
     _check_writable(output)
     size = planned_bytes(recipe)
     click.echo(f"writing {output} ({recipe.card.name}, {recipe.scale}, {recipe.wtype}, "
@@ -55,7 +58,7 @@ def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_sca
                f"{result.n_bytes / 2**30:.2f} GiB in {result.seconds:.1f} s{note}")
 
 
-def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=None) -> Recipe:
+def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=None, mtp=False) -> Recipe:
     if perturb is not None and not 0.0 <= perturb <= 1.0:
         raise SpecsweepError(f"--perturb must be within [0, 1], got {perturb}")
     if (identical or perturb is not None) and like is None:
@@ -64,8 +67,10 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
         if card is None:
             raise SpecsweepError(f"name a shape card ({', '.join(sorted(CARDS))}) or give --like TARGET.gguf")
         scale = scale or "full"
+        if mtp and CARDS[card].arch not in ("qwen35", "qwen35moe"):
+            raise SpecsweepError(f"--mtp needs a Qwen3.5/3.6 card (qwen35 or qwen35moe), not {card}")
         return Recipe(CARDS[card].at_scale(scale), scale, wtype or "Q4_0", seed or 0,
-                      branch_scale=branch_scale or 1.0)
+                      branch_scale=branch_scale or 1.0, mtp=mtp)
 
     if identical == (perturb is not None):
         raise SpecsweepError("with --like, give exactly one of --identical or --perturb FRACTION")
@@ -84,8 +89,10 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
                               ("--branch-scale", branch_scale, have_branch)):
         if given is not None and given != have:
             raise SpecsweepError(f"{name} {given} contradicts the target's {have}: a --like draft copies it")
+    if mtp:
+        raise SpecsweepError("--mtp writes a target; a --like draft copies its target's layers")
     return Recipe(CARDS[base].at_scale(fields["scale"]), fields["scale"], fields["wtype"], int(fields["seed"]),
-                  perturb=0.0 if identical else perturb, branch_scale=have_branch)
+                  perturb=0.0 if identical else perturb, branch_scale=have_branch, mtp=bool(fields.get("mtp", False)))
 
 
 def _check_writable(output: Path) -> None:
