@@ -13,6 +13,7 @@ from specsweep.matrix.load import Matrix
 from specsweep.matrix.models import ModelRef
 from specsweep.matrix.prompts import Prompt, load_set
 
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
