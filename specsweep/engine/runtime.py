@@ -148,7 +148,6 @@ class Model:
         self.vocab = ll.llama_model_get_vocab(self.ptr)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.n_embd = ll.llama_model_n_embd(self.ptr)
-        self.load_mtp = load_mtp
 
     def meta(self, key: str) -> str | None:
         """A GGUF metadata value as llama.cpp renders it (None when absent)."""
@@ -222,12 +221,10 @@ class ExtBatch:
         self.ptr = ll.llama_batch_ext_init(ctx.ptr)
         self._keep: list[np.ndarray] = []
         self._pos = (ll.llama_pos * 4)()
-        self.size = 0
 
     def clear(self) -> None:
         ll.llama_batch_ext_clear(self.ptr)
         self._keep.clear()
-        self.size = 0
 
     def add(self, pos: int, token: int | None = None, embd: np.ndarray | None = None,
             output: bool = False, seq: int = 0) -> int:
@@ -249,7 +246,6 @@ class ExtBatch:
         ll.llama_batch_ext_set_pos(self.ptr, idx, self._pos)
         if output:
             ll.llama_batch_ext_set_output_logits(self.ptr, idx, True)
-        self.size += 1
         return idx
 
     def close(self) -> None:

@@ -14,18 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
-from specsweep.models.header import field, open_gguf
+from specsweep.models.header import field, open_gguf, trunk_layers
 from specsweep.models.vocab_match import check_pair
 
 
 def _arch(reader) -> str:
     return str(field(reader, "general.architecture", ""))
-
-
-def trunk_layers(reader) -> int:
-    """Layers of the main model: block_count less the MTP layers llama.cpp counts in it."""
-    arch = _arch(reader)
-    return int(field(reader, f"{arch}.block_count", 0)) - int(field(reader, f"{arch}.nextn_predict_layers", 0))
 
 
 def check_dflash(target_name: str, target_path: Path, drafter_name: str, drafter_path: Path) -> None:
@@ -64,6 +58,11 @@ def check_mtp(target_name: str, target_path: Path) -> None:
     if n != 1:
         raise SpecsweepError(f"model {target_name} has {n} MTP layers; specsweep runs single-head MTP "
                              f"(Qwen3.5/3.6) only")
+
+
+def pairing(method: str, models: dict) -> tuple:
+    """What the header checks of a cell depend on: cells with the same pairing are checked once."""
+    return method, tuple(sorted((role, ref.name) for role, ref in models.items()))
 
 
 def check_cell_models(models: dict, method: str, path_of) -> None:

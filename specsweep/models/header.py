@@ -59,6 +59,12 @@ def field(reader: gguf.GGUFReader, key: str, default=None):
         return default
 
 
+def trunk_layers(reader: gguf.GGUFReader) -> int:
+    """Layers of the main model: block_count less the MTP (NextN) layers llama.cpp counts in it."""
+    arch = field(reader, "general.architecture", "")
+    return int(field(reader, f"{arch}.block_count", 0) or 0) - int(field(reader, f"{arch}.nextn_predict_layers", 0) or 0)
+
+
 def string_array(reader: gguf.GGUFReader, key: str) -> list[bytes] | None:
     """A string array as raw bytes (token texts are compared byte for byte, as llama.cpp does)."""
     f = reader.fields.get(key)

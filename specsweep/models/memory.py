@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 import gguf
 
 from specsweep.errors import SpecsweepError
-from specsweep.models.header import field, open_gguf, shard_paths
+from specsweep.models.header import field, open_gguf, shard_paths, trunk_layers
 
 KV_TYPES = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
             "bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
@@ -84,8 +84,7 @@ def model_memory(path: Path, kv_type: str = "q8_0", n_ctx: int = 4096, n_seq: in
     def key(k, default=None):
         return field(r, f"{arch}.{k}", default)
 
-    n_layer_all = int(key("block_count", 0) or 0)
-    n_layer = n_layer_all - int(key("nextn_predict_layers", 0) or 0)
+    n_layer = trunk_layers(r)
     n_head = _per_layer(key("attention.head_count", 0), n_layer)
     n_head_kv = _per_layer(key("attention.head_count_kv", None) or key("attention.head_count", 0), n_layer)
     n_embd = int(key("embedding_length", 0) or 0)

@@ -11,7 +11,7 @@ from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, resolve
 from specsweep.models.memory import estimate_cell_bytes, fit_warning, free_device_memory, gib, nvidia_smi_free
-from specsweep.models.drafter_fit import check_cell_models
+from specsweep.models.drafter_fit import check_cell_models, pairing
 from specsweep.run.plan import make_plan
 
 
@@ -49,9 +49,9 @@ def check(matrix_file: Path) -> None:
                 have = f"{len(free_per_gpu)} GPU{'s' if len(free_per_gpu) != 1 else ''}" if free_per_gpu else "no GPU nvidia-smi can see"
                 click.echo(f"warning: cell {cell.name!r} asks for GPU {max(wanted)} but this machine has {have}"
                            + (" (llama.cpp would run it on the CPU)" if not free_per_gpu else ""))
-            pairing = (cell.method, tuple(sorted((r, m.name) for r, m in models.items())))
-            if cell.method in ("draft", "dflash", "mtp") and pairing not in pairs:
-                pairs.add(pairing)
+            key = pairing(cell.method, models)
+            if cell.method in ("draft", "dflash", "mtp") and key not in pairs:
+                pairs.add(key)
                 what = " -> ".join([m.name for r, m in models.items() if r != "target"]
                                    + [models["target"].name]) + f" ({cell.method})"
                 if all(paths[m.name] for m in models.values()):

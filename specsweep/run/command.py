@@ -14,7 +14,7 @@ from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, resolve
 from specsweep.models.hashing import file_sha256
-from specsweep.models.drafter_fit import check_cell_models
+from specsweep.models.drafter_fit import check_cell_models, pairing
 from specsweep.records import manifest
 from specsweep.records.store import ResultsDir
 from specsweep.report.summary import cell_stats, table
@@ -47,7 +47,7 @@ def _check_pairings(groups, files) -> None:
     for g in groups:
         for plan in g.live:
             cell = plan.cell
-            key = (cell.method, tuple(sorted((r, m.name) for r, m in cell.models.items())))
+            key = pairing(cell.method, cell.models)
             if key not in seen:
                 seen.add(key)
                 check_cell_models(cell.models, cell.method, lambda ref: files[ref.name]["path"])
