@@ -299,3 +299,18 @@ def test_ngram_cache_in_the_loop_is_lossless(tiny_model):
     assert spec.tokens[:48] == base.tokens[:48]
     assert spec.n_drafted > 0
     assert max(i + 1 for i, n in enumerate(spec.drafted_by_pos) if n) <= 8
+
+
+def test_prior_runs_fill_the_dynamic_cache_as_llama_lookup_leaves_it(tmp_path):
+    """Two earlier runs of a text: every n-gram of it counted twice in the dynamic cache, enough
+    for the strict thresholds of 3- and 4-grams, so the continuation is drafted; one run is not
+    (a 4-gram needs 2 samples there). A dynamic file is extended, not changed."""
+    text = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+    file = write_entries(tmp_path / "dyn.bin", [((1, 2), [(3, 4)])])
+    loaded = nc.load_cache(file)
+    two = nc.with_prior_runs(loaded, [text, text])
+    assert two[(5, 6, 7, 8)] == {9: 2} and two[(9,)] == {10: 2} and two[(1, 2)] == {3: 4}
+    assert nc.load_cache(file).to_dict() == {(1, 2): {3: 4}}
+    drafter = NgramCache(dynamic_path=file, prior_texts=[text, text])
+    assert drafter.draft([1, 5, 6, 7], 8, 0, 0) == text[4:12]
+    assert NgramCache(prior_texts=[text]).draft([1, 5, 6, 7], 8, 0, 0) == []

@@ -194,3 +194,57 @@ def test_a_missing_reference_comes_from_plain_decoding(tmp_path, monkeypatch):
     (ref,) = read_jsonl(results / "mini" / "references.jsonl")
     (trial,) = trials_of(results)
     assert trial["lossless"] and len(ref["tokens"]) == 25  # plain decoding stops at n_predict + 1
+
+
+PRIOR_RUNS = """
+[[cell]]
+name = "ngram-cache prior {lookup_prior_runs}"
+method = "ngram-cache"
+lookup_prior_runs = [0, 2]
+prompt_kinds = ["chat"]
+"""
+
+
+def test_prior_runs_let_ngram_cache_draft_what_the_baseline_said(tmp_path):
+    """`lookup_prior_runs = 2`: the dynamic cache of two earlier runs of the prompt drafts the
+    baseline's continuation (near-total acceptance, still lossless); without it ngram-cache drafts
+    only from the text so far."""
+    path = tmp_path / "prior.toml"
+    path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0] + '[[cell]]\nmethod = "baseline"\n' + PRIOR_RUNS)
+    results = tmp_path / "results"
+    out = run(path, "--results", results)
+    assert out.exit_code == 0, out.output
+    by_cell = {t["cell"]: t for t in trials_of(results) if t["method"] == "ngram-cache"}
+    cold, warm = by_cell["ngram-cache prior 0"], by_cell["ngram-cache prior 2"]
+    assert warm["lossless"] and cold["lossless"]
+    assert warm["n_drafted"] >= 16 and warm["acceptance"] >= 0.9
+    assert warm["n_accepted"] > cold["n_accepted"] + 8
+    assert warm["settings"]["lookup_prior_runs"] == 2
+
+
+def test_prior_runs_zero_is_the_cell_recorded_before_the_key_existed(tmp_path):
+    from specsweep.matrix import load as matrix_load
+
+    ids = []
+    for extra in ("", "lookup_prior_runs = 0\n"):
+        path = tmp_path / "m.toml"
+        path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0] + '[[cell]]\nmethod = "ngram-cache"\n' + extra)
+        ids.append(matrix_load.load(path).cells[0].id)
+    assert ids[0] == ids[1]
+    path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0] + '[[cell]]\nmethod = "ngram-cache"\nlookup_prior_runs = -1\n')
+    out = run(path, "--dry-run")
+    assert out.exit_code == 2 and "lookup_prior_runs" in out.output and out.output.strip().count("\n") == 0
+
+
+def test_target_option_runs_one_target_and_resume_does_the_rest(tmp_path):
+    path = tmp_path / "two.toml"
+    path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0]
+                    + '[[cell]]\nmethod = "baseline"\ntarget = ["target", "unrelated"]\nprompt_kinds = ["chat"]\n')
+    results = tmp_path / "results"
+    out = run(path, "--results", results, "--target", "unrelated")
+    assert out.exit_code == 0, out.output
+    assert [t["models"]["target"]["name"] for t in trials_of(results)] == ["unrelated"]
+    out = run(path, "--results", results, "--target", "nope")
+    assert out.exit_code == 2 and "no cell has target 'nope'" in out.output and "target, unrelated" in out.output
+    assert run(path, "--results", results).exit_code == 0
+    assert sorted(t["models"]["target"]["name"] for t in trials_of(results)) == ["target", "unrelated"]

@@ -20,7 +20,7 @@ from specsweep.matrix.models import ModelRef
 NOT_IDENTITY = {"trials", "warmup"}
 # keys added after records existed, left out of the id at their neutral value, so that a new key
 # does not turn every recorded cell into a new one (resume and the report match by id)
-NEUTRAL = {"split_mode": "none", "tensor_split": []}
+NEUTRAL = {"split_mode": "none", "tensor_split": [], "lookup_prior_runs": 0}
 # settings that change the generated tokens: the baseline reference is shared over the rest
 REFERENCE_KEYS = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat")
 

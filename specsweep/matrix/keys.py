@@ -65,6 +65,13 @@ METHOD_KEYS = {
     "n_match": Key(24, (int,), ("ngram-mod",), minimum=1, help="n-gram length looked up"),
     "lookup_static": Key("", (str,), ("ngram-cache",), help="static n-gram cache file"),
     "lookup_dynamic": Key("", (str,), ("ngram-cache",), help="dynamic n-gram cache file"),
+    # What `llama-lookup --lookup-cache-dynamic` leaves after N earlier runs of the same prompt: each
+    # run's text (prompt + the baseline's greedy output) merged into the dynamic cache. With N >= 2
+    # the strict thresholds pass for 3- and 4-grams, so ngram-cache drafts the continuation it saw:
+    # a drafter that costs nothing and is right wherever the target repeats itself, the upper bound
+    # of what any drafter can gain on a target (on random-weight models, the only such drafter).
+    "lookup_prior_runs": Key(0, (int,), ("ngram-cache",), minimum=0,
+                             help="earlier runs of the same prompt folded into the dynamic cache"),
 }
 
 # llama.cpp's defaults where a method's own default differs from the shared one

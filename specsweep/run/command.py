@@ -18,7 +18,7 @@ from specsweep.models.drafter_fit import check_cell_models, pairing
 from specsweep.records import manifest
 from specsweep.records.store import ResultsDir
 from specsweep.report.summary import cell_stats, table
-from specsweep.run.plan import describe, make_plan, model_refs, parse_shard
+from specsweep.run.plan import describe, make_plan, model_refs, parse_shard, select_targets
 from specsweep.run.runner import Runner
 
 
@@ -59,10 +59,15 @@ def _check_pairings(groups, files) -> None:
 @click.option("--shard", metavar="I/N", help="Run only shard I of N (cells k with k mod N = I-1).")
 @click.option("--results", "results_root", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Folder for the records (a subfolder per matrix).")
+@click.option("--target", "targets", metavar="NAME", multiple=True,
+              help="Run only the cells whose target is NAME (repeatable); the rest stay for a later run.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
-def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path, verbose: bool) -> None:
+def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path, targets: tuple[str, ...],
+        verbose: bool) -> None:
     """Measure every cell of MATRIX and append one record per trial under results/."""
     matrix = matrix_load.load(matrix_file)
+    if targets:
+        matrix.cells = select_targets(matrix.cells, targets, matrix_file)
     shard_t = parse_shard(shard)
     results = ResultsDir(results_root, matrix.name, shard_t)
     done = {(r["cell_id"], r["prompt_id"], r["trial"]) for r in results.read_trials()}

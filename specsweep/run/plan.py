@@ -75,6 +75,17 @@ def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]
     return [c for k, c in enumerate(cells) if k % n == i - 1]
 
 
+def select_targets(cells: list[Cell], targets, matrix_path: Path) -> list[Cell]:
+    """The cells whose target model is one of `targets` ([models] or models.lock names). Shards
+    are taken after this selection, so `--target` and `--shard` combine."""
+    known = {c.models["target"].name for c in cells}
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        raise SpecsweepError(f"{matrix_path}: no cell has target {unknown[0]!r} "
+                             f"(targets: {', '.join(sorted(known))})")
+    return [c for c in cells if c.models["target"].name in targets]
+
+
 def make_plan(matrix: Matrix, shard, done: set[tuple[str, str, int]]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for cell in select_shard(matrix.cells, shard):

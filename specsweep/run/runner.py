@@ -43,7 +43,10 @@ def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOption
                                   backend_sampling=cell.backend_sampling)
 
 
-def make_drafter(cell: Cell, draft_ctx: runtime.Context | None, target_ctx: runtime.Context, matrix_dir):
+def make_drafter(cell: Cell, draft_ctx: runtime.Context | None, target_ctx: runtime.Context, matrix_dir,
+                 prior_texts: list[list[int]] = ()):
+    """The cell's drafter for one trial; `prior_texts` are the earlier runs an ngram-cache cell's
+    `lookup_prior_runs` folds into its dynamic cache."""
     s = cell.settings
     if cell.method == "draft":
         return drafters.DraftModel(draft_ctx, n_max=s["draft_max"], n_min=s["draft_min"], p_min=float(s["p_min"]))
@@ -56,7 +59,8 @@ def make_drafter(cell: Cell, draft_ctx: runtime.Context | None, target_ctx: runt
     if cell.method == "ngram-cache":
         files = {k: (matrix_dir / s[k]) if s.get(k) else None for k in ("lookup_static", "lookup_dynamic")}
         return drafters.NgramCache(n_max=s["draft_max"], n_min=s["draft_min"],
-                          static_path=files["lookup_static"], dynamic_path=files["lookup_dynamic"])
+                          static_path=files["lookup_static"], dynamic_path=files["lookup_dynamic"],
+                          prior_texts=prior_texts)
     return None
 
 
@@ -140,24 +144,33 @@ class Runner:
                 rollback = "snapshot" if tctx.can_remove_partially() else "checkpoint"
             use_ckpt = rollback == "checkpoint"
 
-            def trial(tokens: list[int]) -> TrialResult:
-                tctx.clear()
-                if dctx is not None:
-                    dctx.clear()
-                drafter = make_drafter(cell, dctx, tctx, self.matrix.path.parent)
-                return run_trial(tctx, tokens, cell.n_predict, drafter, use_checkpoints=use_ckpt and drafter is not None)
-
-            for _ in range(cell.warmup):
-                trial(prompts[plan.prompts[0].id])
             ref_key = cell.reference_key()
-            for prompt, index in plan.todo:
-                tokens = prompts[prompt.id]
+            prior_runs = cell.settings.get("lookup_prior_runs", 0)
+
+            def reference_for(prompt: Prompt) -> list[int] | None:
                 reference = self.references.get((ref_key, prompt.id))
                 if reference is None and cell.method != "baseline":  # plain decoding, once per prompt
                     tctx.clear()
-                    plain = run_trial(tctx, tokens, cell.n_predict)
+                    plain = run_trial(tctx, prompts[prompt.id], cell.n_predict)
                     reference = self._reference(ref_key, prompt, plain.tokens)
-                result = trial(tokens)
+                return reference
+
+            def trial(prompt: Prompt, reference: list[int] | None) -> TrialResult:
+                tokens = prompts[prompt.id]
+                tctx.clear()
+                if dctx is not None:
+                    dctx.clear()
+                prior = [tokens + reference] * prior_runs if prior_runs and reference else []
+                drafter = make_drafter(cell, dctx, tctx, self.matrix.path.parent, prior)
+                return run_trial(tctx, tokens, cell.n_predict, drafter, use_checkpoints=use_ckpt and drafter is not None)
+
+            for _ in range(cell.warmup):
+                first = plan.prompts[0]
+                trial(first, reference_for(first) if prior_runs else None)
+            for prompt, index in plan.todo:
+                tokens = prompts[prompt.id]
+                reference = reference_for(prompt)
+                result = trial(prompt, reference)
                 if reference is None:  # the first baseline trial is the reference
                     reference = self._reference(ref_key, prompt, result.tokens)
                 self._record(cell, prompt, index, len(tokens), result, reference, ref_key, rollback)

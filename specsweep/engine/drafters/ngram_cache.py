@@ -49,6 +49,7 @@ import array
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -167,6 +168,18 @@ def merge_caches(target: dict, add) -> None:
             continue
         for token in std_order(part):
             have[token] = have.get(token, 0) + part[token]
+
+
+def with_prior_runs(dynamic, texts: Sequence[list[int]]) -> dict:
+    """The dynamic cache after earlier llama-lookup runs produced `texts` (prompt + output each):
+    llama-lookup counts every n-gram of its whole text in its context cache and merges that into
+    the dynamic cache at the end of the run. `dynamic` (a file's cache or a dict) is not changed."""
+    out = dynamic.to_dict() if isinstance(dynamic, FileCache) else {k: dict(v) for k, v in dynamic.items()}
+    for text in texts:
+        run: dict = {}
+        update_cache(run, list(text))
+        merge_caches(out, run)
+    return out
 
 
 def _keys(cache) -> list:
@@ -400,12 +413,14 @@ class NgramCache(Drafter):
     name = "ngram-cache"
 
     def __init__(self, n_max: int = N_DRAFT, n_min: int = 0, static_path: str | Path | None = None,
-                 dynamic_path: str | Path | None = None):
+                 dynamic_path: str | Path | None = None, prior_texts: Sequence[list[int]] = ()):
         self.n_max, self.n_min = n_max, n_min
         self.static_path = Path(static_path) if static_path else None
         self.dynamic_path = Path(dynamic_path) if dynamic_path else None
         self.static = load_cache(self.static_path) if self.static_path else {}
         self.dynamic = load_cache(self.dynamic_path) if self.dynamic_path else {}
+        if prior_texts:
+            self.dynamic = with_prior_runs(self.dynamic, prior_texts)
         self.context: dict = {}
         self.cache_size = 0  # tokens of the text already handed to the context cache
 
