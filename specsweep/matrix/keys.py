@@ -68,8 +68,9 @@ METHOD_KEYS = {
     # What `llama-lookup --lookup-cache-dynamic` leaves after N earlier runs of the same prompt: each
     # run's text (prompt + the baseline's greedy output) merged into the dynamic cache. With N >= 2
     # the strict thresholds pass for 3- and 4-grams, so ngram-cache drafts the continuation it saw:
-    # a drafter that costs nothing and is right wherever the target repeats itself, the upper bound
-    # of what any drafter can gain on a target (on random-weight models, the only such drafter).
+    # a drafter that costs nothing and is right wherever the target repeats itself: close to the best
+    # any drafter of that length can do on a target (on random-weight models, the only cheap one
+    # that is accepted).
     "lookup_prior_runs": Key(0, (int,), ("ngram-cache",), minimum=0,
                              help="earlier runs of the same prompt folded into the dynamic cache"),
 }
