@@ -64,6 +64,11 @@ def matrix(tmp_path, trials=1, extra="") -> Path:
     return path
 
 
+def matrix_head(trials=1) -> str:
+    """MATRIX up to its first [[cell]]: models and defaults, for tests that write their own rows."""
+    return MATRIX.replace("TRIALS", str(trials)).split("[[cell]]")[0]
+
+
 def run(*args):
     return CliRunner().invoke(main, ["run", *map(str, args)])
 
@@ -185,7 +190,7 @@ def test_a_missing_reference_comes_from_plain_decoding(tmp_path, monkeypatch):
     real = runner.make_drafter
     monkeypatch.setattr(runner, "make_drafter", lambda *a: made.append(1) or real(*a))
     path = tmp_path / "spec-only.toml"
-    path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0]
+    path.write_text(matrix_head()
                     + '[[cell]]\nmethod = "draft"\ndraft = "identical"\ndraft_max = 4\nprompt_kinds = ["chat"]\n')
     results = tmp_path / "results"
     out = run(path, "--results", results)
@@ -210,7 +215,7 @@ def test_prior_runs_let_ngram_cache_draft_what_the_baseline_said(tmp_path):
     baseline's continuation (near-total acceptance, still lossless); without it ngram-cache drafts
     only from the text so far."""
     path = tmp_path / "prior.toml"
-    path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0] + '[[cell]]\nmethod = "baseline"\n' + PRIOR_RUNS)
+    path.write_text(matrix_head() + '[[cell]]\nmethod = "baseline"\n' + PRIOR_RUNS)
     results = tmp_path / "results"
     out = run(path, "--results", results)
     assert out.exit_code == 0, out.output
@@ -228,17 +233,17 @@ def test_prior_runs_zero_is_the_cell_recorded_before_the_key_existed(tmp_path):
     ids = []
     for extra in ("", "lookup_prior_runs = 0\n"):
         path = tmp_path / "m.toml"
-        path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0] + '[[cell]]\nmethod = "ngram-cache"\n' + extra)
+        path.write_text(matrix_head() + '[[cell]]\nmethod = "ngram-cache"\n' + extra)
         ids.append(matrix_load.load(path).cells[0].id)
     assert ids[0] == ids[1]
-    path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0] + '[[cell]]\nmethod = "ngram-cache"\nlookup_prior_runs = -1\n')
+    path.write_text(matrix_head() + '[[cell]]\nmethod = "ngram-cache"\nlookup_prior_runs = -1\n')
     out = run(path, "--dry-run")
     assert out.exit_code == 2 and "lookup_prior_runs" in out.output and out.output.strip().count("\n") == 0
 
 
 def test_target_option_runs_one_target_and_resume_does_the_rest(tmp_path):
     path = tmp_path / "two.toml"
-    path.write_text(MATRIX.replace("TRIALS", "1").split("[[cell]]")[0]
+    path.write_text(matrix_head()
                     + '[[cell]]\nmethod = "baseline"\ntarget = ["target", "unrelated"]\nprompt_kinds = ["chat"]\n')
     results = tmp_path / "results"
     out = run(path, "--results", results, "--target", "unrelated")
