@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build llama.cpp's own `llama-speculative-simple` and `llama-bench` for the CPU from the very
+# Build llama.cpp's own `llama-speculative-simple`, `llama-bench`, `llama-server` and `llama-fit-params` for the CPU from the very
 # source llama-cpp-python vendors (the pinned version's sdist from PyPI), for the parity test and
 # the in-process-vs-native benchmark. About 20 minutes on two cores; reruns are incremental.
 #   scripts/build-native.sh [OUT_DIR]   (default build/native; tools land in OUT_DIR/bin)
@@ -13,7 +13,7 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
     tar xzf "build/sdist/llama_cpp_python-${version}.tar.gz" -C build/sdist
 fi
 cmake -S "$src" -B "$out" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-    -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > "$out.configure.log"
-cmake --build "$out" --target llama-speculative-simple llama-bench -j "$(nproc)"
+cmake --build "$out" --target llama-speculative-simple llama-bench llama-server llama-fit-params -j "$(nproc)"
 echo "native tools in $out/bin"

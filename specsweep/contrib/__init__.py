@@ -13,7 +13,13 @@ KIND = "specsweep-contribution"
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
-    return json.loads(resources.files(__name__).joinpath("schema.json").read_text(encoding="utf-8"))
+    """schema.json with the method names filled in from specsweep/methods.py, where methods are
+    described once."""
+    from specsweep import methods
+
+    doc = json.loads(resources.files(__name__).joinpath("schema.json").read_text(encoding="utf-8"))
+    doc["$defs"]["method"]["enum"] = list(methods.NAMES)
+    return doc
 
 
 def problem(doc: object) -> str | None:

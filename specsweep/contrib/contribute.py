@@ -113,6 +113,11 @@ def _machine(m: dict) -> dict:
 def check_lossless_flags(trials: list[dict]) -> None:
     for t in trials:
         flag, first = t.get("lossless"), t.get("first_mismatch", None)
+        if t.get("synthetic") is True:  # synthetic acceptance: its tokens are not the target's text
+            if flag is not None or t.get("method") == "baseline":
+                raise SpecsweepError(f"trial {t.get('cell')!r} / {t.get('prompt')!r} #{t.get('trial')} is synthetic "
+                                     f"but has lossless={flag!r}; refusing damaged records")
+            continue
         if not isinstance(flag, bool):
             raise SpecsweepError(f"trial {t.get('cell')!r} / {t.get('prompt')!r} #{t.get('trial')} has no lossless "
                                  f"flag: these records were not written by `specsweep run`")
@@ -173,6 +178,8 @@ def unmatched(trials: list[dict], manifests: list[dict]) -> dict[str, str]:
 
 
 def lossless_summary(trials: list[dict]) -> dict:
+    """Lossless trials per cell; synthetic-acceptance trials have no lossless verdict and are left out."""
+    trials = [t for t in trials if not t.get("synthetic")]
     per: dict[str, list[int]] = {}
     for t in trials:
         n = per.setdefault(t["cell"], [0, 0])

@@ -148,6 +148,7 @@ class Model:
         self.vocab = ll.llama_model_get_vocab(self.ptr)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.n_embd = ll.llama_model_n_embd(self.ptr)
+        self.n_layer = ll.llama_model_n_layer(self.ptr)
 
     def meta(self, key: str) -> str | None:
         """A GGUF metadata value as llama.cpp renders it (None when absent)."""
@@ -329,9 +330,10 @@ class Context:
         self._ext.clear()
         return self._ext
 
-    def process(self, batch: ExtBatch) -> None:
-        """Decode an extended batch (llama_process)."""
-        rc = ll.llama_process(self.ptr, ll.LLAMA_PROCESS_TYPE_DECODE, batch.ptr)
+    def process(self, batch: ExtBatch, encode: bool = False) -> None:
+        """Decode (or, for a drafter's encoder, encode) an extended batch (llama_process)."""
+        kind = ll.LLAMA_PROCESS_TYPE_ENCODE if encode else ll.LLAMA_PROCESS_TYPE_DECODE
+        rc = ll.llama_process(self.ptr, kind, batch.ptr)
         if rc != 0:
             raise SpecsweepError(f"llama_process failed ({rc}): {last_error('see --verbose')}")
 
@@ -353,19 +355,20 @@ class Context:
         for the tokens with output set (masked True)."""
         ext.call("set_embeddings_nextn", self.ptr, True, masked)
 
-    def hidden(self, i: int) -> np.ndarray:
-        """The kept final hidden state of batch index (or output) i, a view."""
+    def hidden(self, i: int, width: int | None = None) -> np.ndarray:
+        """The kept final hidden state of batch index (or output) i, a view; `width` defaults to
+        the model's output width (a drafter's decoder rows are its n_embd wide)."""
         ptr = ext.call("get_embeddings_nextn_ith", self.ptr, i)
         if not ptr:
-            raise SpecsweepError("llama.cpp kept no hidden state for the MTP head")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_embd_out,))
+            raise SpecsweepError("llama.cpp kept no hidden state (h_nextn) for this batch")
+        return np.ctypeslib.as_array(ptr, shape=(width or self.n_embd_out,))
 
-    def hidden_rows(self, n: int) -> np.ndarray:
+    def hidden_rows(self, n: int, width: int | None = None) -> np.ndarray:
         """The kept final hidden states of the first n tokens of the last batch (unmasked), a view."""
         ptr = ext.call("get_embeddings_nextn", self.ptr)
         if not ptr:
-            raise SpecsweepError("llama.cpp kept no hidden states for the MTP head")
-        return np.ctypeslib.as_array(ptr, shape=(n, self.n_embd_out))
+            raise SpecsweepError("llama.cpp kept no hidden states (h_nextn) for this batch")
+        return np.ctypeslib.as_array(ptr, shape=(n, width or self.n_embd_out))
 
     @property
     def n_embd_out(self) -> int:

@@ -45,6 +45,7 @@ class TrialResult:
     t_draft: float = 0.0
     t_verify: float = 0.0
     t_rollback: float = 0.0
+    loop: str = "simple"  # "simple": llama-speculative-simple's loop; "server": a llama-server slot's
 
     @property
     def t_host(self) -> float:
@@ -60,7 +61,7 @@ class TrialResult:
         return self.n_accepted / self.n_drafted if self.n_drafted else None
 
 
-def _count_positions(result: TrialResult, n_draft: int, n_accept: int) -> None:
+def count_positions(result: TrialResult, n_draft: int, n_accept: int) -> None:
     for counts, n in ((result.drafted_by_pos, n_draft), (result.accepted_by_pos, n_accept)):
         if len(counts) < n:
             counts.extend([0] * (n - len(counts)))
@@ -154,7 +155,7 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
             result.n_rollbacks += 1
             result.n_drafted += n_draft
             result.n_accepted += len(ids) - 1
-            _count_positions(result, n_draft, len(ids) - 1)
+            count_positions(result, n_draft, len(ids) - 1)
             draft, redecode = ids, True
             del prompt_tgt[ckpt_n_tokens:]
             n_past = len(prompt_tgt)
@@ -169,7 +170,7 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
         if not redecode:
             result.n_drafted += n_draft
             result.n_accepted += n_accept
-            _count_positions(result, n_draft, n_accept)
+            count_positions(result, n_draft, n_accept)
         redecode = False
         n_generated += len(ids)
         eos = False

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from specsweep import methods
+from specsweep.engine.synthetic import resolve_rates
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.keys import MODEL_KEYS
 from specsweep.matrix.models import ModelRef
@@ -61,17 +63,20 @@ def _digest(obj) -> str:
 
 def make_cell(name: str | None, values: dict, models: dict[str, ModelRef], label: str, matrix_path: Path) -> Cell:
     method = values["method"]
+    spec = methods.get(method)
     if "target" not in values:
         raise SpecsweepError(f"{label}: no target model")
-    if method == "draft" and "draft" not in values:
-        raise SpecsweepError(f"{label}: method 'draft' needs a draft model (draft = NAME)")
-    if method == "dflash" and "drafter" not in values:
-        raise SpecsweepError(f"{label}: method 'dflash' needs a DFlash drafter (drafter = NAME)")
+    for role in spec.roles:
+        if role not in values:
+            raise SpecsweepError(f"{label}: method {method!r} needs a {role} model ({role} = NAME)")
     if values.get("draft_min", 0) > values.get("draft_max", 1 << 30):
         raise SpecsweepError(f"{label}: draft_min {values['draft_min']} > draft_max {values['draft_max']}")
-    if method != "baseline" and values.get("draft_max", 0) + 1 > values["n_batch"]:
-        raise SpecsweepError(f"{label}: a verify batch of draft_max + 1 = {values['draft_max'] + 1} "
-                             f"tokens does not fit n_batch {values['n_batch']}")
+    n_max = spec.n_max(values)
+    if spec.speculative and n_max + 1 > values["n_batch"]:
+        raise SpecsweepError(f"{label}: a verify batch of {n_max} drafted + 1 tokens does not fit "
+                             f"n_batch {values['n_batch']}")
+    if spec.speculative:
+        _check_synth(values, n_max, label)
     gpus = values["gpus"]
     if not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus) or len(set(gpus)) != len(gpus):
         raise SpecsweepError(f"{label}: gpus must be a list of distinct GPU indices, e.g. [0] or [0, 1]")
@@ -93,6 +98,23 @@ def make_cell(name: str | None, values: dict, models: dict[str, ModelRef], label
     return cell
 
 
+def _check_synth(values: dict, n_max: int, label: str) -> None:
+    """Synthetic acceptance, checked as llama.cpp does as far as the settings tell. A drafter whose
+    file caps its draft (DFlash's block size) may end up with a smaller limit: rates up to the
+    configured one pass here and are checked again against the file before the run."""
+    rates = values.get("synth_rates")
+    if rates is not None and not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in rates):
+        raise SpecsweepError(f"{label}: synth_rates must be a list of numbers, e.g. [0.8, 0.6, 0.4]")
+    if values.get("synth_len") is None and not rates:
+        return
+    if rates and methods.get(values["method"]).capped and len(rates) <= n_max:
+        n_max = len(rates)
+    try:
+        resolve_rates(values.get("synth_len"), rates, n_max)
+    except SpecsweepError as e:
+        raise SpecsweepError(f"{label}: {e.message}") from None
+
+
 def _format_name(template: str, values: dict, label: str) -> str:
     try:
         return template.format(**values)
@@ -101,10 +123,9 @@ def _format_name(template: str, values: dict, label: str) -> str:
 
 
 def _default_name(values: dict) -> str:
-    method = values["method"]
-    if method == "baseline":
-        return "baseline"
-    if method == "ngram-mod":
-        return f"ngram-mod n={values['n_match']} min={values['draft_min']} max={values['draft_max']}"
-    extra = f" {values['draft']}" if method == "draft" else f" {values['drafter']}" if method == "dflash" else ""
-    return f"{method}{extra} max={values['draft_max']} min={values['draft_min']}"
+    name = methods.get(values["method"]).title(values)
+    if values.get("synth_len") is not None:
+        name += f" synth L={values['synth_len']:g}"
+    elif values.get("synth_rates"):
+        name += " synth rates=" + ",".join(f"{r:g}" for r in values["synth_rates"])
+    return name

@@ -16,11 +16,13 @@ from pathlib import Path
 
 from specsweep.errors import SpecsweepError, read_text
 from specsweep.matrix.cells import Cell, make_cell
-from specsweep.matrix.keys import ALL_KEYS, METHOD_DEFAULTS, METHODS, MODEL_KEYS
+from specsweep import methods
+from specsweep.matrix.keys import MODEL_KEYS
 from specsweep.matrix.models import ModelRef, parse_models
 
 TOP_KEYS = {"name", "description", "models", "defaults", "cell"}
-LIST_VALUED = {"prompt_kinds", "gpus", "tensor_split"}
+LIST_VALUED = {"prompt_kinds", "gpus", "tensor_split", "synth_rates"}
+ALL_KEYS = methods.all_keys()  # every key any method reads
 
 
 @dataclass
@@ -95,17 +97,20 @@ def _to_cell(settings: dict, row_keys: set, label: str, models: dict[str, ModelR
     """Validate one expanded row. A [defaults] key the method does not read is ignored; the same
     key written in the row itself is an error."""
     method = settings.get("method")
+    names = ", ".join(methods.NAMES)
     if method is None:
-        raise SpecsweepError(f"{label}: no method (one of {', '.join(METHODS)})")
-    if method not in METHODS:
-        raise SpecsweepError(f"{label}: unknown method {method!r} (one of {', '.join(METHODS)})")
+        raise SpecsweepError(f"{label}: no method (one of {names})")
+    if method not in methods.METHODS:
+        raise SpecsweepError(f"{label}: unknown method {method!r} (one of {names})")
+    own = methods.keys_of(method)
     values = {}
-    for key, spec in ALL_KEYS.items():
-        if method not in spec.methods:
+    for key in ALL_KEYS:
+        if key not in own:
             if key in row_keys:
                 raise SpecsweepError(f"{label}: method {method!r} has no parameter {key!r}")
             continue
-        value = settings.get(key, METHOD_DEFAULTS.get(method, {}).get(key, spec.default))
+        spec = own[key]
+        value = settings.get(key, spec.default)
         if value is None:
             continue
         if not isinstance(value, spec.types) or (isinstance(value, bool) and bool not in spec.types):
@@ -115,6 +120,8 @@ def _to_cell(settings: dict, row_keys: set, label: str, models: dict[str, ModelR
             raise SpecsweepError(f"{label}: {key} = {value!r} is not one of {', '.join(spec.choices)}")
         if spec.minimum is not None and value < spec.minimum:
             raise SpecsweepError(f"{label}: {key} = {value!r} is below {spec.minimum}")
+        if spec.maximum is not None and value > spec.maximum:
+            raise SpecsweepError(f"{label}: {key} = {value!r} is above {spec.maximum}")
         values[key] = value
     for key in MODEL_KEYS:
         if key in values and values[key] not in models:

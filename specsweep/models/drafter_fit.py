@@ -60,17 +60,16 @@ def check_mtp(target_name: str, target_path: Path) -> None:
                              f"(Qwen3.5/3.6) only")
 
 
-def pairing(method: str, models: dict) -> tuple:
+def pairing(method: str, models: dict, settings: dict | None = None) -> tuple:
     """What the header checks of a cell depend on: cells with the same pairing are checked once."""
-    return method, tuple(sorted((role, ref.name) for role, ref in models.items()))
+    p_min = float((settings or {}).get("p_min", 0.0)) > 0.0  # a DSpark drafter's p_min needs its head
+    return method, tuple(sorted((role, ref.name) for role, ref in models.items())), p_min
 
 
-def check_cell_models(models: dict, method: str, path_of) -> None:
-    """The header checks a cell's method needs; `path_of(ref)` gives a model's file."""
-    t = models["target"]
-    if method == "draft":
-        check_pair(t.name, path_of(t), models["draft"].name, path_of(models["draft"]))
-    elif method == "dflash":
-        check_dflash(t.name, path_of(t), models["drafter"].name, path_of(models["drafter"]))
-    elif method == "mtp":
-        check_mtp(t.name, path_of(t))
+def check_cell_models(models: dict, method: str, path_of, settings: dict | None = None) -> None:
+    """The header checks a cell's method needs (specsweep/methods.py names them); `path_of(ref)`
+    gives a model's file."""
+    from specsweep import methods
+    check = methods.get(method).check
+    if check is not None:
+        check(models, settings or {}, path_of)

@@ -23,13 +23,10 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from specsweep import __version__
+from specsweep import __version__, methods
 from specsweep.report import shape
 from specsweep.report.load import Source
 
-METHOD_COLORS = {"baseline": "#6b6b6b", "draft": "#0072B2", "ngram-cache": "#E69F00", "ngram-mod": "#009E73",
-                 "dflash": "#CC79A7", "mtp": "#D55E00"}
-OTHER_COLOR = "#8c564b"
 PART_COLORS = {"draft": "#56B4E9", "verify": "#D55E00", "rollback": "#882255", "host": "#BBBBBB"}
 PART_NAMES = {"draft": "draft", "verify": "verify (target decode)", "rollback": "rollback", "host": "host (Python)"}
 PROMPT_COLORS = ["#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#555555", "#EE7733"]
@@ -51,7 +48,7 @@ def t(value) -> str:
 
 
 def method_color(method: str) -> str:
-    return METHOD_COLORS.get(method, OTHER_COLOR)
+    return methods.color(method)
 
 
 def _pct(x: float | None) -> str:
@@ -130,7 +127,7 @@ def fig_tps(panels: list[shape.Panel], sources: list[str]) -> go.Figure:
                 customdata=[[t(cfg.key), cfg.lo, cfg.hi, cfg.n_trials,
                              "(baseline)" if cfg.method == "baseline" else (_pct(cfg.change) or "n/a"),
                              "-" if cfg.acceptance is None else f"{cfg.acceptance:.1%}",
-                             f"{cfg.n_lossless}/{cfg.n_trials}"] for _, cfg in sel],
+                             cfg.lossless] for _, cfg in sel],
                 hovertemplate="<b>%{customdata[0]}</b><br>mean %{x:.1f} tok/s (min %{customdata[1]:.1f}, "
                               "max %{customdata[2]:.1f}, %{customdata[3]} trials)<br>vs baseline %{customdata[4]}"
                               "<br>acceptance %{customdata[5]}, lossless %{customdata[6]}<extra></extra>"),
@@ -219,17 +216,19 @@ def fig_prompts(points: list[shape.TrialPoint], panels: list[shape.Panel], sourc
                 sel = [p for p in mine if p.prompt == prompt]
                 if not sel:
                     continue
-                any_mismatch |= not all(p.lossless for p in sel)
+                any_mismatch |= not all(p.lossless or p.synthetic for p in sel)
                 fig.add_trace(go.Scatter(
                     orientation="h", y=[t(p.key) for p in sel],
                     x=[p.change * 100 if relative else p.tps for p in sel], mode="markers",
                     name=t(prompt), legendgroup=prompt, showlegend=prompt not in shown, offsetgroup=prompt,
                     marker=dict(color=PROMPT_COLORS[i % len(PROMPT_COLORS)], size=9, opacity=0.85,
-                                symbol=["circle" if p.lossless else "x" for p in sel],
+                                symbol=["diamond-open" if p.synthetic else "circle" if p.lossless else "x"
+                                        for p in sel],
                                 line=dict(color="white", width=0.5)),
                     customdata=[[t(p.key), t(p.prompt), p.trial, p.tps, _pct(p.change) or "-",
                                  "-" if p.acceptance is None else f"{p.acceptance:.1%}",
-                                 "yes" if p.lossless else "no"] for p in sel],
+                                 "synthetic acceptance" if p.synthetic else "yes" if p.lossless else "no"]
+                                for p in sel],
                     hovertemplate="<b>%{customdata[0]}</b><br>prompt %{customdata[1]}, trial %{customdata[2]}"
                                   "<br>%{customdata[3]:.1f} tok/s, %{customdata[4]} vs the baseline on this prompt"
                                   "<br>acceptance %{customdata[5]}, same tokens as baseline: %{customdata[6]}"
@@ -459,7 +458,7 @@ def _config_table(panel: shape.Panel, sources: list[str]) -> str:
                 _cell("" if cfg.method == "baseline" else (_pct(cfg.change) or "n/a"), _change_cls(cfg.change)
                       if cfg.method != "baseline" else ""),
                 _cell("" if cfg.acceptance is None else f"{cfg.acceptance:.1%}"),
-                _cell(f"{cfg.n_lossless}/{cfg.n_trials}", "" if cfg.n_lossless == cfg.n_trials else "down"),
+                _cell(esc(cfg.lossless), "" if cfg.all_lossless else "down"),
             ] + [_cell(f"{cfg.ms_per_token[p]:.3f}") for p in shape.TIME_PARTS]
             out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
@@ -535,7 +534,8 @@ def render(sources: list[Source], title: str | None = None) -> str:
         figures.append(("fig-prompts", "Every trial, per prompt",
                         "One point per trial, coloured by prompt, against the baseline's mean tok/s on the same "
                         "prompt: prompts that speed up and prompts that slow down stay apart instead of averaging "
-                        "out. A cross marks a trial whose tokens differ from the baseline's.",
+                        "out. A cross marks a trial whose tokens differ from the baseline's, an open diamond a trial "
+                        "with synthetic acceptance (its drafts were accepted at random, so its tokens are not text).",
                         fig_prompts(trial_points, panels, trial_sources)))
         figures.append(("fig-time", "Where the time goes",
                         "Mean milliseconds per generated token, split into drafting, the target's verify pass (for "

@@ -17,17 +17,17 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from specsweep import methods
 from specsweep.report.load import Source
-from specsweep.report.summary import cell_stats
+from specsweep.report.summary import cell_stats, lossless_text
 
-METHOD_ORDER = ("baseline", "draft", "ngram-cache", "ngram-mod", "dflash", "mtp")
 TIME_PARTS = ("draft", "verify", "rollback", "host")
 # settings that may tell two same-named cells of one panel apart
 _IDENTITY_SKIP = {"trials", "warmup", "method", "target"}
 
 
 def method_rank(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return methods.rank(method)
 
 
 @dataclass
@@ -50,6 +50,15 @@ class Config:
     change: float | None  # mean / baseline - 1
     ms_per_token: dict  # TIME_PARTS -> mean ms per generated token
     order: int = 0
+    n_synthetic: int = 0  # synthetic-acceptance trials (no lossless verdict)
+
+    @property
+    def lossless(self) -> str:
+        return lossless_text(self.n_lossless, self.n_synthetic, self.n_trials)
+
+    @property
+    def all_lossless(self) -> bool:
+        return self.n_lossless == self.n_trials - self.n_synthetic
 
     @property
     def mean(self) -> float:
@@ -124,7 +133,7 @@ def configs(sources: list[Source]) -> list[Config]:
             rows.append(Config(source.label, _panel_of(first), first["cell"], cell_id, first["cell"], first["method"],
                                first.get("settings") or {}, first.get("models") or {}, first.get("reference_key", ""),
                                s.tps, s.n_drafted, s.n_accepted, s.n_lossless, s.n_trials,
-                               baselines.get(s.reference_key), s.vs_baseline, _ms_per_token(ts), order))
+                               baselines.get(s.reference_key), s.vs_baseline, _ms_per_token(ts), order, s.n_synthetic))
         same: dict[tuple, list[Config]] = defaultdict(list)
         for c in rows:
             same[(c.panel, c.name)].append(c)
@@ -165,12 +174,12 @@ class Point:
     method: str
     acceptance: float
     speedup: float
-    lossless: str  # "n/m"
+    lossless: str  # "n/m", or "synthetic"
 
 
 def speedup_points(rows: list[Config]) -> list[Point]:
     """Speculative configs that drafted something and have a baseline to compare with."""
-    return [Point(c.source, c.panel, c.key, c.method, c.acceptance, c.speedup, f"{c.n_lossless}/{c.n_trials}")
+    return [Point(c.source, c.panel, c.key, c.method, c.acceptance, c.speedup, c.lossless)
             for c in rows if c.method != "baseline" and c.acceptance is not None and c.speedup is not None]
 
 
@@ -191,6 +200,7 @@ class TrialPoint:
     change: float | None  # against the baseline's mean on this prompt
     acceptance: float | None
     lossless: bool
+    synthetic: bool = False  # synthetic acceptance: no lossless verdict
 
 
 def prompt_points(sources: list[Source], rows: list[Config]) -> list[TrialPoint]:
@@ -209,7 +219,8 @@ def prompt_points(sources: list[Source], rows: list[Config]) -> list[TrialPoint]
             b = means.get((t.get("reference_key", ""), t.get("prompt_id", t.get("prompt"))))
             out.append(TrialPoint(source.label, c.panel, c.key, c.method, str(t.get("prompt", "?")),
                                   int(t.get("trial", 0)), t["decode_tps"],
-                                  t["decode_tps"] / b - 1 if b else None, t.get("acceptance"), bool(t.get("lossless"))))
+                                  t["decode_tps"] / b - 1 if b else None, t.get("acceptance"), bool(t.get("lossless")),
+                                  bool(t.get("synthetic"))))
     return out
 
 

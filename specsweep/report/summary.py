@@ -24,6 +24,11 @@ class CellStats:
     n_lossless: int
     n_trials: int
     vs_baseline: float | None = None  # mean tok/s / baseline mean tok/s - 1
+    n_synthetic: int = 0  # synthetic-acceptance trials: no lossless verdict (their tokens are not text)
+
+    @property
+    def lossless_text(self) -> str:
+        return lossless_text(self.n_lossless, self.n_synthetic, self.n_trials)
 
     @property
     def mean(self) -> float:
@@ -32,6 +37,15 @@ class CellStats:
     @property
     def acceptance(self) -> float | None:
         return self.n_accepted / self.n_drafted if self.n_drafted else None
+
+
+def lossless_text(n_lossless: int, n_synthetic: int, n_trials: int) -> str:
+    """The lossless column: lossless of the checked trials, and "synthetic" for trials whose
+    acceptance was synthetic (their tokens are not the target's text, so they have no verdict)."""
+    checked = n_trials - n_synthetic
+    if not checked:
+        return "synthetic"
+    return f"{n_lossless}/{checked}" + (f" +{n_synthetic} synthetic" if n_synthetic else "")
 
 
 def cell_stats(records: list[dict], order: list[str] | None = None) -> list[CellStats]:
@@ -47,6 +61,7 @@ def cell_stats(records: list[dict], order: list[str] | None = None) -> list[Cell
         s.n_drafted += r["n_drafted"]
         s.n_accepted += r["n_accepted"]
         s.n_lossless += bool(r["lossless"])
+        s.n_synthetic += bool(r.get("synthetic"))
         s.n_trials += 1
     baselines = {s.reference_key: s.mean for s in by_cell.values() if s.method == "baseline"}
     for s in by_cell.values():
@@ -68,7 +83,7 @@ def table(stats: list[CellStats]) -> str:
             f"{max(s.tps):.1f}",
             "" if s.method == "baseline" else ("n/a" if s.vs_baseline is None else f"{s.vs_baseline:+.1%}"),
             "" if s.acceptance is None else f"{s.acceptance:.1%}",
-            f"{s.n_lossless}/{s.n_trials}",
+            s.lossless_text,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []

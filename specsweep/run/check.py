@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from specsweep import methods
 from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, resolve
@@ -49,14 +50,14 @@ def check(matrix_file: Path) -> None:
                 have = f"{len(free_per_gpu)} GPU{'s' if len(free_per_gpu) != 1 else ''}" if free_per_gpu else "no GPU nvidia-smi can see"
                 click.echo(f"warning: cell {cell.name!r} asks for GPU {max(wanted)} but this machine has {have}"
                            + (" (llama.cpp would run it on the CPU)" if not free_per_gpu else ""))
-            key = pairing(cell.method, models)
-            if cell.method in ("draft", "dflash", "mtp") and key not in pairs:
+            key = pairing(cell.method, models, cell.settings)
+            if methods.get(cell.method).check is not None and key not in pairs:
                 pairs.add(key)
                 what = " -> ".join([m.name for r, m in models.items() if r != "target"]
                                    + [models["target"].name]) + f" ({cell.method})"
                 if all(paths[m.name] for m in models.values()):
                     try:
-                        check_cell_models(models, cell.method, lambda ref: paths[ref.name])
+                        check_cell_models(models, cell.method, lambda ref: paths[ref.name], cell.settings)
                         click.echo(f"fit {what}: ok")
                     except SpecsweepError as e:
                         refused.append(e.message)

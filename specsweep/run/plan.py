@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from specsweep import methods
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.cells import Cell
 from specsweep.matrix.load import Matrix
@@ -46,7 +47,7 @@ class Group:
     @property
     def load_mtp(self) -> bool:
         """Load the target's MTP layers: only when a cell runs them (llama.cpp skips them otherwise)."""
-        return any(c.cell.method == "mtp" for c in self.live)
+        return any(methods.get(c.cell.method).context == "mtp" for c in self.live)
 
     @property
     def models(self) -> dict[str, ModelRef]:

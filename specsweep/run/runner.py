@@ -15,8 +15,9 @@ import hashlib
 import time
 from contextlib import ExitStack
 
-from specsweep.engine import runtime
-from specsweep.engine import drafters
+from specsweep import methods
+from specsweep.engine import runtime, synthetic
+from specsweep.engine.server_loop import Synth, run_trial_server
 from specsweep.engine.speculative import TrialResult, run_trial
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.cells import Cell
@@ -37,7 +38,8 @@ def prompt_tokens(model: runtime.Model, prompt: Prompt, chat: bool) -> list[int]
 def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOptions:
     # snapshot rollback keeps one recurrent-state snapshot per draftable token, as llama.cpp sizes
     # n_rs_seq to the draft's n_max; checkpoint rollback keeps none
-    n_rs = cell.settings.get("draft_max", 0) if hybrid_snapshots and cell.rollback == "snapshot" else 0
+    snapshots = hybrid_snapshots and cell.rollback == "snapshot"
+    n_rs = methods.get(cell.method).n_max(cell.settings) if snapshots else 0
     return runtime.ContextOptions(n_ctx=cell.n_ctx, n_batch=cell.n_batch, type_kv=cell.kv,
                                   flash_attn=cell.flash_attn, n_threads=cell.threads, n_rs_seq=n_rs,
                                   backend_sampling=cell.backend_sampling)
@@ -45,37 +47,50 @@ def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOption
 
 def make_drafter(cell: Cell, draft_ctx: runtime.Context | None, target_ctx: runtime.Context, matrix_dir,
                  prior_texts: list[list[int]] = ()):
-    """The cell's drafter for one trial; `prior_texts` are the earlier runs an ngram-cache cell's
-    `lookup_prior_runs` folds into its dynamic cache."""
-    s = cell.settings
-    if cell.method == "draft":
-        return drafters.DraftModel(draft_ctx, n_max=s["draft_max"], n_min=s["draft_min"], p_min=float(s["p_min"]))
-    if cell.method == "dflash":
-        return drafters.DFlash(draft_ctx, target_ctx, n_max=s["draft_max"], n_min=s["draft_min"], p_min=float(s["p_min"]))
-    if cell.method == "mtp":
-        return drafters.Mtp(draft_ctx, target_ctx, n_max=s["draft_max"], n_min=s["draft_min"], p_min=float(s["p_min"]))
-    if cell.method == "ngram-mod":
-        return drafters.NgramMod(n_match=s["n_match"], n_max=s["draft_max"], n_min=s["draft_min"])
-    if cell.method == "ngram-cache":
-        files = {k: (matrix_dir / s[k]) if s.get(k) else None for k in ("lookup_static", "lookup_dynamic")}
-        return drafters.NgramCache(n_max=s["draft_max"], n_min=s["draft_min"],
-                          static_path=files["lookup_static"], dynamic_path=files["lookup_dynamic"],
-                          prior_texts=prior_texts)
-    return None
+    """The cell's drafter for one trial (None for the baseline); `prior_texts` are the earlier runs
+    an ngram-cache cell's `lookup_prior_runs` folds into its dynamic cache."""
+    make = methods.get(cell.method).make
+    if make is None:
+        return None
+    return make(cell.settings, methods.DrafterContexts(draft_ctx, target_ctx, matrix_dir, list(prior_texts)))
 
 
 def draft_context(cell: Cell, target: runtime.Model, target_ctx: runtime.Context, draft: runtime.Model | None,
                   opts: runtime.ContextOptions) -> runtime.Context | None:
     """The second context a model-based drafter decodes in: the draft model's (with the target's
-    options), the DFlash drafter's (reading the target's context), or the MTP head's (on the
-    target's own model). llama.cpp gives DFlash and MTP contexts no recurrent snapshots."""
-    if cell.method == "draft":
+    options), a drafter's that reads the target's context (DFlash, DSpark, EAGLE-3), or the MTP
+    head's (on the target's own model). llama.cpp gives these last two no recurrent snapshots."""
+    kind = methods.get(cell.method).context
+    if kind == "draft":
         return runtime.Context(draft, opts)
-    if cell.method == "dflash":
+    if kind == "drafter":
         return runtime.Context(draft, dataclasses.replace(opts, n_rs_seq=0), other=target_ctx)
-    if cell.method == "mtp":
+    if kind == "mtp":
         return runtime.Context(target, dataclasses.replace(opts, n_rs_seq=0, ctx_type="mtp"), other=target_ctx)
     return None
+
+
+def synth_of(cell: Cell, drafter) -> Synth | None:
+    """A cell's synthetic acceptance, resolved against its drafter's actual draft limit (after the
+    drafter's own caps, as llama.cpp resolves it after initialising its implementations)."""
+    s = cell.settings
+    if drafter is None or (s.get("synth_len") is None and not s.get("synth_rates")):
+        return None
+    try:
+        rates = synthetic.resolve_rates(s.get("synth_len"), s.get("synth_rates"), drafter.n_max)
+    except SpecsweepError as e:
+        raise SpecsweepError(f"cell {cell.name!r}: {e.message}") from None
+    seed = s.get("synth_seed")
+    return Synth(synthetic.conditional(rates), methods.SYNTH_SEED if seed is None else seed)
+
+
+def target_shape(model: runtime.Model) -> dict:
+    """The target's facts the analysis needs (expert count and routing), from its header."""
+    arch = model.meta("general.architecture") or ""
+    experts = int(model.meta(f"{arch}.expert_count") or 0)
+    used = int(model.meta(f"{arch}.expert_used_count") or 0)
+    return {"arch": arch, "n_layer": model.n_layer, "n_expert": experts, "n_expert_used": used,
+            "hybrid": model.has_recurrent_state}
 
 
 class Runner:
@@ -97,6 +112,7 @@ class Runner:
             target = stack.enter_context(runtime.Model(target_path, group.gpus, split_mode=group.split_mode,
                                                        tensor_split=group.tensor_split, load_mtp=group.load_mtp))
             loaded = {(target_path, group.gpus): target}
+            self.shape = target_shape(target)
 
             def load(ref, gpus):
                 path = self.model_files[ref.name]["path"]
@@ -122,7 +138,7 @@ class Runner:
         cell = plan.cell
         prompts = {p.id: prompt_tokens(model, p, cell.chat) for p in plan.prompts}
         for p in plan.prompts:
-            need = len(prompts[p.id]) + cell.n_predict + cell.settings.get("draft_max", 0) + 2
+            need = len(prompts[p.id]) + cell.n_predict + methods.get(cell.method).n_max(cell.settings) + 2
             if need > cell.n_ctx:
                 raise SpecsweepError(f"cell {cell.name!r}: prompt {p.name!r} ({len(prompts[p.id])} tokens) + "
                                      f"n_predict {cell.n_predict} + a draft do not fit n_ctx {cell.n_ctx}")
@@ -162,6 +178,9 @@ class Runner:
                     dctx.clear()
                 prior = [tokens + reference] * prior_runs if prior_runs and reference else []
                 drafter = make_drafter(cell, dctx, tctx, self.matrix.path.parent, prior)
+                synth = synth_of(cell, drafter)
+                if synth is not None:  # llama.cpp has synthetic acceptance in its server's loop only
+                    return run_trial_server(tctx, tokens, cell.n_predict, drafter, synth, use_checkpoints=use_ckpt)
                 return run_trial(tctx, tokens, cell.n_predict, drafter, use_checkpoints=use_ckpt and drafter is not None)
 
             for _ in range(cell.warmup):
@@ -188,7 +207,9 @@ class Runner:
         mismatch = next((i for i in range(n) if r.tokens[i] != reference[i]), None)
         if mismatch is None and len(r.tokens) < cell.n_predict and len(reference) != len(r.tokens):
             mismatch = n  # one stopped at end-of-generation and the other did not
-        lossless = mismatch is None
+        # synthetic acceptance keeps drafted tokens the target did not choose: not text, not lossless
+        synthetic_run = cell.settings.get("synth_len") is not None or bool(cell.settings.get("synth_rates"))
+        lossless = None if synthetic_run else mismatch is None
         models = {role: {"name": ref.name, "ref": ref.describe(), "file": self.model_files[ref.name]["path"].name,
                          "sha256": self.model_files[ref.name]["sha256"]} for role, ref in cell.models.items()}
         self.results.trials.append({
@@ -223,6 +244,9 @@ class Runner:
                        "rollback": r.t_rollback, "host": r.t_host},
             "lossless": lossless,
             "first_mismatch": mismatch,
+            "synthetic": synthetic_run,
+            "loop": r.loop,
+            "target_shape": self.shape,
             "tokens_sha": tokens_sha(r.tokens[: cell.n_predict]),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "manifest": self.manifest_id,

@@ -1,6 +1,7 @@
 """Drafters: where the tokens a target verifies come from.
 
-Each follows the matching `common_speculative_impl_*` in llama.cpp's `common/speculative.cpp`:
+Each follows the matching `common_speculative_impl_*` in llama.cpp's `common/speculative.cpp`
+(`specsweep/methods.py` says which method builds which drafter):
 the hooks are called by the loop in `engine/speculative.py` at the same points llama.cpp calls
 `begin`, `draft`, `process` and `accept`.
 """
@@ -38,10 +39,14 @@ class Drafter:
         """Drop everything at positions >= n_past (the rejected tail)."""
 
 
-from specsweep.engine.drafters.dflash import DFlash  # noqa: E402
+from specsweep.engine.drafters.dflash import DFlash, DSpark  # noqa: E402
 from specsweep.engine.drafters.draft_model import DraftModel  # noqa: E402
+from specsweep.engine.drafters.eagle3 import Eagle3  # noqa: E402
 from specsweep.engine.drafters.mtp import Mtp  # noqa: E402
 from specsweep.engine.drafters.ngram_cache import NgramCache  # noqa: E402
+from specsweep.engine.drafters.ngram_map import NgramMap, NgramSimple  # noqa: E402
 from specsweep.engine.drafters.ngram_mod import NgramMod  # noqa: E402
 
-__all__ = ["Drafter", "DFlash", "DraftModel", "Mtp", "NgramCache", "NgramMod"]
+# Which drafter a method uses, and with which settings, is specsweep/methods.py's business.
+__all__ = ["Drafter", "DFlash", "DSpark", "DraftModel", "Eagle3", "Mtp", "NgramCache", "NgramMap", "NgramMod",
+           "NgramSimple"]

@@ -15,6 +15,14 @@ The protocol, step for step as llama.cpp's:
   the same calls as a draft model's (`restore_checkpoint`, `trim`).
 The drafter borrows the target's token embeddings and output head through its context's
 `ctx_other`, so its context is made with the target's context as `other` (run/runner.py).
+
+`dspark` (llama.cpp's `draft-dspark`, the same implementation with `is_dspark`) is the dflash arch
+with a Markov head: with `dflash.sample_from_anchor` (llama.cpp's default when the key is absent)
+the block is `[id_last, <mask> x (n_max - 1)]` and the draft is read from every position, the
+anchor's included, so up to the whole block size is drafted; without it, as DFlash. Its `p_min`
+reads the confidence head (the first value of each position's kept hidden row) instead of the
+token's probability, and needs that head (`dflash.has_confidence_head`, assumed present when
+absent, as llama.cpp does).
 """
 
 from __future__ import annotations
@@ -41,10 +49,11 @@ def dflash_layout(model) -> tuple[list[int], int, bool]:
 
 class DFlash(DraftModel):
     name = "dflash"
+    anchor = False  # the anchor position's output is not part of the draft
 
     def __init__(self, ctx: Context, target: Context, n_max: int = 16, n_min: int = 0, p_min: float = 0.0):
         self.layers, self.block_size, causal = dflash_layout(ctx.model)
-        limit = self.block_size - 1
+        limit = self.block_size if self.anchor else self.block_size - 1
         super().__init__(ctx, n_max=min(n_max, limit), n_min=min(n_min, limit), p_min=p_min)
         self.use_checkpoints = False  # an attention-only drafter: seq_rm drops any tail
         self.target = target
@@ -66,16 +75,48 @@ class DFlash(DraftModel):
             self.ctx.process(batch)
 
     def draft(self, prompt: list[int], id_last: int, pos0: int, n_max: int) -> list[int]:
+        n_block = self.n_max + (0 if self.anchor else 1)
         batch = self.ctx.ext_batch()
-        for i in range(self.n_max + 1):
+        for i in range(n_block):
             batch.add(pos0 + i, token=id_last if i == 0 else self.mask, output=True)
         self.ctx.process(batch)
+        out = self._read(n_block)
+        if len(out) < self.n_min:
+            return []
+        return out[:n_max] if n_max > 0 else out  # llama.cpp truncates to the caller's limit
+
+    def _read(self, n_block: int) -> list[int]:
+        """Greedy tokens at the mask positions, stopping below p_min."""
         out: list[int] = []
-        for i in range(1, self.n_max + 1):
+        for i in range(1, n_block):
             token, p = top_token(self.ctx, i, self.p_min)
             if p < self.p_min:
                 break
             out.append(token)
-        if len(out) < self.n_min:
-            return []
-        return out[:n_max] if n_max > 0 else out  # llama.cpp truncates to the caller's limit
+        return out
+
+
+class DSpark(DFlash):
+    name = "dspark"
+
+    def __init__(self, ctx: Context, target: Context, n_max: int = 16, n_min: int = 0, p_min: float = 0.0):
+        self.anchor = ctx.model.meta("dflash.sample_from_anchor") in (None, "true")
+        has_head = ctx.model.meta("dflash.has_confidence_head") in (None, "true")
+        if p_min > 0.0 and not has_head:
+            raise SpecsweepError(f"{ctx.model.path.name}: a DSpark drafter without a confidence head needs "
+                                 f"p_min = 0 (llama.cpp: DSpark draft has no confidence head)")
+        super().__init__(ctx, target, n_max=n_max, n_min=n_min, p_min=p_min)
+
+    def _read(self, n_block: int) -> list[int]:
+        """Greedy tokens from the anchor's position on (or from the first mask), stopping where the
+        confidence head says p < p_min."""
+        conf = None
+        if self.p_min > 0.0:
+            ptr = ext.call("get_embeddings_nextn", self.ctx.ptr)
+            conf = np.ctypeslib.as_array(ptr, shape=(n_block, self.ctx.model.n_embd))[:, 0]
+        out: list[int] = []
+        for i in range(0 if self.anchor else 1, n_block):
+            if conf is not None and conf[i] < self.p_min:
+                break
+            out.append(top_token(self.ctx, i, 0.0)[0])
+        return out
