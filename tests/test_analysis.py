@@ -105,7 +105,8 @@ def test_one_draft_length_gets_no_line():
 
 def test_baseline_ms_beside_the_fit_and_families_apart():
     trials = line_trials([1, 4, 16], lambda x: 20.0 + 2.0 * x) + [trial("base", "baseline", 250.0, draft=None)]
-    trials += [dict(t, models=dict(t["models"], draft={"name": "big", "file": "big.gguf"}), cell_id="big" + t["cell_id"])
+    big = {"name": "big", "file": "big.gguf"}
+    trials += [dict(t, models=dict(t["models"], draft=big), cell_id="big" + t["cell_id"])
                for t in line_trials([1, 4, 16], lambda x: 40.0 + 6.0 * x)]
     fits = costmodel.family_fits(trials)
     assert sorted(f.family for f in fits) == ["draft · big", "draft · d08"]
@@ -239,6 +240,14 @@ def test_unpaired_trials_are_counted_named_and_refused_on_demand():
     with pytest.raises(SpecsweepError, match="block 3"):
         paired.require_paired(recs)
     paired.require_paired(blocks_records([0.1, 0.2]))  # nothing missing: no error
+
+
+def test_an_older_sequential_trial_does_not_pair_with_a_block():
+    recs = blocks_records([0.1, 0.1]) + [trial("old", "draft", 50.0, prompt="p0", index=0, drafted_by_pos=[3])]
+    rows, missing = paired.paired_rows(recs)
+    assert {r.cell: r.n_pairs for r in rows} == {"spec": 4, "old": 0}
+    (u,) = missing
+    assert u.cell == "old" and "sequential design" in u.reason
 
 
 def test_only_the_last_attempt_of_a_block_counts():

@@ -36,16 +36,17 @@ def table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def paired_text(a) -> str:
-    head = ("config", "design", "N blocks", "pairs", "tok/s", "change", "t-interval", "bootstrap", "accept",
-            "runs: spread (min..max)", "throttled")
+    head = ("config", "design", "kept", "N blocks", "pairs", "tok/s mean (min-max)", "change", "t-interval",
+            "bootstrap", "accept", "runs: spread (min..max)", "throttled")
     rows = []
     for r in a.paired:
         spread = ("" if not r.run_spread else
                   f"{r.run_spread['n_runs']}: sd {r.run_spread['stdev']:.1%} "
                   f"({_pct(r.run_spread['min'])}..{_pct(r.run_spread['max'])})")
         rows.append((r.cell + (" [synthetic acceptance]" if r.synthetic else ""),
-                     "seq" if r.design == "sequential" else r.design, str(r.n_blocks), str(r.n_pairs),
-                     f"{r.tps_mean:.1f}", _pct(r.change) or "n/a", _ci(r.t_interval), _ci(r.bootstrap_interval),
+                     "seq" if r.design == "sequential" else r.design, str(r.n_kept), str(r.n_blocks),
+                     str(r.n_pairs), f"{r.tps_mean:.1f} ({r.tps_min:.1f}-{r.tps_max:.1f})", _pct(r.change) or "n/a",
+                     _ci(r.t_interval), _ci(r.bootstrap_interval),
                      "" if r.acceptance is None else f"{r.acceptance:.1%}", spread,
                      f"{r.n_throttled}/{r.n_kept}" if r.n_throttled else ""))
     out = ["Paired change against the baseline of the same block and prompt (95% intervals over blocks):",

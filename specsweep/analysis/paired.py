@@ -123,13 +123,18 @@ def _as_change(ci: tuple[float, float] | None) -> tuple[float, float] | None:
     return None if ci is None else (_change(ci[0]), _change(ci[1]))
 
 
+def _slot(r: dict) -> tuple:
+    """Where a trial's baseline is: same reference key, run, design, block and prompt (the design
+    too, so that an older sequential trial never pairs with a block of a later blocks run)."""
+    return r.get("reference_key"), rec.run_of(r), rec.design_of(r), rec.block_of(r), r.get("prompt_id")
+
+
 def _baselines(trials: list[dict]) -> dict[tuple, list[float]]:
-    """(reference_key, run, block, prompt) -> the baseline's tok/s there."""
+    """_slot -> the baseline's tok/s there."""
     out: dict[tuple, list[float]] = defaultdict(list)
     for r in trials:
         if rec.is_baseline(r):
-            out[(r.get("reference_key"), rec.run_of(r), rec.block_of(r), r.get("prompt_id"))].append(
-                float(r["decode_tps"]))
+            out[_slot(r)].append(float(r["decode_tps"]))
     return out
 
 
@@ -142,12 +147,12 @@ def pairs(trials: list[dict]) -> tuple[dict[str, list[tuple[dict, float]]], list
     for r in trials:
         if rec.is_baseline(r):
             continue
-        key = (r.get("reference_key"), rec.run_of(r), rec.block_of(r), r.get("prompt_id"))
+        key = _slot(r)
         b = base.get(key)
         if not b:
             why = ("no baseline with this reference key" if not any(k[0] == key[0] for k in base)
-                   else "no baseline trial in the same run, block and prompt")
-            missing.append(Unpaired(str(r.get("cell")), str(r.get("cell_id")), key[1], key[2], str(key[3]), why))
+                   else f"no baseline trial in the same run, block and prompt ({key[2]} design)")
+            missing.append(Unpaired(str(r.get("cell")), str(r.get("cell_id")), key[1], key[3], str(key[4]), why))
             out.setdefault(str(r.get("cell_id")), [])
             continue
         log_base = statistics.fmean(math.log(x) for x in b)
@@ -178,7 +183,8 @@ def _block_means(items: list[tuple[dict, float]]) -> dict[tuple[int, int], float
     return {k: statistics.fmean(v) for k, v in sorted(by_block.items())}
 
 
-def paired_rows(trials: list[dict], n_boot: int = BOOTSTRAP, seed: int = SEED) -> tuple[list[PairedRow], list[Unpaired]]:
+def paired_rows(trials: list[dict], n_boot: int = BOOTSTRAP,
+                seed: int = SEED) -> tuple[list[PairedRow], list[Unpaired]]:
     """One row per speculative config (cell), in the order the records first name them."""
     trials = [r for r in rec.kept(trials) if rec.usable(r)]
     by_pair, missing = pairs(trials)
@@ -199,8 +205,7 @@ def paired_rows(trials: list[dict], n_boot: int = BOOTSTRAP, seed: int = SEED) -
         blocks = _block_means(items)
         values = list(blocks.values())
         mean_log = statistics.fmean(values) if values else None
-        used_base = [x for r, _ in items for x in base_tps[(r.get("reference_key"), rec.run_of(r),
-                                                             rec.block_of(r), r.get("prompt_id"))]]
+        used_base = [x for r, _ in items for x in base_tps[_slot(r)]]
         runs = []
         for run in sorted({k[0] for k in blocks}):
             v = [x for k, x in blocks.items() if k[0] == run]
