@@ -7,6 +7,7 @@ import sys
 import click
 
 from specsweep import __version__
+from specsweep.analysis.command import analyze
 from specsweep.contrib.command import contribute, merge
 from specsweep.errors import SpecsweepError
 from specsweep.models.commands import fetch, lock, models
@@ -50,6 +51,7 @@ main.add_command(lock)
 main.add_command(models)
 main.add_command(probe)
 main.add_command(plot)
+main.add_command(analyze)
 main.add_command(contribute)
 main.add_command(merge)
 

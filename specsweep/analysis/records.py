@@ -1,0 +1,117 @@
+"""What the analysis reads from a trial record, with every newer field optional.
+
+Older records have no `run`, `block`, `attempt` or `design`: they are one run (0), and each trial
+index is its own block, paired by index ("sequential": the cells ran one after another, so a pair
+shares an index, not a moment). A block re-run after an interruption leaves several attempts of one
+(run, block, cell, prompt): only the highest counts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+def run_of(r: dict) -> int:
+    return int(r.get("run") or 0)
+
+
+def block_of(r: dict) -> int:
+    b = r.get("block")
+    return int(r.get("trial") or 0) if b is None else int(b)
+
+
+def design_of(r: dict) -> str:
+    d = r.get("design")
+    if d:
+        return str(d)
+    return "blocks" if r.get("block") is not None else "sequential"
+
+
+def kept(trials: list[dict]) -> list[dict]:
+    """The trials that count: of the attempts at one (run, block, cell, prompt), the highest."""
+    best: dict[tuple, int] = defaultdict(int)
+    for r in trials:
+        key = (run_of(r), block_of(r), r.get("cell_id"), r.get("prompt_id"))
+        best[key] = max(best[key], int(r.get("attempt") or 0))
+    return [r for r in trials
+            if int(r.get("attempt") or 0) == best[(run_of(r), block_of(r), r.get("cell_id"), r.get("prompt_id"))]]
+
+
+def usable(r: dict) -> bool:
+    """A trial that measured something: positive speed and tokens generated."""
+    try:
+        return float(r.get("decode_tps") or 0) > 0 and int(r.get("n_generated") or 0) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def is_baseline(r: dict) -> bool:
+    return r.get("method") == "baseline"
+
+
+def target_key(r: dict) -> str:
+    """One target model: its sha256, else its file, else its name."""
+    t = (r.get("models") or {}).get("target") or {}
+    return str(t.get("sha256") or t.get("file") or t.get("name") or "unknown target")
+
+
+def target_label(r: dict) -> str:
+    t = (r.get("models") or {}).get("target") or {}
+    return str(t.get("file") or t.get("name") or t.get("sha256") or "unknown target")
+
+
+def target_labels(trials: list[dict]) -> dict[str, str]:
+    """target_key -> what to call it: its file, with the sha256's first 8 digits where two different
+    models share a file name (a synthetic model rewritten between sessions, say)."""
+    files: dict[str, set[str]] = defaultdict(set)
+    for r in trials:
+        files[target_label(r)].add(target_key(r))
+    out = {}
+    for label, keys in files.items():
+        for k in keys:
+            out[k] = label if len(keys) == 1 else f"{label} (sha256 {k[:8]})"
+    return out
+
+
+def family(r: dict) -> str:
+    """The drafter family: the method and the model that drafts (a draft model or a drafter such as
+    DFlash's), if any. Synthetic-acceptance trials are not split off: the drafter's cost is the same."""
+    models = r.get("models") or {}
+    method = str(r.get("method") or "?")
+    for role in ("draft", "drafter"):
+        m = models.get(role) or {}
+        name = m.get("name") or m.get("file")
+        if name:
+            return f"{method} · {name}"
+    return method
+
+
+def variant(r: dict) -> tuple[str, str]:
+    """Settings that change the cost per token for the same target and drafter: KV type and
+    rollback mode (checkpoint rollbacks decode accepted tokens twice on a hybrid target)."""
+    s = r.get("settings") or {}
+    return str(s.get("kv") or "?"), str(s.get("rollback") or r.get("rollback") or "?")
+
+
+def ms_per_token(r: dict) -> float:
+    return 1000.0 / float(r["decode_tps"])
+
+
+def draft_per_token(r: dict) -> float:
+    return float(r.get("n_drafted") or 0) / float(r["n_generated"])
+
+
+def draft_max(r: dict) -> int | None:
+    v = (r.get("settings") or {}).get("draft_max")
+    if v is None:
+        pos = r.get("drafted_by_pos") or []
+        return len(pos) or None
+    return int(v)
+
+
+def throttled(r: dict) -> bool:
+    return bool((r.get("telemetry") or {}).get("throttled"))
+
+
+def synthetic(r: dict) -> bool:
+    return bool(r.get("synthetic"))

@@ -1,0 +1,62 @@
+"""The analysis on the report page: figures in page.render's (id, heading, note, figure) form, and
+every string from records escaped, in the HTML and in what plotly draws."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from specsweep.report import analysis_section, load, page
+from tests.test_analysis import LENGTHS, blocks_records, line_trials
+
+EVIL = "<script>alert(1)</script>"
+
+
+def records() -> list[dict]:
+    recs = line_trials(LENGTHS, lambda x: 27.0 + 4.04 * x, seed=8)
+    for i, acc in enumerate((10, 40, 70, 90)):  # four configs: acceptance 10%-94%, speed-up rising with it
+        for r in blocks_records([math.log(0.6 + 0.01 * acc)] * 5, cell=f"spec {i}"):
+            if r["method"] == "baseline" and i:
+                continue
+            if r["method"] != "baseline":
+                r["n_accepted"] = acc
+            recs.append(r)
+    recs[0]["cell"] = EVIL
+    for r in recs:
+        r["models"]["target"]["file"] = "<b>t.gguf"
+    return recs
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def test_section_has_three_figures_and_escapes_records():
+    sec = analysis_section.section([load.Source("mine", "records", records())])
+    assert [f[0] for f in sec.figures] == ["fig-cost", "fig-coverage", "fig-break-even"]
+    assert "<script" not in sec.html and "&lt;b&gt;t.gguf" in sec.html
+    assert "no knee" in sec.html and "break-even acceptance" in sec.html
+    for div_id, heading, note, fig in sec.figures:
+        drawn = list(_strings(json.loads(fig.to_json())))
+        assert not any("<script" in s or "<b>t.gguf" in s for s in drawn), div_id
+        assert page._figure_html(fig, div_id).count(f'id="{div_id}"') == 1
+    cost = sec.figures[0][3]
+    legend = [tr.name for tr in cost.data if tr.showlegend is not False and tr.name]
+    fit = next(f.fit for f in sec.analyses[0].fits if f.fit is not None)
+    assert any(f"{fit.slope:.3f} x, R² {fit.r2:.3f}" in name for name in legend)  # the line and its R^2
+    be = sec.analyses[0].break_even[0]
+    assert be.acceptance is not None and 0 < be.acceptance < 1
+    assert any(f"break-even {be.acceptance:.0%}" in (a.text or "") for a in sec.figures[2][3].layout.annotations)
+
+
+def test_no_trials_no_section():
+    probe = {"kind": "probe", "model": {"file": "x.gguf"}}
+    sec = analysis_section.section([load.Source("p", "records", [], [], [probe])])
+    assert sec.html == "" and sec.figures == []
