@@ -96,6 +96,8 @@ def run_trial_server(target: Context, prompt: list[int], n_predict: int, drafter
                 t = _now()
                 ckpt = (len(cache), pos_max, target.save_partial_state())
                 result.t_rollback += _now() - t
+                result.ckpt_saves += 1
+                result.ckpt_bytes += ckpt[2][1]
 
         batch = [sampled] + draft
         pos0 = len(cache)
@@ -130,6 +132,8 @@ def run_trial_server(target: Context, prompt: list[int], n_predict: int, drafter
             target.load_partial_state(ckpt[2])
             target.seq_rm(ckpt[1] + 1, -1)
             result.t_rollback += _now() - t
+            result.ckpt_restores += 1
+            result.ckpt_bytes += ckpt[2][1]
             if drafter:
                 t = _now()
                 drafter.restore_checkpoint(ckpt[1] + 1)

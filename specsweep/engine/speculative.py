@@ -46,6 +46,10 @@ class TrialResult:
     t_verify: float = 0.0
     t_rollback: float = 0.0
     loop: str = "simple"  # "simple": llama-speculative-simple's loop; "server": a llama-server slot's
+    # the target's recurrent-state checkpoints (hybrid targets without snapshots): the copies made
+    ckpt_saves: int = 0
+    ckpt_restores: int = 0
+    ckpt_bytes: int = 0  # bytes copied by saves and restores
 
     @property
     def t_host(self) -> float:
@@ -114,6 +118,8 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
                     t = _now()
                     ckpt_state = target.save_partial_state()
                     result.t_rollback += _now() - t
+                    result.ckpt_saves += 1
+                    result.ckpt_bytes += ckpt_state[1]
                 t = _now()
                 drafter.restore_checkpoint(ckpt_pos_max + 1)
                 result.t_draft += _now() - t
@@ -148,6 +154,8 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
             target.load_partial_state(ckpt_state)
             target.seq_rm(ckpt_pos_max + 1, -1)
             result.t_rollback += _now() - t
+            result.ckpt_restores += 1
+            result.ckpt_bytes += ckpt_state[1]
             if drafter:
                 t = _now()
                 drafter.restore_checkpoint(ckpt_pos_max + 1)

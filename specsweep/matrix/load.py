@@ -20,7 +20,8 @@ from specsweep import methods
 from specsweep.matrix.keys import MODEL_KEYS
 from specsweep.matrix.models import ModelRef, parse_models
 
-TOP_KEYS = {"name", "description", "models", "defaults", "cell"}
+TOP_KEYS = {"name", "description", "design", "blocks", "models", "defaults", "cell"}
+DESIGNS = ("blocks", "sequential")
 LIST_VALUED = {"prompt_kinds", "gpus", "tensor_split", "synth_rates"}
 ALL_KEYS = methods.all_keys()  # every key any method reads
 
@@ -33,6 +34,10 @@ class Matrix:
     models: dict[str, ModelRef]
     cells: list[Cell]
     text: str  # the file as read, for the records' matrix hash
+    # "blocks": each block runs every cell of a group once per prompt in a balanced (Williams)
+    # order and each cell is paired with its block's baseline; "sequential": cell after cell
+    design: str = "blocks"
+    blocks: int | None = None  # blocks per group; None: the cells' trials, rounded up to a full design
 
 
 def load(path: str | Path) -> Matrix:
@@ -51,6 +56,14 @@ def load(path: str | Path) -> Matrix:
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise SpecsweepError(f"{where}: name must be letters, digits, '-' or '_' (it names the results folder)")
+    design = data.get("design", "blocks")
+    if design not in DESIGNS:
+        raise SpecsweepError(f"{where}: unknown design {design!r} (one of {', '.join(DESIGNS)})")
+    blocks = data.get("blocks")
+    if blocks is not None and (not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 1):
+        raise SpecsweepError(f"{where}: blocks = {blocks!r}: give a whole number of blocks, at least 1")
+    if blocks is not None and design != "blocks":
+        raise SpecsweepError(f"{where}: blocks = {blocks} needs design = \"blocks\"")
     models = parse_models(data.get("models", {}), path)
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
@@ -71,7 +84,7 @@ def load(path: str | Path) -> Matrix:
         if cell.id in seen:
             raise SpecsweepError(f"{where}: cells {seen[cell.id]!r} and {cell.name!r} are the same configuration")
         seen[cell.id] = cell.name
-    return Matrix(path, name, str(data.get("description", "")), models, cells, text)
+    return Matrix(path, name, str(data.get("description", "")), models, cells, text, design, blocks)
 
 
 def _check_keys(table: dict, label: str, allow_name: bool) -> None:

@@ -25,6 +25,20 @@ class CellStats:
     n_trials: int
     vs_baseline: float | None = None  # mean tok/s / baseline mean tok/s - 1
     n_synthetic: int = 0  # synthetic-acceptance trials: no lossless verdict (their tokens are not text)
+    n_generated: int = 0
+    ckpt_bytes: int = 0  # the target's checkpoint copies (hybrid targets without snapshots)
+    n_throttled: int = 0  # trials whose GPU telemetry saw a throttle reason
+    # the paired change against the baseline of the same block and its 95% t-interval (blocks design)
+    paired: float | None = None
+    paired_ci: tuple[float, float] | None = None
+
+    @property
+    def drafted_per_token(self) -> float | None:
+        return self.n_drafted / self.n_generated if self.n_generated else None
+
+    @property
+    def ckpt_mb_per_token(self) -> float | None:
+        return self.ckpt_bytes / self.n_generated / 1e6 if self.n_generated else None
 
     @property
     def lossless_text(self) -> str:
@@ -62,6 +76,9 @@ def cell_stats(records: list[dict], order: list[str] | None = None) -> list[Cell
         s.n_accepted += r["n_accepted"]
         s.n_lossless += bool(r["lossless"])
         s.n_synthetic += bool(r.get("synthetic"))
+        s.n_generated += int(r.get("n_generated") or 0)
+        s.ckpt_bytes += int((r.get("ckpt") or {}).get("bytes", 0))
+        s.n_throttled += bool((r.get("telemetry") or {}).get("throttled"))
         s.n_trials += 1
     baselines = {s.reference_key: s.mean for s in by_cell.values() if s.method == "baseline"}
     for s in by_cell.values():
@@ -74,15 +91,38 @@ def cell_stats(records: list[dict], order: list[str] | None = None) -> list[Cell
     return stats
 
 
+def with_paired(stats: list[CellStats], rows) -> list[CellStats]:
+    """Attach the analysis' paired changes (analysis.paired.PairedRow by cell id) to the stats."""
+    by_id = {r.cell_id: r for r in rows}
+    for s in stats:
+        r = by_id.get(s.cell_id)
+        if r is not None and r.design == "blocks" and r.change is not None:
+            s.paired, s.paired_ci = r.change, r.t_interval
+    return stats
+
+
+def _change(s: CellStats) -> str:
+    if s.method == "baseline":
+        return ""
+    if s.paired is not None:  # against the baseline of the same block, 95% t-interval over blocks
+        ci = f" [{s.paired_ci[0]:+.1%}, {s.paired_ci[1]:+.1%}]" if s.paired_ci else ""
+        return f"{s.paired:+.1%}{ci}"
+    return "n/a" if s.vs_baseline is None else f"{s.vs_baseline:+.1%}"
+
+
 def table(stats: list[CellStats]) -> str:
-    head = ("config", "kv", "n_pred", "trials", "tok/s mean", "min", "max", "vs base", "accept", "lossless")
+    """The run's summary: tok/s, the change against the baseline (paired within blocks, with its
+    interval, in the blocks design), acceptance, draft economy, lossless trials."""
+    head = ("config", "kv", "n_pred", "trials", "tok/s mean", "min", "max", "vs base", "accept",
+            "drafted/tok", "ckpt MB/tok", "lossless")
     rows = [head]
     for s in stats:
         rows.append((
-            s.name, s.kv, str(s.n_predict), str(s.n_trials), f"{s.mean:.1f}", f"{min(s.tps):.1f}",
-            f"{max(s.tps):.1f}",
-            "" if s.method == "baseline" else ("n/a" if s.vs_baseline is None else f"{s.vs_baseline:+.1%}"),
+            s.name + (" (throttled)" if s.n_throttled else ""), s.kv, str(s.n_predict), str(s.n_trials),
+            f"{s.mean:.1f}", f"{min(s.tps):.1f}", f"{max(s.tps):.1f}", _change(s),
             "" if s.acceptance is None else f"{s.acceptance:.1%}",
+            "" if s.method == "baseline" or s.drafted_per_token is None else f"{s.drafted_per_token:.2f}",
+            f"{s.ckpt_mb_per_token:.2f}" if s.ckpt_bytes and s.ckpt_mb_per_token is not None else "",
             s.lossless_text,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

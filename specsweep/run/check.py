@@ -29,7 +29,7 @@ def _path(ref: ModelRef, matrix_path: Path) -> Path | None:
 def check(matrix_file: Path) -> None:
     """Check MATRIX's draft/target vocabularies and memory needs from GGUF headers, loading nothing."""
     matrix = matrix_load.load(matrix_file)
-    groups = make_plan(matrix, None, set())
+    groups = make_plan(matrix, None)
     paths: dict[str, Path | None] = {}
     for g in groups:
         for ref in g.models.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from specsweep.models.hashing import file_sha256
 from specsweep.models.drafter_fit import check_cell_models, pairing
 from specsweep.records import manifest
 from specsweep.records.store import ResultsDir
-from specsweep.report.summary import cell_stats, table
+from specsweep.analysis.paired import paired_rows
+from specsweep.analysis.records import kept
+from specsweep.report.summary import cell_stats, table, with_paired
 from specsweep.run.plan import describe, make_plan, model_refs, parse_shard, select_targets
 from specsweep.run.runner import Runner
 
@@ -56,28 +59,40 @@ def _check_pairings(groups, files) -> None:
 @click.command("run")
 @click.argument("matrix_file", metavar="MATRIX", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="List the cells and the models each group loads; load nothing.")
-@click.option("--shard", metavar="I/N", help="Run only shard I of N (cells k with k mod N = I-1).")
+@click.option("--shard", metavar="I/N", help="Run only shard I of N (cells k with k mod N = I-1; groups in "
+                                              "the blocks design).")
 @click.option("--results", "results_root", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Folder for the records (a subfolder per matrix).")
 @click.option("--target", "targets", metavar="NAME", multiple=True,
               help="Run only the cells whose target is NAME (repeatable); the rest stay for a later run.")
+@click.option("--runs", type=int, default=1, show_default=True,
+              help="Repeat the matrix N times, each in a fresh process (run-to-run spread).")
+@click.option("--run-index", type=int, default=None, hidden=True, help="The run this process is (--runs).")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
 def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path, targets: tuple[str, ...],
-        verbose: bool) -> None:
+        runs: int, run_index: int | None, verbose: bool) -> None:
     """Measure every cell of MATRIX and append one record per trial under results/."""
+    if runs < 1:
+        raise SpecsweepError(f"--runs {runs}: give at least 1")
     matrix = matrix_load.load(matrix_file)
     if targets:
         matrix.cells = select_targets(matrix.cells, targets, matrix_file)
     shard_t = parse_shard(shard)
     results = ResultsDir(results_root, matrix.name, shard_t)
-    done = {(r["cell_id"], r["prompt_id"], r["trial"]) for r in results.read_trials()}
-    groups = make_plan(matrix, shard_t, done)
+    if runs > 1 and run_index is None and not dry_run:
+        _run_fresh_processes(runs, matrix, results)
+        return
+    index = run_index or 0
+    trials = results.read_trials()
+    groups = make_plan(matrix, shard_t, trials, index)
     n_todo = sum(g.n_todo for g in groups)
+    recorded = sum(1 for t in trials if t.get("run", 0) == index)
 
     if dry_run:
-        click.echo(f"matrix {matrix.name}: {len(matrix.cells)} cells"
+        click.echo(f"matrix {matrix.name}: {len(matrix.cells)} cells, design {matrix.design}"
                    + (f", shard {shard_t[0]}/{shard_t[1]}: {sum(len(g.cells) for g in groups)}" if shard_t else "")
-                   + f"; {n_todo} trials to run, results in {results.dir}")
+                   + f"; {n_todo} trials to run" + (f" in each of {runs} runs" if runs > 1 else "")
+                   + f", results in {results.dir}")
         for line in describe(groups, matrix.path, lambda ref: _resolve_quietly(ref, matrix.path)):
             click.echo(line)
         return
@@ -86,17 +101,19 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     refs = model_refs(groups)
     files = _prepare_models(refs, matrix.path)
     _check_pairings(groups, files)
-    runner = Runner(results, matrix, files, "", progress=None)
+    runner = Runner(results, matrix, files, "", progress=None, run_index=index,
+                    log=lambda line: click.echo(f"\n{line}", err=True))
     runner.preflight(groups)
     info = manifest.collect(matrix.path, matrix.text, {n: {"path": str(f["path"]), "sha256": f["sha256"]}
                                                        for n, f in files.items()}, sys.argv)
     manifest_id = hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:12]
     info["id"] = manifest_id
+    label = f"{matrix.name}" + (f" run {index}" if run_index is not None else "")
     if n_todo:
         results.manifests.append(info)
-        click.echo(f"{matrix.name}: {n_todo} trials to run ({len(done)} already recorded) -> {results.dir}", err=True)
+        click.echo(f"{label}: {n_todo} trials to run ({recorded} already recorded) -> {results.dir}", err=True)
     else:
-        click.echo(f"{matrix.name}: nothing to run, every trial is recorded in {results.dir}", err=True)
+        click.echo(f"{label}: nothing to run, every trial is recorded in {results.dir}", err=True)
 
     try:
         with click.progressbar(length=n_todo, label="measuring", file=sys.stderr, show_eta=True, show_pos=True,
@@ -112,11 +129,45 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
         sys.exit(130)
     finally:
         results.close()
+    if run_index is None:
+        _summary(matrix, results)
 
+
+def _run_fresh_processes(runs: int, matrix, results: ResultsDir) -> None:
+    """`--runs N`: the same command once per run index, each in a new process (its own
+    allocations, graph captures and clock history), then one summary over all runs."""
+    argv = [a for a in sys.argv[1:] if not a.startswith("--runs")]
+    if "--runs" in sys.argv:  # "--runs N" as two words
+        i = sys.argv.index("--runs")
+        argv = [a for k, a in enumerate(sys.argv[1:], 1) if k not in (i, i + 1)]
+    for index in range(runs):
+        click.echo(f"{matrix.name}: run {index + 1} of {runs} (fresh process)", err=True)
+        proc = subprocess.run([sys.executable, "-m", "specsweep", *argv, "--run-index", str(index)])
+        if proc.returncode != 0:
+            click.echo(f"specsweep: run {index} ended with exit code {proc.returncode}; the runs before it are "
+                       f"recorded, run the same command again to resume", err=True)
+            sys.exit(proc.returncode)
+    _summary(matrix, results)
+
+
+def _summary(matrix, results: ResultsDir) -> None:
+    trials = kept(results.read_trials())
     order = [c.id for c in matrix.cells]
-    stats = cell_stats(results.read_trials(), order)
-    if stats:
-        click.echo(table(stats))
+    stats = cell_stats(trials, order)
+    if not stats:
+        return
+    rows, _ = paired_rows(trials)
+    click.echo(table(with_paired(stats, rows)))
+    spread = [r for r in rows if r.run_spread]
+    if spread:
+        click.echo("\nrun-to-run spread of each change (one estimate per run, fresh processes):")
+        for r in spread:
+            sp = r.run_spread
+            click.echo(f"  {r.cell}: {sp['n_runs']} runs, {sp['min']:+.1%} to {sp['max']:+.1%} "
+                       f"(stdev {sp['stdev']:.1%}); within-run interval above")
     bad = sum(s.n_trials - s.n_synthetic - s.n_lossless for s in stats)
     if bad:
         click.echo(f"warning: {bad} trials generated tokens that differ from the baseline (lossless column)", err=True)
+    throttled = sum(s.n_throttled for s in stats)
+    if throttled:
+        click.echo(f"warning: {throttled} trials ran while the GPU throttled (marked in the table)", err=True)

@@ -13,6 +13,7 @@ from specsweep.matrix.cells import Cell
 from specsweep.matrix.load import Matrix
 from specsweep.matrix.models import ModelRef
 from specsweep.matrix.prompts import Prompt, load_set
+from specsweep.run.blocks import BlockPlan, BlockTodo, blocks_to_run, plan_blocks
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -31,7 +32,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 class CellPlan:
     cell: Cell
     prompts: list[Prompt]
-    todo: list[tuple[Prompt, int]]  # (prompt, trial index) not yet recorded
+    todo: list[tuple[Prompt, int]]  # (prompt, trial index) not yet recorded; in blocks: (prompt, block)
 
 
 @dataclass
@@ -43,6 +44,9 @@ class Group:
     split_mode: str = "layer"
     tensor_split: tuple[float, ...] = ()
     cells: list[CellPlan] = field(default_factory=list)
+    design: str = "sequential"
+    blocks: list[BlockTodo] = field(default_factory=list)  # blocks design: the blocks still to run
+    block_plan: BlockPlan | None = None
 
     @property
     def load_mtp(self) -> bool:
@@ -67,13 +71,14 @@ class Group:
         return sum(len(c.todo) for c in self.live)
 
 
-def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
-    """Cell k (in matrix order) belongs to shard (k mod N) + 1: deterministic, and every cell in
-    exactly one shard."""
+def select_shard(items: list, shard: tuple[int, int] | None) -> list:
+    """Item k (in matrix order) belongs to shard (k mod N) + 1: deterministic, and every item in
+    exactly one shard. Items are cells in the sequential design and groups in the blocks design
+    (a block needs every cell of its group in one process)."""
     if not shard:
-        return cells
+        return items
     i, n = shard
-    return [c for k, c in enumerate(cells) if k % n == i - 1]
+    return [c for k, c in enumerate(items) if k % n == i - 1]
 
 
 def select_targets(cells: list[Cell], targets, matrix_path: Path) -> list[Cell]:
@@ -87,20 +92,60 @@ def select_targets(cells: list[Cell], targets, matrix_path: Path) -> list[Cell]:
     return [c for c in cells if c.models["target"].name in targets]
 
 
-def make_plan(matrix: Matrix, shard, done: set[tuple[str, str, int]]) -> list[Group]:
+def _group(cells: list[Cell], matrix: Matrix) -> list[Group]:
     groups: dict[tuple, Group] = {}
-    for cell in select_shard(matrix.cells, shard):
-        prompts = load_set(cell.prompts, matrix.path, cell.prompt_kinds)
-        todo = [(p, t) for p in prompts for t in range(cell.trials) if (cell.id, p.id, t) not in done]
+    for cell in cells:
         target = cell.models["target"]
         layout = (tuple(cell.gpus), cell.split_mode if len(cell.gpus) > 1 else "layer",
                   tuple(cell.tensor_split) if len(cell.gpus) > 1 else ())
         key = (json.dumps(target.identity, sort_keys=True), layout)
-        group = groups.setdefault(key, Group(target, *layout))
-        group.cells.append(CellPlan(cell, prompts, todo))
+        group = groups.setdefault(key, Group(target, *layout, design=matrix.design))
+        group.cells.append(CellPlan(cell, load_set(cell.prompts, matrix.path, cell.prompt_kinds), []))
     for group in groups.values():  # baselines first: they give the reference tokens
         group.cells.sort(key=lambda c: c.cell.method != "baseline")
     return list(groups.values())
+
+
+def make_plan(matrix: Matrix, shard, trials: list[dict] = (), run: int = 0) -> list[Group]:
+    """The groups to run and their trials still to do, given the `trials` already recorded. A run
+    index (`run --runs N`) joins a trial's identity: run 1 does not skip what run 0 recorded."""
+    mine = [t for t in trials if t.get("run", 0) == run]
+    if matrix.design == "sequential":
+        done = {(t["cell_id"], t["prompt_id"], t["trial"]) for t in mine}
+        groups = _group(select_shard(matrix.cells, shard), matrix)
+        for g in groups:
+            for c in g.cells:
+                c.todo = [(p, i) for p in c.prompts for i in range(c.cell.trials) if (c.cell.id, p.id, i) not in done]
+        return groups
+    groups = select_shard(_group(matrix.cells, matrix), shard)
+    recorded = {(t["block"], t.get("attempt", 0), t["cell_id"], t["prompt_id"])
+                for t in mine if t.get("design") == "blocks"}
+    for g in groups:
+        _check_pairable(g, matrix.path)
+        prompts = g.cells[0].prompts
+        g.block_plan = plan_blocks(len(g.cells), matrix.blocks or g.cells[0].cell.trials,
+                                   round_up=matrix.blocks is None)
+        g.blocks = blocks_to_run(recorded, g.block_plan.n_blocks, [c.cell.id for c in g.cells], [p.id for p in prompts])
+        for c in g.cells:
+            c.todo = [(p, b.block) for b in g.blocks for p in prompts]
+    return groups
+
+
+def _check_pairable(group: Group, matrix_path: Path) -> None:
+    """Blocks pair every cell with the baseline of its own block: the group's cells must share their
+    prompts and trial count, and each needs a baseline cell measuring the same thing."""
+    first = group.cells[0]
+    for c in group.cells[1:]:
+        if [p.id for p in c.prompts] != [p.id for p in first.prompts] or c.cell.trials != first.cell.trials:
+            raise SpecsweepError(f"{matrix_path}: blocks with trials that cannot be paired: cells {first.cell.name!r} "
+                                 f"and {c.cell.name!r} share a target but not their prompts and trials "
+                                 f"(give them the same, or design = \"sequential\")")
+    baselines = {c.cell.reference_key() for c in group.cells if c.cell.method == "baseline"}
+    for c in group.cells:
+        if c.cell.reference_key() not in baselines:
+            raise SpecsweepError(f"{matrix_path}: blocks with trials that cannot be paired: cell {c.cell.name!r} has "
+                                 f"no baseline cell with its target, KV type, devices, n_predict and prompts "
+                                 f"(add one, or design = \"sequential\")")
 
 
 def draft_gpus(cell: Cell) -> tuple[int, ...]:
@@ -128,9 +173,13 @@ def describe(groups: list[Group], matrix_path: Path, resolve_path) -> list[str]:
         lines.append(f"group {n}: load on {where}:")
         for ref in g.models.values():
             lines.append(f"  model {ref.name}: {ref.describe()} -> {resolve_path(ref)}")
+        if g.block_plan is not None:
+            bp = g.block_plan
+            lines.append(f"  blocks: {bp.n_blocks} (Williams orders of {bp.n_cells} cells, period {bp.period}), "
+                         f"{len(g.blocks)} to run" + (f"; {bp.note}" if bp.note else ""))
         for c in g.cells:
             cell = c.cell
-            n_all = len(c.prompts) * cell.trials
+            n_all = len(c.prompts) * (g.block_plan.n_blocks if g.block_plan else cell.trials)
             state = f"{len(c.todo)}/{n_all} trials to run"
             lines.append(f"  - {cell.name} [{cell.id}] kv={cell.kv} n_predict={cell.n_predict} "
                          f"prompts={len(c.prompts)} trials={cell.trials} warmup={cell.warmup}: {state}")

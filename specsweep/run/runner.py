@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 from specsweep import methods
 from specsweep.engine import runtime, synthetic
@@ -22,7 +23,9 @@ from specsweep.engine.speculative import TrialResult, run_trial
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.cells import Cell
 from specsweep.matrix.prompts import Prompt
+from specsweep.records import outputs
 from specsweep.records.store import ResultsDir
+from specsweep.records.telemetry import Telemetry
 from specsweep.run.plan import CellPlan, Group, draft_gpus
 
 
@@ -93,13 +96,98 @@ def target_shape(model: runtime.Model) -> dict:
             "hybrid": model.has_recurrent_state}
 
 
+@dataclass
+class Slot:
+    """Where a trial sits in the run: its index (the block in the blocks design), the block's
+    attempt and the cell's position in the block's order."""
+    index: int
+    attempt: int = 0
+    position: int | None = None
+
+
+class CellRun:
+    """One cell made ready to measure: its contexts (made once), its prompts tokenized, its
+    rollback way decided; `trial()` runs and records one trial. The blocks design keeps every
+    cell of a group ready at once and interleaves their trials."""
+
+    def __init__(self, runner: "Runner", plan: CellPlan, target: runtime.Model, draft: runtime.Model | None):
+        self.runner, self.plan, self.cell = runner, plan, plan.cell
+        cell = self.cell
+        self.prompts = runner.tokenized(plan, target)
+        self.stack = ExitStack()
+        hybrid = target.has_recurrent_state
+        try:
+            opts = context_options(cell, hybrid)
+            self.tctx = self.stack.enter_context(runtime.Context(target, opts))
+            self.dctx = draft_context(cell, target, self.tctx, draft, opts)
+            if self.dctx is not None:
+                self.stack.enter_context(self.dctx)
+        except BaseException:
+            self.stack.close()
+            raise
+        if not hybrid:
+            self.rollback = "seq_rm"
+        else:
+            self.rollback = "snapshot" if self.tctx.can_remove_partially() else "checkpoint"
+        self.ref_key = cell.reference_key()
+        self.prior_runs = cell.settings.get("lookup_prior_runs", 0)
+        self.telemetry = Telemetry(sorted(set(cell.gpus) | ({cell.settings["draft_gpu"]}
+                                                             if cell.settings.get("draft_gpu") is not None else set())))
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def text(self, tokens: list[int]) -> str:
+        """The generated text as the target's tokenizer renders it (special tokens included)."""
+        model = self.tctx.model
+        return b"".join(model.piece_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def reference(self, prompt: Prompt) -> list[int] | None:
+        reference = self.runner.references.get((self.ref_key, prompt.id))
+        if reference is None and self.cell.method != "baseline":  # plain decoding, once per prompt
+            self.tctx.clear()
+            plain = run_trial(self.tctx, self.prompts[prompt.id], self.cell.n_predict)
+            reference = self.runner.keep_reference(self.ref_key, prompt, plain.tokens)
+        return reference
+
+    def _run(self, prompt: Prompt, reference: list[int] | None) -> TrialResult:
+        cell, tokens = self.cell, self.prompts[prompt.id]
+        self.tctx.clear()
+        if self.dctx is not None:
+            self.dctx.clear()
+        prior = [tokens + reference] * self.prior_runs if self.prior_runs and reference else []
+        drafter = make_drafter(cell, self.dctx, self.tctx, self.runner.matrix.path.parent, prior)
+        synth = synth_of(cell, drafter)
+        use_ckpt = self.rollback == "checkpoint"
+        if synth is not None:  # llama.cpp has synthetic acceptance in its server's loop only
+            return run_trial_server(self.tctx, tokens, cell.n_predict, drafter, synth, use_checkpoints=use_ckpt)
+        return run_trial(self.tctx, tokens, cell.n_predict, drafter, use_checkpoints=use_ckpt and drafter is not None)
+
+    def warmup(self) -> None:
+        first = self.plan.prompts[0]
+        for _ in range(self.cell.warmup):
+            self._run(first, self.reference(first) if self.prior_runs else None)
+
+    def trial(self, prompt: Prompt, slot: Slot) -> None:
+        reference = self.reference(prompt)
+        with self.telemetry.trial() as telemetry:
+            result = self._run(prompt, reference)
+        if reference is None:  # the first baseline trial is the reference
+            reference = self.runner.keep_reference(self.ref_key, prompt, result.tokens)
+        self.runner.record(self, prompt, slot, result, reference, telemetry)
+        self.runner.progress(self.cell.name, 1)
+
+
 class Runner:
-    def __init__(self, results: ResultsDir, matrix, model_files: dict, manifest_id: str, progress=None):
+    def __init__(self, results: ResultsDir, matrix, model_files: dict, manifest_id: str, progress=None,
+                 run_index: int = 0, log=None):
         self.results = results
         self.matrix = matrix
         self.model_files = model_files  # ref name -> {"path", "sha256"}
         self.manifest_id = manifest_id
         self.progress = progress or (lambda cell_name, n: None)
+        self.log = log or (lambda line: None)  # one-line notes for the user (fallbacks, rounding)
+        self.run_index = run_index
         self.references = {(r["reference_key"], r["prompt_id"]): r["tokens"]
                            for r in results.read_references() if "tokens" in r}
         self.n_recorded = 0
@@ -114,15 +202,55 @@ class Runner:
             loaded = {(target_path, group.gpus): target}
             self.shape = target_shape(target)
 
-            def load(ref, gpus):
-                path = self.model_files[ref.name]["path"]
+            def load(plan: CellPlan) -> runtime.Model | None:
+                ref = plan.cell.models.get("draft") or plan.cell.models.get("drafter")
+                if ref is None:
+                    return None
+                path, gpus = self.model_files[ref.name]["path"], draft_gpus(plan.cell)
                 if (path, gpus) not in loaded:  # a draft identical to the target shares its weights
                     loaded[(path, gpus)] = stack.enter_context(runtime.Model(path, gpus))
                 return loaded[(path, gpus)]
 
-            for plan in group.live:
-                draft_ref = plan.cell.models.get("draft") or plan.cell.models.get("drafter")
-                self.run_cell(plan, target, load(draft_ref, draft_gpus(plan.cell)) if draft_ref else None)
+            if group.design == "blocks" and self._run_blocks(group, target, load):
+                return
+            for plan in group.live:  # sequential, or blocks that do not fit at once
+                run = CellRun(self, plan, target, load(plan))
+                try:
+                    run.warmup()
+                    for prompt, index in plan.todo:
+                        run.trial(prompt, Slot(index))
+                finally:
+                    run.close()
+
+    def _run_blocks(self, group: Group, target: runtime.Model, load) -> bool:
+        """Every cell of the group ready at once, then block after block in the planned orders.
+        False (after saying so) when the group's models and contexts do not fit together: it then
+        runs cell after cell."""
+        if group.block_plan is not None and group.block_plan.note:
+            self.log(f"group {group.target.name}: {group.block_plan.note}")
+        runs: dict[str, CellRun] = {}
+        try:
+            for plan in group.cells:
+                runs[plan.cell.id] = CellRun(self, plan, target, load(plan))
+        except SpecsweepError as e:
+            for run in runs.values():
+                run.close()
+            self.log(f"group {group.target.name}: its models and contexts do not fit at once ({e.message}); "
+                     f"running its cells one after another (sequential design) instead")
+            group.design = "sequential"
+            return False
+        try:
+            for run in runs.values():
+                run.warmup()
+            prompts = {p.id: p for p in group.cells[0].prompts}
+            for todo in group.blocks:
+                for cell_id, prompt_id in todo.trials:
+                    position = todo.order.index(next(i for i, c in enumerate(group.cells) if c.cell.id == cell_id))
+                    runs[cell_id].trial(prompts[prompt_id], Slot(todo.block, todo.attempt, position))
+        finally:
+            for run in runs.values():
+                run.close()
+        return True
 
     def preflight(self, groups: list[Group]) -> None:
         """Check that every prompt of every cell fits its context, reading only the targets'
@@ -131,10 +259,10 @@ class Runner:
             if group.live:
                 with runtime.Model(self.model_files[group.target.name]["path"], (), vocab_only=True) as vocab:
                     for plan in group.live:
-                        self._prompts(plan, vocab)
+                        self.tokenized(plan, vocab)
 
     @staticmethod
-    def _prompts(plan: CellPlan, model: runtime.Model) -> dict[str, list[int]]:
+    def tokenized(plan: CellPlan, model: runtime.Model) -> dict[str, list[int]]:
         cell = plan.cell
         prompts = {p.id: prompt_tokens(model, p, cell.chat) for p in plan.prompts}
         for p in plan.prompts:
@@ -144,65 +272,15 @@ class Runner:
                                      f"n_predict {cell.n_predict} + a draft do not fit n_ctx {cell.n_ctx}")
         return prompts
 
-    def run_cell(self, plan: CellPlan, target: runtime.Model, draft: runtime.Model | None) -> None:
-        cell = plan.cell
-        prompts = self._prompts(plan, target)
-        hybrid = target.has_recurrent_state
-        with ExitStack() as stack:
-            opts = context_options(cell, hybrid)
-            tctx = stack.enter_context(runtime.Context(target, opts))
-            dctx = draft_context(cell, target, tctx, draft, opts)
-            if dctx is not None:
-                stack.enter_context(dctx)
-            if not hybrid:
-                rollback = "seq_rm"
-            else:
-                rollback = "snapshot" if tctx.can_remove_partially() else "checkpoint"
-            use_ckpt = rollback == "checkpoint"
-
-            ref_key = cell.reference_key()
-            prior_runs = cell.settings.get("lookup_prior_runs", 0)
-
-            def reference_for(prompt: Prompt) -> list[int] | None:
-                reference = self.references.get((ref_key, prompt.id))
-                if reference is None and cell.method != "baseline":  # plain decoding, once per prompt
-                    tctx.clear()
-                    plain = run_trial(tctx, prompts[prompt.id], cell.n_predict)
-                    reference = self._reference(ref_key, prompt, plain.tokens)
-                return reference
-
-            def trial(prompt: Prompt, reference: list[int] | None) -> TrialResult:
-                tokens = prompts[prompt.id]
-                tctx.clear()
-                if dctx is not None:
-                    dctx.clear()
-                prior = [tokens + reference] * prior_runs if prior_runs and reference else []
-                drafter = make_drafter(cell, dctx, tctx, self.matrix.path.parent, prior)
-                synth = synth_of(cell, drafter)
-                if synth is not None:  # llama.cpp has synthetic acceptance in its server's loop only
-                    return run_trial_server(tctx, tokens, cell.n_predict, drafter, synth, use_checkpoints=use_ckpt)
-                return run_trial(tctx, tokens, cell.n_predict, drafter, use_checkpoints=use_ckpt and drafter is not None)
-
-            for _ in range(cell.warmup):
-                first = plan.prompts[0]
-                trial(first, reference_for(first) if prior_runs else None)
-            for prompt, index in plan.todo:
-                tokens = prompts[prompt.id]
-                reference = reference_for(prompt)
-                result = trial(prompt, reference)
-                if reference is None:  # the first baseline trial is the reference
-                    reference = self._reference(ref_key, prompt, result.tokens)
-                self._record(cell, prompt, index, len(tokens), result, reference, ref_key, rollback)
-                self.progress(cell.name, 1)
-
-    def _reference(self, ref_key: str, prompt: Prompt, tokens: list[int]) -> list[int]:
+    def keep_reference(self, ref_key: str, prompt: Prompt, tokens: list[int]) -> list[int]:
         self.references[(ref_key, prompt.id)] = tokens
         self.results.references.append({"kind": "reference", "reference_key": ref_key, "prompt_id": prompt.id,
                                         "tokens": tokens, "manifest": self.manifest_id})
         return tokens
 
-    def _record(self, cell: Cell, prompt: Prompt, index: int, n_prompt: int, r: TrialResult,
-                reference: list[int], ref_key: str, rollback: str) -> None:
+    def record(self, run: CellRun, prompt: Prompt, slot: Slot, r: TrialResult, reference: list[int],
+               telemetry: dict) -> None:
+        cell, ref_key, n_prompt = run.cell, run.ref_key, len(run.prompts[prompt.id])
         n = min(cell.n_predict, len(r.tokens), len(reference))
         mismatch = next((i for i in range(n) if r.tokens[i] != reference[i]), None)
         if mismatch is None and len(r.tokens) < cell.n_predict and len(reference) != len(r.tokens):
@@ -225,7 +303,11 @@ class Runner:
             "prompt": prompt.name,
             "prompt_kind": prompt.kind,
             "prompt_tokens": n_prompt,
-            "trial": index,
+            "trial": slot.index,
+            "run": self.run_index,
+            "design": "blocks" if slot.position is not None else "sequential",
+            **({"block": slot.index, "attempt": slot.attempt, "position": slot.position}
+               if slot.position is not None else {}),
             "prefill_ms": r.t_prefill * 1e3,
             "prefill_tps": (n_prompt - 1) / r.t_prefill if r.t_prefill > 0 else None,
             "decode_tps": r.decode_tps,
@@ -239,7 +321,8 @@ class Runner:
             "n_accepted_llama": r.n_accepted_llama,
             "n_steps": r.n_steps,
             "n_rollbacks": r.n_rollbacks,
-            "rollback": rollback,
+            "rollback": run.rollback,
+            "ckpt": {"saves": r.ckpt_saves, "restores": r.ckpt_restores, "bytes": r.ckpt_bytes},
             "time_s": {"decode": r.t_decode, "draft": r.t_draft, "verify": r.t_verify,
                        "rollback": r.t_rollback, "host": r.t_host},
             "lossless": lossless,
@@ -247,7 +330,9 @@ class Runner:
             "synthetic": synthetic_run,
             "loop": r.loop,
             "target_shape": self.shape,
+            "telemetry": telemetry,
             "tokens_sha": tokens_sha(r.tokens[: cell.n_predict]),
+            "output": outputs.pack(r.tokens, run.text(r.tokens)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "manifest": self.manifest_id,
         })
