@@ -53,15 +53,15 @@ class ModelRef:
         return tuple(self.identity.get("override_kv", ()))
 
     def describe(self) -> str:
+        """Where the file comes from (records keep it as "ref"; the overrides are not part of it)."""
         d = self.identity
-        ovr = f" override_kv={list(self.override_kv)}" if self.override_kv else ""
         if self.kind == "lock":
-            return f"models.lock:{d['lock']}{ovr}"
+            return f"models.lock:{self.name}"
         if self.kind == "path":
-            return d["path"] + ovr
+            return d["path"]
         extra = "".join(f" {k}={d[k]}" for k in ("seed", "perturb", "branch_scale") if d.get(k) not in (None, 0, 1))
         extra += " +mtp" if d.get("mtp") else ""
-        return f"synth {d['synth']} ({d.get('scale', 'full')}, {d.get('wtype', 'Q4_0')}{extra}){ovr}"
+        return f"synth {d['synth']} ({d.get('scale', 'full')}, {d.get('wtype', 'Q4_0')}{extra})"
 
 
 def parse_models(table: object, matrix_path: Path) -> dict[str, ModelRef]:
