@@ -63,7 +63,7 @@ class Method:
     flags: Callable[[dict], list[str]] = lambda s: []  # llama.cpp's flags for the method's settings
     n_max: Callable[[dict], int] = lambda s: 0  # the draft limit the settings give (before model caps)
     make: Callable | None = None  # (settings, contexts: DrafterContexts) -> Drafter
-    check: Callable | None = None  # header checks: (models, settings, path_of) -> None, raises
+    check: Callable | None = None  # header checks, see below
     title: Callable[[dict], str] = lambda s: ""  # the default cell name
     capped: bool = False  # the drafter's file may lower its draft limit (DFlash's block size)
 
@@ -137,33 +137,38 @@ def _make_ngram_map(key_only: bool):
     return make
 
 
-# --- header checks (GGUF headers only, before anything loads) ---
+# --- header checks (GGUF headers only, before anything loads): (models, settings, path_of,
+# overrides_of) -> the vocabulary outcome (models.vocab_match.PairCheck) or None; raise to refuse ---
 
-def _check_draft(models, s, path_of):
+def _check_draft(models, s, path_of, overrides_of):
     from specsweep.models.vocab_match import check_pair
     t, d = models["target"], models["draft"]
-    check_pair(t.name, path_of(t), d.name, path_of(d))
+    return check_pair(t.name, path_of(t), d.name, path_of(d), target_overrides=overrides_of(t),
+                      draft_overrides=overrides_of(d))
 
 
-def _check_dflash(models, s, path_of):
+def _check_dflash(models, s, path_of, overrides_of):
     from specsweep.models.drafter_fit import check_dflash
-    check_dflash(models["target"].name, path_of(models["target"]), models["drafter"].name, path_of(models["drafter"]))
+    t, d = models["target"], models["drafter"]
+    return check_dflash(t.name, path_of(t), d.name, path_of(d), overrides_of(t), overrides_of(d))
 
 
-def _check_dspark(models, s, path_of):
+def _check_dspark(models, s, path_of, overrides_of):
     from specsweep.models.drafter_fit import check_dspark
-    check_dspark(models["target"].name, path_of(models["target"]), models["drafter"].name,
-                 path_of(models["drafter"]), p_min=float(s.get("p_min", 0.0)))
+    t, d = models["target"], models["drafter"]
+    return check_dspark(t.name, path_of(t), d.name, path_of(d), overrides_of(t), overrides_of(d),
+                        p_min=float(s.get("p_min", 0.0)))
 
 
-def _check_eagle3(models, s, path_of):
+def _check_eagle3(models, s, path_of, overrides_of):
     from specsweep.models.drafter_fit import check_eagle3
-    check_eagle3(models["target"].name, path_of(models["target"]), models["drafter"].name, path_of(models["drafter"]))
+    t, d = models["target"], models["drafter"]
+    return check_eagle3(t.name, path_of(t), d.name, path_of(d), overrides_of(t), overrides_of(d))
 
 
-def _check_mtp(models, s, path_of):
+def _check_mtp(models, s, path_of, overrides_of):
     from specsweep.models.drafter_fit import check_mtp
-    check_mtp(models["target"].name, path_of(models["target"]))
+    check_mtp(models["target"].name, path_of(models["target"]), overrides_of(models["target"]))
 
 
 # --- llama.cpp flags ---

@@ -19,6 +19,7 @@ import numpy as np
 
 from specsweep.engine import ext
 from specsweep.errors import SpecsweepError
+from specsweep.models import overrides as kv
 
 _GGML_LOG_WARN, _GGML_LOG_ERROR = 3, 4  # ggml_log_level
 _state = {"init": False, "verbose": False}
@@ -120,12 +121,13 @@ def gpu_placement(gpus: tuple[int, ...], split_mode: str = "layer", ratios: tupl
 class Model:
     def __init__(self, path: Path, gpus: tuple[int, ...] | list[int] = (0,), vocab_only: bool = False,
                  split_mode: str = "layer", tensor_split: tuple[float, ...] | list[float] = (),
-                 load_mtp: bool = False):
+                 load_mtp: bool = False, override_kv: tuple[str, ...] | list[str] = ()):
         """Load a GGUF. `gpus`: () keeps it on the CPU, (i,) puts all layers on GPU i, more
         indices split the model over those GPUs (`split_mode` layer, row or tensor, in the
         proportions `tensor_split`, even by default). `vocab_only` reads the tokenizer and chat
         template, no weights. `load_mtp` also loads the multi-token-prediction layers (llama.cpp
-        skips them otherwise)."""
+        skips them otherwise). `override_kv`: "KEY=TYPE:VALUE" strings, llama.cpp's --override-kv
+        (specsweep.models.overrides); one llama.cpp would ignore for its type is refused."""
         init(_state["verbose"])
         path = Path(path)
         if not path.is_file():
@@ -140,10 +142,19 @@ class Model:
             params.tensor_split = self._split
         params.vocab_only = vocab_only
         params.load_mtp = load_mtp
+        overrides = kv.parse_overrides(list(override_kv), f"model {path.name}")
+        self.override_kv = tuple(o.text for o in overrides)
+        if overrides:
+            self._kv = kv.to_llama(overrides)  # alive while loading
+            params.kv_overrides = self._kv
         _recent.clear()
         self.ptr = ll.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:
             raise SpecsweepError(f"llama.cpp could not load {path}: {last_error('unknown error')}")
+        ignored = next((line for _, line in _recent if "Bad metadata override type" in line), None)
+        if ignored:  # llama.cpp loaded the file's value instead
+            self.close()
+            raise SpecsweepError(f"model {path.name}: override_kv ignored by llama.cpp: {ignored.split('Warning: ', 1)[-1]}")
         self.path = path
         self.vocab = ll.llama_model_get_vocab(self.ptr)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)

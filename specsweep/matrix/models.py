@@ -9,6 +9,12 @@ A `[models]` entry is one of:
   bytes: a draft with the target's recipe *is* the target (100% acceptance), `perturb = f` gives
   partial acceptance, another `seed` or card gives about 0%.
 A name a row uses that is not in `[models]` is looked up in `models.lock`.
+
+Any table form takes `override_kv = ["KEY=TYPE:VALUE", ...]`, llama.cpp's `--override-kv` for that
+model (specsweep.models.overrides); a models.lock name with overrides is `{ lock = "name",
+override_kv = [...] }`. The list is part of the model's identity (it changes what loads), so it
+makes new cells; a model without one keeps the identity it always had. A models.lock entry's own
+`override_kv` applies first, the matrix's on top (`model_overrides`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
+from specsweep.models import overrides as kv
 from specsweep.synth.cards import CARDS, SCALES
 from specsweep.synth.fill import FILE_TYPE
 
@@ -40,7 +47,13 @@ class ModelRef:
         """What the model is, for the cell id: changing it makes a new cell."""
         return dict(self.spec)
 
+    @property
+    def override_kv(self) -> tuple[str, ...]:
+        """The matrix's `override_kv` for this model (a models.lock entry's own list: `model_overrides`)."""
+        return tuple(self.identity.get("override_kv", ()))
+
     def describe(self) -> str:
+        """Where the file comes from (records keep it as "ref"; the overrides are not part of it)."""
         d = self.identity
         if self.kind == "lock":
             return f"models.lock:{self.name}"
@@ -59,23 +72,43 @@ def parse_models(table: object, matrix_path: Path) -> dict[str, ModelRef]:
     for name, value in table.items():
         if isinstance(value, str):
             refs[name] = ModelRef(name, "lock", (("lock", value),))
-        elif isinstance(value, dict) and set(value) == {"path"} and isinstance(value["path"], str):
-            refs[name] = ModelRef(name, "path", (("path", value["path"]),))
+            continue
+        if isinstance(value, dict):
+            value = _with_overrides(value, f"{where} {name}")
+        if isinstance(value, dict) and set(value) - {"override_kv"} == {"lock"} and isinstance(value["lock"], str):
+            refs[name] = ModelRef(name, "lock", tuple(sorted(value.items())))
+        elif isinstance(value, dict) and set(value) - {"override_kv"} == {"path"} and isinstance(value["path"], str):
+            refs[name] = ModelRef(name, "path", tuple(sorted(value.items())))
         elif isinstance(value, dict) and "synth" in value:
             refs[name] = ModelRef(name, "synth", tuple(sorted(_check_synth(value, f"{where} {name}").items())))
         else:
-            raise SpecsweepError(f"{where} {name}: expected a models.lock name, {{ path = ... }} "
-                                 f"or {{ synth = CARD, ... }}")
+            raise SpecsweepError(f"{where} {name}: expected a models.lock name, {{ lock = NAME, override_kv = [...] }}, "
+                                 f"{{ path = ... }} or {{ synth = CARD, ... }}")
     return refs
+
+
+def _with_overrides(value: dict, where: str) -> dict:
+    """The entry with `override_kv` checked and in its identity form (sorted, a tuple); an empty
+    list is dropped, so that the model keeps the identity it has without one."""
+    if "override_kv" not in value:
+        return value
+    value = dict(value)
+    found = kv.parse_overrides(value.pop("override_kv"), where)
+    if found:
+        value["override_kv"] = kv.canonical(found)
+    return value
 
 
 def _check_synth(value: dict, where: str) -> dict:
     for key, v in value.items():
+        if key == "override_kv":  # checked by _with_overrides
+            continue
         if key not in SYNTH_KEYS:
-            raise SpecsweepError(f"{where}: unknown synthetic-model key {key!r} (expected: {', '.join(SYNTH_KEYS)})")
+            raise SpecsweepError(f"{where}: unknown synthetic-model key {key!r} "
+                                 f"(expected: {', '.join(SYNTH_KEYS)}, override_kv)")
         if not isinstance(v, SYNTH_KEYS[key]) or (isinstance(v, bool) and SYNTH_KEYS[key] is not bool):
             raise SpecsweepError(f"{where}: {key} = {v!r} has the wrong type")
-    if value["synth"] not in CARDS:
+    if not isinstance(value["synth"], str) or value["synth"] not in CARDS:
         raise SpecsweepError(f"{where}: unknown card {value['synth']!r} (one of {', '.join(CARDS)})")
     if value.get("scale", "full") not in SCALES:
         raise SpecsweepError(f"{where}: scale must be one of {', '.join(SCALES)}")
@@ -109,6 +142,18 @@ def resolve(ref: ModelRef, matrix_path: Path, create: bool = True) -> Path:
     from specsweep.models.resolve import resolve_locked  # the models.lock side (issue 4)
 
     return resolve_locked(d["lock"], fetch=create)
+
+
+def model_overrides(ref: ModelRef, lock_path: Path | None = None) -> tuple[str, ...]:
+    """What to pass as `runtime.Model(..., override_kv=...)` for this model: a models.lock entry's
+    own `override_kv`, then the matrix's on top (a key in both: the matrix's); () for none."""
+    own = kv.parse_overrides(list(ref.override_kv), f"model {ref.name}")
+    if ref.kind != "lock":
+        return tuple(o.text for o in own)
+    from specsweep.models import lockfile
+
+    entry = lockfile.load(lock_path).get(ref.identity["lock"])
+    return tuple(o.text for o in kv.merge(kv.parse_overrides(list(entry.override_kv), f"models.lock {entry.name}"), own))
 
 
 def _synth(ref: ModelRef, create: bool) -> Path:

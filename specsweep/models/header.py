@@ -1,7 +1,8 @@
 """GGUF headers, read with `gguf.GGUFReader` (a memory map: tensor data is never read).
 
 One place turns a truncated or corrupt file into a one-line error that names the model, and finds
-the other shards of a split GGUF (`name-00001-of-0000N.gguf`).
+the other shards of a split GGUF (`name-00001-of-0000N.gguf`). Scalar reads take the model's
+`override_kv` (specsweep.models.overrides), so that a header check sees what llama.cpp loads.
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ def _parse(path: str, size: int, mtime_ns: int) -> gguf.GGUFReader:
     return reader
 
 
-def field(reader: gguf.GGUFReader, key: str, default=None):
+def field(reader: gguf.GGUFReader, key: str, default=None, overrides=()):
+    """A key's value; an override of the key (KvOverride, checked against the file beforehand) wins."""
+    for o in overrides:
+        if o.key == key:
+            return o.value
     f = reader.fields.get(key)
     if f is None:
         return default
@@ -59,10 +64,11 @@ def field(reader: gguf.GGUFReader, key: str, default=None):
         return default
 
 
-def trunk_layers(reader: gguf.GGUFReader) -> int:
+def trunk_layers(reader: gguf.GGUFReader, overrides=()) -> int:
     """Layers of the main model: block_count less the MTP (NextN) layers llama.cpp counts in it."""
     arch = field(reader, "general.architecture", "")
-    return int(field(reader, f"{arch}.block_count", 0) or 0) - int(field(reader, f"{arch}.nextn_predict_layers", 0) or 0)
+    return (int(field(reader, f"{arch}.block_count", 0, overrides) or 0)
+            - int(field(reader, f"{arch}.nextn_predict_layers", 0, overrides) or 0))
 
 
 def string_array(reader: gguf.GGUFReader, key: str) -> list[bytes] | None:

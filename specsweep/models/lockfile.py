@@ -14,8 +14,14 @@ write, and a fixed layout keeps `specsweep lock --update` diffs to the facts tha
     sha256 = "<64 hex>"
     size = 123
     vocab = { tokenizer = "gpt2", pre = "qwen35", n_tokens = 248320, tokens_sha256 = "<64 hex>" }
+    override_kv = ["tokenizer.ggml.bos_token_id=int:248044"]   # optional: llama.cpp's --override-kv
     unverified = []                        # facts not checked against the Hub (see below)
     note = "free text, kept across rewrites"
+
+`vocab.defaulted` lists the special-token ids ("bos", "eos") the file does not set (or sets outside
+the vocabulary), so that llama.cpp falls back on its default for the tokenizer type (BPE: 11).
+`override_kv` is what every load of the file gets (specsweep.models.overrides); a matrix can add
+to it per model.
 
 A split GGUF lists every shard, first shard first:
     files = [{ file = "X-00001-of-00002.gguf", sha256 = "...", size = 1 }, { file = "X-00002-of-00002.gguf", ... }]
@@ -36,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError, read_text
+from specsweep.models.overrides import parse_overrides
 
 LOCK_VERSION = 1
 ROLES = ("target", "draft", "dflash")
@@ -48,10 +55,11 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SHARD = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 _ENTRY_KEYS = {"name", "role", "repo", "revision", "file", "sha256", "size", "files", "vocab", "unverified", "note",
-               "convert"}
+               "convert", "override_kv"}
 _FILE_KEYS = {"file", "sha256", "size"}
 _VOCAB_KEYS = {"tokenizer": str, "pre": str, "n_tokens": int, "tokens_sha256": str, "bos": int, "eos": int,
-               "add_bos": bool, "add_eos": bool}
+               "add_bos": bool, "add_eos": bool, "defaulted": list}
+_DEFAULTED = ("bos", "eos")
 _CONVERT_KEYS = {"tool": str, "llama_cpp": str, "target_repo": str, "target_revision": str, "target_files": list,
                  "args": list, "output": str}
 
@@ -74,6 +82,7 @@ class LockEntry:
     unverified: tuple[str, ...] = ()
     note: str = ""
     convert: dict | None = None  # DFlash drafters: how the safetensors become a GGUF
+    override_kv: tuple[str, ...] = ()  # KEY=TYPE:VALUE, as written (specsweep.models.overrides)
 
     @property
     def file(self) -> str:
@@ -194,7 +203,8 @@ def _entry(raw: dict, where: str, path: Path) -> LockEntry:
         convert = _convert(convert, where)
     elif convert is not None:
         raise SpecsweepError(f"{where}: only a dflash entry has a [model.convert] table")
-    return LockEntry(name, role, repo, revision, files, vocab, unverified, note, convert)
+    override_kv = tuple(o.text for o in parse_overrides(raw.get("override_kv", []), where))
+    return LockEntry(name, role, repo, revision, files, vocab, unverified, note, convert, override_kv)
 
 
 def _files(raw: dict, where: str, unverified: tuple[str, ...]) -> tuple[LockedFile, ...]:
@@ -273,6 +283,9 @@ def _vocab(vocab, where: str, unverified: tuple[str, ...], role: str) -> dict | 
             raise SpecsweepError(f"{where}: unknown vocab key {key!r} (expected: {', '.join(_VOCAB_KEYS)})")
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise SpecsweepError(f"{where}: vocab {key} = {value!r} has the wrong type")
+    if any(d not in _DEFAULTED for d in vocab.get("defaulted", [])):
+        raise SpecsweepError(f"{where}: vocab defaulted lists special tokens among {', '.join(_DEFAULTED)}, "
+                             f"got {vocab['defaulted']!r}")
     for key in ("tokenizer", "n_tokens"):
         if key not in vocab:
             raise SpecsweepError(f"{where}: vocab has no {key}")
@@ -373,6 +386,8 @@ def dump(lock: Lock) -> str:
             lines.append("]")
         if e.vocab is not None:
             lines.append(f"vocab = {_value({k: e.vocab[k] for k in _VOCAB_ORDER if k in e.vocab})}")
+        if e.override_kv:
+            lines.append(f"override_kv = {_value(list(e.override_kv))}")
         lines.append(f"unverified = {_value(list(e.unverified))}")
         if e.note:
             lines.append(f"note = {_str(e.note)}")

@@ -13,16 +13,24 @@ draft that would work:
    (SPEC_VOCAB_CHECK_START_TOKEN_ID) up to the smaller count.
 
 add_bos/add_eos and the BOS/EOS ids are resolved as llama-vocab.cpp does: defaults by tokenizer type
-and pre-tokenizer, then the GGUF keys. Differences llama.cpp tolerates (pre-tokenizer, EOT/PAD
-ids, a size difference within 128) come back as warnings.
+and pre-tokenizer, then the GGUF keys, then each model's `override_kv` (what llama.cpp's
+--override-kv changes: scalar keys, not the token list). Differences llama.cpp tolerates
+(pre-tokenizer, EOT/PAD ids, a size difference within 128) come back as warnings.
 
-The vocabulary fingerprint recorded in models.lock is `fingerprint(read_vocab(path))`: tokenizer
-model, pre-tokenizer, token count, BOS/EOS and add flags, and `tokens_sha256`, the sha256 of every
-token text in id order, each as a 4-byte little-endian length and its bytes.
+Three outcomes (`pair_check`): compatible; compatible after an override (the files as they are
+would be refused, the models' override_kv make them pass); refused. Where a refusal comes from a
+special token the file does not set (llama.cpp then uses its default: BPE's BOS is 11), the
+refusal names the override_kv line that aligns it with the other model.
+
+The vocabulary fingerprint recorded in models.lock is `fingerprint(read_vocab(path))` (the file as
+it is, no overrides): tokenizer model, pre-tokenizer, token count, BOS/EOS and add flags, the
+special ids the file leaves to llama.cpp's default (`defaulted`), and `tokens_sha256`, the sha256
+of every token text in id order, each as a 4-byte little-endian length and its bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import struct
@@ -30,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
+from specsweep.models import overrides as kv
 from specsweep.models.header import field as header_field
 from specsweep.models.header import open_gguf, string_array
 
@@ -68,6 +77,9 @@ class VocabInfo:
     eos: int | None
     specials: dict = field(default_factory=dict, compare=False)  # other special ids, as written
     synth: dict = field(default_factory=dict, compare=False)  # specsweep.synth.* recipe fields, if any
+    # which of bos, eos, add_bos, add_eos are llama.cpp's defaults (the file sets no valid value)
+    defaulted: frozenset = field(default=frozenset(), compare=False)
+    overrides: tuple = field(default=(), compare=False)  # the KvOverrides applied (specsweep.models.overrides)
 
     @property
     def n_tokens(self) -> int:
@@ -90,22 +102,45 @@ class VocabInfo:
         return f"{self.tokenizer} '{self.pre or ''}', {self.n_tokens} tokens"
 
 
-def read_vocab(path: Path, name: str) -> VocabInfo:
-    """The tokenizer section of a GGUF header (tensor data is never read)."""
+def read_vocab(path: Path, name: str, overrides=()) -> VocabInfo:
+    """The tokenizer section of a GGUF header (tensor data is never read), as llama.cpp loads it
+    with these `override_kv` (KEY=TYPE:VALUE strings or KvOverrides)."""
     reader = open_gguf(path, name)
-    model = header_field(reader, KV + "model")
+    return _vocab(reader, Path(path), name, _tokens(reader, path, name), _overrides(overrides, name, reader))
+
+
+def _overrides(overrides, name: str, reader) -> tuple[kv.KvOverride, ...]:
+    if overrides and isinstance(next(iter(overrides)), str):
+        overrides = kv.parse_overrides(list(overrides), f"model {name}")
+    overrides = tuple(overrides)
+    kv.check_against_header(overrides, reader, name)
+    return overrides
+
+
+def _tokens(reader, path: Path, name: str) -> list[bytes]:
+    tokens = string_array(reader, KV + "tokens")  # an array: llama.cpp cannot override it
+    if tokens is None:
+        model = header_field(reader, KV + "model")
+        if isinstance(model, str) and _VOCAB_TYPE.get(model) != "NONE":
+            raise SpecsweepError(f"model {name}: {path} has no token list (tokenizer.ggml.tokens) in its header")
+        tokens = []
+    return tokens
+
+
+def _vocab(reader, path: Path, name: str, tokens: list[bytes], overrides: tuple) -> VocabInfo:
+    def get(key: str):
+        return header_field(reader, KV + key, None, overrides)
+
+    model = get("model")
     if not isinstance(model, str):
         raise SpecsweepError(f"model {name}: {path} has no tokenizer (tokenizer.ggml.model) in its header")
     if model not in _VOCAB_TYPE:
         raise SpecsweepError(f"model {name}: unknown tokenizer {model!r} (llama.cpp cannot load it)")
-    pre = header_field(reader, KV + "pre")
+    if _VOCAB_TYPE[model] == "NONE":
+        tokens = []
+    pre = get("pre")
     if model == "gemma4":
         pre = "gemma4"
-    tokens = string_array(reader, KV + "tokens")
-    if tokens is None:
-        if _VOCAB_TYPE[model] != "NONE":
-            raise SpecsweepError(f"model {name}: {path} has no token list (tokenizer.ggml.tokens) in its header")
-        tokens = []
     vtype = _VOCAB_TYPE[model]
     n = len(tokens)
 
@@ -115,32 +150,37 @@ def read_vocab(path: Path, name: str) -> VocabInfo:
         add_bos = True
     if vtype == "BPE" and pre in _BPE_PRE_NO_BOS:
         bos = None
-    bos = _special_id(reader, "bos", bos, n)
-    eos = _special_id(reader, "eos", eos, n)
-    add_bos = _flag(reader, "add_bos_token", add_bos)
-    add_eos = _flag(reader, "add_eos_token", add_eos)
-    if pre == "gemma4":
+    defaulted = set()
+    bos = _special_id(get("bos_token_id"), bos, n, "bos", defaulted)
+    eos = _special_id(get("eos_token_id"), eos, n, "eos", defaulted)
+    add_bos = _flag(get("add_bos_token"), add_bos, "add_bos", defaulted)
+    add_eos = _flag(get("add_eos_token"), add_eos, "add_eos", defaulted)
+    if pre == "gemma4" and not add_bos:
         add_bos = True
-    specials = {s: header_field(reader, f"{KV}{s}_token_id") for s in _SPECIALS
-                if header_field(reader, f"{KV}{s}_token_id") is not None}
+        defaulted.discard("add_bos")  # llama.cpp forces it, whatever the file says
+    specials = {s: get(f"{s}_token_id") for s in _SPECIALS if get(f"{s}_token_id") is not None}
     synth = {k[len("specsweep.synth."):]: header_field(reader, k) for k in reader.fields
              if k.startswith("specsweep.synth.")}
-    return VocabInfo(name, Path(path), model, pre if isinstance(pre, str) else None, tuple(tokens), vtype,
-                     bool(add_bos), bool(add_eos), bos, eos, specials, synth)
+    return VocabInfo(name, path, model, pre if isinstance(pre, str) else None, tuple(tokens), vtype,
+                     bool(add_bos), bool(add_eos), bos, eos, specials, synth, frozenset(defaulted), overrides)
 
 
-def _special_id(reader, which: str, default: int | None, n: int) -> int | None:
+def _special_id(value, default: int | None, n: int, which: str, defaulted: set) -> int | None:
     if default is not None and default >= n:
         default = None  # llama.cpp disables a default id outside the vocabulary
-    value = header_field(reader, f"{KV}{which}_token_id")
-    if isinstance(value, int) and 0 <= value < n:
-        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value &= 0xFFFFFFFF  # llama.cpp reads the id as uint32 (an int64 override is cut to it)
+        if value < n:
+            return value
+    defaulted.add(which)  # absent, or outside the vocabulary: llama.cpp keeps the default
     return default
 
 
-def _flag(reader, key: str, default: bool) -> bool:
-    value = header_field(reader, KV + key)
-    return bool(value) if isinstance(value, (bool, int)) else default
+def _flag(value, default: bool, which: str, defaulted: set) -> bool:
+    if isinstance(value, (bool, int)):
+        return bool(value)
+    defaulted.add(which)
+    return default
 
 
 def fingerprint(v: VocabInfo) -> dict:
@@ -153,17 +193,67 @@ def fingerprint(v: VocabInfo) -> dict:
         out["bos"] = v.bos
     if v.eos is not None:
         out["eos"] = v.eos
-    return out | {"add_bos": v.add_bos, "add_eos": v.add_eos}
+    out |= {"add_bos": v.add_bos, "add_eos": v.add_eos}
+    missing = [k for k in ("bos", "eos") if k in v.defaulted]
+    return out | ({"defaulted": missing} if missing else {})
 
 
 # ----------------------------------------------------------------------------------------------
 
 
+COMPATIBLE = "compatible"
+AFTER_OVERRIDE = "compatible after an override"
+REFUSED = "refused"
+
+
 @dataclass(frozen=True)
 class PairCheck:
+    """How this llama.cpp decides a draft/target pair, from the headers: `outcome` COMPATIBLE,
+    AFTER_OVERRIDE (refused as the files are, `as_files` says why; accepted with the models'
+    override_kv) or REFUSED (`reason`, and `fix`: the override_kv lines that would make it pass,
+    where a missing or out-of-range special-token id or flag is the cause)."""
     target: VocabInfo
     draft: VocabInfo
     warnings: tuple[str, ...] = ()
+    outcome: str = COMPATIBLE
+    reason: str | None = None  # REFUSED: the rule that fails, with the overrides given
+    as_files: str | None = None  # AFTER_OVERRIDE: the rule the files as they are fail
+    fix: tuple[tuple[str, str], ...] = ()  # (role "target" | "draft", KEY=TYPE:VALUE)
+    message: str | None = None  # REFUSED: the one-line refusal
+
+    def line(self) -> str:
+        """The outcome for `specsweep check`: one line."""
+        if self.outcome == COMPATIBLE:
+            return COMPATIBLE
+        if self.outcome == AFTER_OVERRIDE:
+            given = "; ".join(f"{role} {v.name} override_kv = {_toml_list(o.text for o in v.overrides)}"
+                              for role, v in (("target", self.target), ("draft", self.draft)) if v.overrides)
+            return f"{AFTER_OVERRIDE} (as the files are: {self.as_files}; with {given})"
+        return f"{REFUSED}: {self.reason}" + (f"; fix: {fix_text(self)}" if self.fix else "")
+
+
+class VocabRefused(SpecsweepError):
+    """llama.cpp would refuse the pair (`check.reason`); the message is one line and names the fix."""
+
+    def __init__(self, check: PairCheck):
+        super().__init__(check.message)
+        self.check = check
+
+
+def _toml_list(items) -> str:
+    return "[" + ", ".join(f'"{x}"' for x in items) + "]"
+
+
+def fix_text(c: PairCheck) -> str:
+    """The override_kv that makes the pair pass, per model, and the llama.cpp flag that does the same."""
+    parts = []
+    for role, v in (("target", c.target), ("draft", c.draft)):
+        lines = [o for r, o in c.fix if r == role]
+        if lines:
+            verb = "add to" if v.overrides else "give"
+            parts.append(f"{verb} {role} {v.name} override_kv = {_toml_list(lines)}")
+    flags = " ".join(f"--override-kv {o}" for _, o in c.fix)
+    return " and ".join(parts) + f" (llama.cpp: {flags}, which applies to both models)"
 
 
 def first_difference(t: VocabInfo, d: VocabInfo) -> int | None:
@@ -184,19 +274,57 @@ def _show(v: VocabInfo, i: int) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-def check_pair(target_name: str, target_path: Path, draft_name: str, draft_path: Path,
-               lock_path: Path | None = None) -> PairCheck:
-    """Refuse (SpecsweepError) a draft llama.cpp would refuse for this target; else the warnings."""
-    t = read_vocab(target_path, target_name)
-    d = read_vocab(draft_path, draft_name)
+def pair_check(target_name: str, target_path: Path, draft_name: str, draft_path: Path,
+               lock_path: Path | None = None, target_overrides=(), draft_overrides=()) -> PairCheck:
+    """The pair's outcome as this llama.cpp decides it, refused or not (SpecsweepError only for a
+    file that cannot be read or an override that is malformed or would be ignored)."""
+    treader, dreader = open_gguf(target_path, target_name), open_gguf(draft_path, draft_name)
+    ttok, dtok = _tokens(treader, target_path, target_name), _tokens(dreader, draft_path, draft_name)
+    tovr = _overrides(target_overrides, target_name, treader)
+    dovr = _overrides(draft_overrides, draft_name, dreader)
+    t = _vocab(treader, Path(target_path), target_name, ttok, tovr)
+    d = _vocab(dreader, Path(draft_path), draft_name, dtok, dovr)
     reason = _refusal(t, d)
-    if reason:
-        i = first_difference(t, d)
-        where = (f"first differing token: id {i} is {_show(t, i)} in the target, {_show(d, i)} in the draft"
-                 if i is not None else "the token texts agree")
-        raise SpecsweepError(f"draft {draft_name} cannot speculate for target {target_name}: {reason}; {where}; "
-                             f"{suggest_draft(t, target_name, draft_name, lock_path)}")
-    return PairCheck(t, d, tuple(_warnings(t, d)))
+    if reason is None:
+        as_files = None
+        if tovr or dovr:
+            as_files = _refusal(_vocab(treader, Path(target_path), target_name, ttok, ()),
+                                _vocab(dreader, Path(draft_path), draft_name, dtok, ()))
+        warnings = tuple(_warnings(t, d))
+        if as_files:
+            return PairCheck(t, d, warnings, AFTER_OVERRIDE, as_files=as_files)
+        return PairCheck(t, d, warnings)
+    fix = _fix(t, d)
+    i = first_difference(t, d)
+    where = (f"first differing token: id {i} is {_show(t, i)} in the target, {_show(d, i)} in the draft"
+             if i is not None else "the token texts agree")
+    check = PairCheck(t, d, (), REFUSED, reason, None, fix)
+    remedy = f"fix: {fix_text(check)}" if fix else suggest_draft(t, target_name, draft_name, lock_path)
+    message = (f"draft {draft_name} cannot speculate for target {target_name}: {reason}; {where}; "
+               f"{remedy}")
+    return dataclasses.replace(check, message=message)
+
+
+def check_pair(target_name: str, target_path: Path, draft_name: str, draft_path: Path,
+               lock_path: Path | None = None, target_overrides=(), draft_overrides=()) -> PairCheck:
+    """Refuse (VocabRefused, one line naming the fix where an override is one) a draft llama.cpp
+    would refuse for this target; else the PairCheck (its outcome and warnings)."""
+    c = pair_check(target_name, target_path, draft_name, draft_path, lock_path, target_overrides, draft_overrides)
+    if c.outcome == REFUSED:
+        raise VocabRefused(c)
+    return c
+
+
+def _id(v: VocabInfo, which: str) -> str:
+    value = v.bos if which == "bos" else v.eos
+    if which not in v.defaulted:
+        return str(value)
+    return f"{value} [llama.cpp's {v.vocab_type} default: the file has no valid {KV}{which}_token_id]"
+
+
+def _flag_text(v: VocabInfo, which: str) -> str:
+    value = v.add_bos if which == "add_bos" else v.add_eos
+    return f"{which}={value}" + (f" [default: the file has no {KV}{which}_token]" if which in v.defaulted else "")
 
 
 def _refusal(t: VocabInfo, d: VocabInfo) -> str | None:
@@ -204,9 +332,11 @@ def _refusal(t: VocabInfo, d: VocabInfo) -> str | None:
         return (f"tokenizer types differ (target {t.vocab_type} '{t.tokenizer}', draft {d.vocab_type} "
                 f"'{d.tokenizer}')")
     if t.add_bos != d.add_bos or (t.add_bos and t.bos != d.bos):
-        return f"BOS differs (target add_bos={t.add_bos} id {t.bos}, draft add_bos={d.add_bos} id {d.bos})"
+        return (f"BOS differs (target {_flag_text(t, 'add_bos')} id {_id(t, 'bos')}, "
+                f"draft {_flag_text(d, 'add_bos')} id {_id(d, 'bos')})")
     if t.add_eos != d.add_eos or (t.add_eos and t.eos != d.eos):
-        return f"EOS differs (target add_eos={t.add_eos} id {t.eos}, draft add_eos={d.add_eos} id {d.eos})"
+        return (f"EOS differs (target {_flag_text(t, 'add_eos')} id {_id(t, 'eos')}, "
+                f"draft {_flag_text(d, 'add_eos')} id {_id(d, 'eos')})")
     diff = abs(t.n_tokens - d.n_tokens)
     if diff > SPEC_VOCAB_MAX_SIZE_DIFFERENCE:
         return (f"vocabulary sizes {t.n_tokens} (target) and {d.n_tokens} (draft) differ by {diff} tokens "
@@ -217,6 +347,51 @@ def _refusal(t: VocabInfo, d: VocabInfo) -> str | None:
     return None
 
 
+# the overridable facts of the BOS and EOS rules: VocabInfo attribute -> (GGUF key, TYPE)
+_FIXABLE = {"add_bos": (KV + "add_bos_token", "bool"), "bos": (KV + "bos_token_id", "int"),
+            "add_eos": (KV + "add_eos_token", "bool"), "eos": (KV + "eos_token_id", "int")}
+
+
+def _aligning(t: VocabInfo, d: VocabInfo, attr: str) -> tuple[str, str] | None:
+    """The override that gives the model whose `attr` is llama.cpp's default the other's value from
+    its file; None when both or neither are defaults (then the files disagree: no override is a fix)."""
+    tv, dv = getattr(t, attr), getattr(d, attr)
+    if tv == dv:
+        return None
+    if (attr in t.defaulted) == (attr in d.defaulted):
+        return None
+    role, value = ("target", dv) if attr in t.defaulted else ("draft", tv)
+    if value is None:
+        return None  # no id to give: the other model has none either
+    key, kind = _FIXABLE[attr]
+    return role, f"{key}={kind}:{str(value).lower() if kind == 'bool' else value}"
+
+
+def _fix(t: VocabInfo, d: VocabInfo) -> tuple[tuple[str, str], ...]:
+    """Override lines that make a refused pair pass, when a defaulted special token is the cause:
+    each step aligns one defaulted fact of the failing rule; kept only if the pair then passes."""
+    fix: list[tuple[str, str]] = []
+    for _ in range(len(_FIXABLE)):
+        reason = _refusal(t, d)
+        if reason is None:
+            return tuple(fix)
+        rule = "bos" if reason.startswith("BOS") else "eos" if reason.startswith("EOS") else None
+        if rule is None:
+            return ()
+        flag = f"add_{rule}"
+        attrs = [flag] if getattr(t, flag) != getattr(d, flag) else [rule]
+        step = _aligning(t, d, attrs[0])
+        if step is None:
+            return ()
+        fix.append(step)
+        attr = attrs[0]
+        if step[0] == "target":
+            t = dataclasses.replace(t, **{attr: getattr(d, attr)}, defaulted=t.defaulted - {attr})
+        else:
+            d = dataclasses.replace(d, **{attr: getattr(t, attr)}, defaulted=d.defaulted - {attr})
+    return tuple(fix) if _refusal(t, d) is None else ()
+
+
 def _warnings(t: VocabInfo, d: VocabInfo) -> list[str]:
     out = []
     if t.n_tokens != d.n_tokens:
@@ -225,9 +400,15 @@ def _warnings(t: VocabInfo, d: VocabInfo) -> list[str]:
     if t.pre != d.pre:
         out.append(f"pre-tokenizers differ (target {t.pre!r}, draft {d.pre!r}); llama.cpp does not check them")
     if not t.add_bos and t.bos != d.bos:
-        out.append(f"BOS ids differ (target {t.bos}, draft {d.bos}), unused since add_bos is false")
+        line = f"BOS ids differ (target {_id(t, 'bos')}, draft {_id(d, 'bos')}), unused since add_bos is false"
+        step = _aligning(t, d, "bos")
+        if step:  # e.g. unsloth's Qwen3.5-0.8B GGUF: no bos_token_id, so BPE's 11 against 248044
+            line += (f"; llama.cpp builds that compare BOS ids regardless refuse the pair, and "
+                     f"{step[0]} override_kv = {_toml_list([step[1]])} aligns them")
+        out.append(line)
     if not t.add_eos and t.eos != d.eos:
-        out.append(f"EOS ids differ (target {t.eos}, draft {d.eos}); the target decides where generation stops")
+        out.append(f"EOS ids differ (target {_id(t, 'eos')}, draft {_id(d, 'eos')}); the target decides where "
+                   f"generation stops")
     for s in _SPECIALS:
         if t.specials.get(s) != d.specials.get(s):
             out.append(f"{s} token ids differ (target {t.specials.get(s)}, draft {d.specials.get(s)})")

@@ -1,5 +1,11 @@
 """`specsweep check MATRIX`: before a run, from GGUF headers only, does every draft fit its target's
-vocabulary (llama.cpp's rules) and does every cell fit the device's free memory?"""
+vocabulary (llama.cpp's rules, with each model's override_kv) and does every cell fit the device's
+free memory?
+
+Per draft or DFlash pair: `fit A -> T (method): ok | REFUSED`, then `vocab A -> T: OUTCOME`, one of
+"compatible", "compatible after an override (as the files are: RULE; with ...)" or
+"refused: RULE; fix: OVERRIDES" (the fix where a special token the file does not set is the cause),
+and what llama.cpp tolerates as `  note:` lines."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, resolve
 from specsweep.models.memory import estimate_cell_bytes, fit_warning, free_device_memory, gib, nvidia_smi_free
 from specsweep.models.drafter_fit import check_cell_models, pairing
+from specsweep.models.vocab_match import VocabRefused
 from specsweep.run.plan import make_plan
 
 
@@ -57,8 +64,16 @@ def check(matrix_file: Path) -> None:
                                    + [models["target"].name]) + f" ({cell.method})"
                 if all(paths[m.name] for m in models.values()):
                     try:
-                        check_cell_models(models, cell.method, lambda ref: paths[ref.name], cell.settings)
+                        vocab = check_cell_models(models, cell.method, lambda ref: paths[ref.name], cell.settings)
                         click.echo(f"fit {what}: ok")
+                        if vocab is not None:
+                            click.echo(f"vocab {what}: {vocab.line()}")
+                            for note in vocab.warnings:
+                                click.echo(f"  note: {note}")
+                    except VocabRefused as e:
+                        refused.append(e.message)
+                        click.echo(f"fit {what}: REFUSED")
+                        click.echo(f"vocab {what}: {e.check.line()}")
                     except SpecsweepError as e:
                         refused.append(e.message)
                         click.echo(f"fit {what}: REFUSED")
