@@ -16,6 +16,7 @@ from tests.test_models_fetch import put_in_cache
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX = """
 name = "chk"
+design = "sequential"  # a draft without a baseline: the blocks design would refuse it
 [models]
 t = { synth = "qwen3.6-35b-a3b", scale = "tiny" }
 good = { synth = "qwen3.5-0.8b", scale = "tiny", seed = 3 }
@@ -83,3 +84,13 @@ def test_check_a3b_matrix_on_synthetic_stand_ins(tmp_path, tiny_model):
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("specsweep: error: draft draft cannot speculate for target a3b")
     assert bad.stderr.strip().count("\n") == 0
+
+
+def test_check_names_cells_the_blocks_design_cannot_pair(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
+    path = write(tmp_path, '"good"')
+    path.write_text(path.read_text().replace('design = "sequential"', 'design = "blocks"'))
+    out = CliRunner().invoke(main, ["check", str(path)])
+    assert out.exit_code == 2
+    assert "design blocks: REFUSED" in out.output and "fit good -> t (draft): ok" in out.output
+    assert "blocks with trials that cannot be paired" in out.output.strip().splitlines()[-1]

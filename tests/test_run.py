@@ -16,8 +16,11 @@ from click.testing import CliRunner
 from specsweep.cli import main
 from specsweep.records.store import read_jsonl
 
+# These tests are about the sequential design (cell after cell, shards by cell); the blocks design
+# has its own in tests/test_run_blocks.py
 MATRIX = """
 name = "mini"
+design = "sequential"
 [models]
 target    = { synth = "qwen3.6-35b-a3b", scale = "tiny" }
 identical = { synth = "qwen3.6-35b-a3b", scale = "tiny" }

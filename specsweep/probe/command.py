@@ -13,6 +13,7 @@ import click
 
 from specsweep.engine import runtime
 from specsweep.errors import SpecsweepError
+from specsweep.models.overrides import parse_overrides
 from specsweep.probe import theory
 from specsweep.probe.measure import DEFAULT_KS, Curve, known_bandwidth_gbs, measure_curve
 from specsweep.records import manifest
@@ -87,19 +88,22 @@ def _fmt_a(a: float | None) -> str:
 @click.option("--draft-ms", type=float, default=None, help="Draft cost per drafted token, ms (default 0: a free draft).")
 @click.option("--draft", "draft_path", type=click.Path(path_type=Path), default=None,
               help="Measure the draft cost as this model's single-token decode step instead.")
+@click.option("--override-kv", "override_kv", metavar="KEY=TYPE:VALUE", multiple=True,
+              help="llama.cpp's --override-kv, for the model and the draft alike (repeatable).")
 @click.option("--bandwidth-gbs", type=float, default=None,
               help="Peak memory bandwidth, GB/s (default: known GPUs by nvidia-smi name).")
 @click.option("--results", "results_root", metavar="DIR", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Records go to DIR/probe/probe.jsonl.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
 def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int,
-          threads: int, draft_ms: float | None, draft_path: Path | None, bandwidth_gbs: float | None,
-          results_root: Path, verbose: bool) -> None:
+          threads: int, draft_ms: float | None, draft_path: Path | None, override_kv: tuple[str, ...],
+          bandwidth_gbs: float | None, results_root: Path, verbose: bool) -> None:
     """Time one target decode of K tokens against one ordinary decode step, T(K)/T(1), and set it
     beside the expert-union prediction, the break-even acceptance per draft length and the
     memory-bandwidth bound."""
     gpu_ids = parse_gpus(gpus)
     ks = parse_ks(k_text)
+    overrides = tuple(o.text for o in parse_overrides(list(override_kv), "--override-kv"))
     if depth < 0:
         raise SpecsweepError(f"--depth must be non-negative, got {depth}")
     if reps < 1:
@@ -127,7 +131,7 @@ def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outpu
     runtime.init(verbose)
     place = f"GPU {','.join(map(str, gpu_ids))}" if gpu_ids else f"CPU ({_threads(threads or runtime.default_threads())})"
     click.echo(f"probing {model_path.name} on {place}: K = {','.join(map(str, ks))}, {reps} reps", err=True)
-    with runtime.Model(model_path, gpu_ids) as model:
+    with runtime.Model(model_path, gpu_ids, override_kv=overrides) as model:
         curve = measure_curve(model, ks, depth, reps, outputs, kv, n_batch, threads)
 
     draft_info: dict = {"source": "none", "ms_per_token": 0.0}
@@ -135,7 +139,7 @@ def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outpu
         draft_info = {"source": "given", "ms_per_token": draft_ms}
     elif draft_path is not None:
         click.echo(f"timing the draft step of {draft_path.name}", err=True)
-        with runtime.Model(draft_path, gpu_ids) as draft:
+        with runtime.Model(draft_path, gpu_ids, override_kv=overrides) as draft:
             dc = measure_curve(draft, [1], depth, max(reps, 5), outputs, kv, n_batch, threads)
         draft_info = {"source": "measured", "model": draft_path.name, "size_bytes": draft_path.stat().st_size,
                       "ms_per_token": _ms(dc.median(1)), "times_ms": [_ms(t) for t in dc.times[1]]}

@@ -36,7 +36,14 @@ def _path(ref: ModelRef, matrix_path: Path) -> Path | None:
 def check(matrix_file: Path) -> None:
     """Check MATRIX's draft/target vocabularies and memory needs from GGUF headers, loading nothing."""
     matrix = matrix_load.load(matrix_file)
-    groups = make_plan(matrix, None)
+    refused = []
+    try:
+        groups = make_plan(matrix, None)
+    except SpecsweepError as e:  # the blocks design cannot pair some cell: say so, check the rest
+        refused.append(e.message)
+        click.echo(f"design {matrix.design}: REFUSED ({e.message})")
+        matrix.design = "sequential"
+        groups = make_plan(matrix, None)
     paths: dict[str, Path | None] = {}
     for g in groups:
         for ref in g.models.values():
@@ -47,7 +54,7 @@ def check(matrix_file: Path) -> None:
                     click.echo(f"model {ref.name}: {e.message}")
                     paths[ref.name] = None
     free_per_gpu = nvidia_smi_free() or []
-    refused, pairs = [], set()
+    pairs = set()
     for g in groups:
         for plan in g.cells:
             cell = plan.cell

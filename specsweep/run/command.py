@@ -13,7 +13,7 @@ import click
 from specsweep.engine import runtime
 from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
-from specsweep.matrix.models import ModelRef, resolve
+from specsweep.matrix.models import ModelRef, model_overrides, resolve
 from specsweep.models.hashing import file_sha256
 from specsweep.models.drafter_fit import check_cell_models, pairing
 from specsweep.records import manifest
@@ -39,7 +39,8 @@ def _prepare_models(refs: dict[str, ModelRef], matrix_path: Path) -> dict[str, d
         if ref.kind == "synth" and not resolve(ref, matrix_path, create=False).is_file():
             click.echo(f"writing synthetic model {name}: {ref.describe()}", err=True)
         path = resolve(ref, matrix_path, create=True)
-        files[name] = {"path": path, "sha256": file_sha256(path)}  # remembered while the file is unchanged
+        # sha256 remembered while the file is unchanged; overrides: the lock entry's and the matrix's
+        files[name] = {"path": path, "sha256": file_sha256(path), "override_kv": model_overrides(ref)}
     return files
 
 

@@ -172,7 +172,8 @@ def describe(groups: list[Group], matrix_path: Path, resolve_path) -> list[str]:
             where += f" (split {g.split_mode}" + (f" {list(g.tensor_split)}" if g.tensor_split else "") + ")"
         lines.append(f"group {n}: load on {where}:")
         for ref in g.models.values():
-            lines.append(f"  model {ref.name}: {ref.describe()} -> {resolve_path(ref)}")
+            kv = f" override_kv={list(ref.override_kv)}" if ref.override_kv else ""
+            lines.append(f"  model {ref.name}: {ref.describe()}{kv} -> {resolve_path(ref)}")
         if g.block_plan is not None:
             bp = g.block_plan
             lines.append(f"  blocks: {bp.n_blocks} (Williams orders of {bp.n_cells} cells, period {bp.period}), "

@@ -196,20 +196,23 @@ class Runner:
         if not group.live:
             return
         with ExitStack() as stack:
-            target_path = self.model_files[group.target.name]["path"]
+            tfile = self.model_files[group.target.name]
+            target_path, target_kv = tfile["path"], tuple(tfile.get("override_kv", ()))
             target = stack.enter_context(runtime.Model(target_path, group.gpus, split_mode=group.split_mode,
-                                                       tensor_split=group.tensor_split, load_mtp=group.load_mtp))
-            loaded = {(target_path, group.gpus): target}
+                                                       tensor_split=group.tensor_split, load_mtp=group.load_mtp,
+                                                       override_kv=target_kv))
+            loaded = {(target_path, group.gpus, target_kv): target}
             self.shape = target_shape(target)
 
             def load(plan: CellPlan) -> runtime.Model | None:
                 ref = plan.cell.models.get("draft") or plan.cell.models.get("drafter")
                 if ref is None:
                     return None
-                path, gpus = self.model_files[ref.name]["path"], draft_gpus(plan.cell)
-                if (path, gpus) not in loaded:  # a draft identical to the target shares its weights
-                    loaded[(path, gpus)] = stack.enter_context(runtime.Model(path, gpus))
-                return loaded[(path, gpus)]
+                f, gpus = self.model_files[ref.name], draft_gpus(plan.cell)
+                key = (f["path"], gpus, tuple(f.get("override_kv", ())))
+                if key not in loaded:  # a draft identical to the target (same overrides) shares its weights
+                    loaded[key] = stack.enter_context(runtime.Model(f["path"], gpus, override_kv=key[2]))
+                return loaded[key]
 
             if group.design == "blocks" and self._run_blocks(group, target, load):
                 return
@@ -257,7 +260,8 @@ class Runner:
         vocabularies, so that a bad cell stops the run before its first trial, not in the middle."""
         for group in groups:
             if group.live:
-                with runtime.Model(self.model_files[group.target.name]["path"], (), vocab_only=True) as vocab:
+                tfile = self.model_files[group.target.name]
+                with runtime.Model(tfile["path"], (), vocab_only=True, override_kv=tfile.get("override_kv", ())) as vocab:
                     for plan in group.live:
                         self.tokenized(plan, vocab)
 
@@ -288,8 +292,12 @@ class Runner:
         # synthetic acceptance keeps drafted tokens the target did not choose: not text, not lossless
         synthetic_run = cell.settings.get("synth_len") is not None or bool(cell.settings.get("synth_rates"))
         lossless = None if synthetic_run else mismatch is None
-        models = {role: {"name": ref.name, "ref": ref.describe(), "file": self.model_files[ref.name]["path"].name,
-                         "sha256": self.model_files[ref.name]["sha256"]} for role, ref in cell.models.items()}
+        models = {}
+        for role, ref in cell.models.items():
+            f = self.model_files[ref.name]
+            models[role] = {"name": ref.name, "ref": ref.describe(), "file": f["path"].name, "sha256": f["sha256"]}
+            if f.get("override_kv"):
+                models[role]["override_kv"] = list(f["override_kv"])
         self.results.trials.append({
             "kind": "trial",
             "matrix": self.matrix.name,
