@@ -71,6 +71,10 @@ _DTYPES = {"BF16": Q.BF16, "F16": Q.F16, "F32": Q.F32}
 _FILE_TYPE = {Q.BF16: gguf.LlamaFileType.MOSTLY_BF16, Q.F16: gguf.LlamaFileType.MOSTLY_F16}
 
 
+class NeedsLlamaCpp(SpecsweepError):
+    """A checkpoint only llama.cpp's converter (torch, transformers) can convert; the message names it."""
+
+
 @dataclass(frozen=True)
 class Layout:
     """The drafter as llama.cpp's converter reads it from config.json."""
@@ -131,7 +135,7 @@ def read_layout(checkpoint: Path, fallback: str) -> Layout:
     if cfg.get("rope_is_neox_style") is False:
         unsupported.append("rope_is_neox_style")
     if unsupported:
-        raise SpecsweepError(f"{checkpoint}: config uses {', '.join(unsupported)}, which specsweep's converter "
+        raise NeedsLlamaCpp(f"{checkpoint}: config uses {', '.join(unsupported)}, which specsweep's converter "
                              f"does not write; convert with llama.cpp's: {fallback}")
 
     def need(key: str, where: dict = cfg, prefix: str = "") -> object:
@@ -225,13 +229,13 @@ def _read_sources(checkpoint: Path, fallback: str) -> list[_Source]:
     from safetensors import SafetensorError, safe_open  # the file's own checks: header, offsets, size
 
     if (checkpoint / "mask_embedding.pt").is_file():
-        raise SpecsweepError(f"{checkpoint} ships mask_embedding.pt, a torch file (the mask token's own embedding, "
+        raise NeedsLlamaCpp(f"{checkpoint} ships mask_embedding.pt, a torch file (the mask token's own embedding, "
                              f"patched into the target's): convert it with llama.cpp's converter: {fallback}")
     parts, weight_map = _weight_files(checkpoint)
     if not parts:
         torch_only = sorted(p.name for p in checkpoint.glob("*.bin")) + sorted(p.name for p in checkpoint.glob("*.pt"))
         what = f"only torch files ({', '.join(torch_only)})" if torch_only else "no model.safetensors"
-        raise SpecsweepError(f"{checkpoint} has {what}: convert it with llama.cpp's converter: {fallback}")
+        raise NeedsLlamaCpp(f"{checkpoint} has {what}: convert it with llama.cpp's converter: {fallback}")
     sources: list[_Source] = []
     for part in parts:
         path = checkpoint / part
@@ -261,7 +265,7 @@ def _plan(lay: Layout, sources: list[_Source], checkpoint: Path, fallback: str) 
         if name.endswith(_SKIPPED):
             continue
         if name not in want:
-            raise SpecsweepError(f"{checkpoint}: tensor {s.hf_name} is not one of a Qwen3-style DFlash drafter's "
+            raise NeedsLlamaCpp(f"{checkpoint}: tensor {s.hf_name} is not one of a Qwen3-style DFlash drafter's "
                                  f"(for {lay.n_layer} layers); convert with llama.cpp's converter: {fallback}")
         if name in seen:
             raise SpecsweepError(f"{checkpoint}: tensor {s.hf_name} is stored twice")
@@ -271,7 +275,7 @@ def _plan(lay: Layout, sources: list[_Source], checkpoint: Path, fallback: str) 
             raise SpecsweepError(f"{checkpoint}: tensor {s.hf_name} has shape {list(s.shape)}, config.json "
                                  f"implies {list(shape)}")
         if s.dtype not in _DTYPES:
-            raise SpecsweepError(f"{checkpoint}: tensor {s.hf_name} is {s.dtype}; specsweep converts bf16, f16 and "
+            raise NeedsLlamaCpp(f"{checkpoint}: tensor {s.hf_name} is {s.dtype}; specsweep converts bf16, f16 and "
                                  f"f32 checkpoints, llama.cpp's converter the rest: {fallback}")
         plan.append((gguf_name, s))
     missing = [n for n in want if n not in seen]
