@@ -166,6 +166,7 @@ def _rewrite(ckpt: Path, drop: str | None = None, **config_changes) -> None:
     (dict(num_key_value_heads=4), r"self_attn.k_proj.weight has shape \[64, 128\], config.json implies \[128, 128\]",
      False),
     (dict(vocab_size=4096), "vocab_size 4096 differs from the 2048 tokens", False),
+    (dict(num_hidden_layers=1, layer_types=["full_attention"]), r"tensor layers\.1\.\S+ is beyond the 1 layers", False),
     (dict(torch_file="mask_embedding.pt"), "ships mask_embedding.pt", True),
     (dict(torch_file="pytorch_model.bin", drop_safetensors=True), r"has only torch files \(pytorch_model.bin\)", True),
     (dict(partial_rotary_factor=0.5), "config uses partial_rotary_factor", True),

@@ -47,7 +47,6 @@ from specsweep.errors import SpecsweepError
 
 ARCH = "dflash"
 
-_GLOBAL = {"fc.weight": "fc.weight", "hidden_norm.weight": "enc.output_norm.weight", "norm.weight": "output_norm.weight"}
 _BLOCK = {
     "input_layernorm.weight": "attn_norm.weight",
     "self_attn.q_proj.weight": "attn_q.weight",
@@ -112,6 +111,13 @@ def llama_cpp_command(checkpoint: Path, out: Path) -> str:
 
 def read_layout(checkpoint: Path, fallback: str) -> Layout:
     """config.json -> Layout; a missing key or a feature this converter does not write: one line."""
+    try:
+        return _layout(checkpoint, fallback)
+    except (TypeError, ValueError) as e:  # a value of the wrong kind (a string where a number goes)
+        raise SpecsweepError(f"{checkpoint / 'config.json'}: unexpected value ({e})") from None
+
+
+def _layout(checkpoint: Path, fallback: str) -> Layout:
     path = checkpoint / "config.json"
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
@@ -125,6 +131,8 @@ def read_layout(checkpoint: Path, fallback: str) -> Layout:
     if archs[:1] not in (["DFlashDraftModel"], ["DFlash2DraftModel"]):
         raise SpecsweepError(f"{path}: architectures {archs} is not a DFlash drafter (DFlashDraftModel)")
     dc = cfg.get("dflash_config") or {}
+    if not isinstance(dc, dict):
+        raise SpecsweepError(f"{path}: dflash_config is not a JSON object")
     unsupported = ["DFlash2DraftModel"] if archs[0] == "DFlash2DraftModel" else []
     unsupported += [k for k in _UNSUPPORTED_CONFIG if cfg.get(k) is not None]
     unsupported += [f"dflash_config.{k}" for k in sorted(set(dc) - _DFLASH_CONFIG)]
@@ -152,9 +160,10 @@ def read_layout(checkpoint: Path, fallback: str) -> Layout:
     # transformers' Qwen3Config, which llama.cpp reads the config through: the window only with
     # use_sliding_window, layer types derived from max_window_layers when not given
     use_swa = bool(cfg.get("use_sliding_window", False))
-    window = dc.get("swa_window_size") or (cfg.get("sliding_window") if use_swa else None)
+    hf_window = cfg.get("sliding_window") if use_swa else None
+    window = dc.get("swa_window_size") or hf_window
     layer_types = cfg.get("layer_types") or [
-        "sliding_attention" if window is not None and i >= cfg.get("max_window_layers", 28) else "full_attention"
+        "sliding_attention" if hf_window is not None and i >= cfg.get("max_window_layers", 28) else "full_attention"
         for i in range(n_layer)]
     if len(layer_types) != n_layer:
         raise SpecsweepError(f"{path}: layer_types lists {len(layer_types)} layers, num_hidden_layers is {n_layer}")
@@ -264,6 +273,9 @@ def _plan(lay: Layout, sources: list[_Source], checkpoint: Path, fallback: str) 
         name = s.hf_name.removeprefix("model.")
         if name.endswith(_SKIPPED):
             continue
+        if name not in want and name.startswith("layers.") and name.split(".", 2)[-1] in _BLOCK:
+            raise SpecsweepError(f"{checkpoint}: tensor {s.hf_name} is beyond the {lay.n_layer} layers config.json "
+                                 f"names (num_hidden_layers)")
         if name not in want:
             raise NeedsLlamaCpp(f"{checkpoint}: tensor {s.hf_name} is not one of a Qwen3-style DFlash drafter's "
                                  f"(for {lay.n_layer} layers); convert with llama.cpp's converter: {fallback}")
@@ -344,8 +356,9 @@ def convert(checkpoint: Path, target_gguf: Path, out: Path, *, name: str | None 
     shards with model.safetensors.index.json) into `out`, with the vocabulary of `target_gguf`.
 
     `name` is llama.cpp's `--model-name` (general.name; by default derived from the model card or
-    the folder's name, as llama.cpp's converter does); `provenance` adds `specsweep.convert.*` string keys (llama.cpp reads
-    none of them); `fallback` is the llama.cpp conversion command named in refusals."""
+    the folder's name, as llama.cpp's converter does); `provenance` adds `specsweep.convert.*`
+    string keys (llama.cpp reads none of them); `fallback` is the llama.cpp conversion command
+    named in refusals."""
     t0 = time.perf_counter()
     checkpoint, out = Path(checkpoint), Path(out)
     fallback = fallback or llama_cpp_command(checkpoint, out)
