@@ -284,14 +284,16 @@ def test_lock_update_offline_changes_nothing(world):
     assert [p.name for p in world["lock"].parent.iterdir() if p.name.startswith(".")] == []
 
 
-def test_dflash_drafter_is_fetched_and_resolves_to_its_conversion(world, tmp_path):
+def test_dflash_entry_without_a_target_gguf_names_llama_cpps_converter(world, tmp_path):
+    """The in-process conversion (tests/test_dflash_convert.py) takes the tokenizer of the target GGUF
+    the entry names; an entry that names none is refused with llama.cpp's command instead."""
     repo, target_repo = "specsweep-test/Tiny-DFlash", "specsweep-test/Tiny-Target-HF"
     src = {}
     for name, data in (("config.json", b'{"architectures": ["DFlashDraftModel"]}'),
-                       ("model.safetensors", b"\0" * 64), ("tokenizer.json", b"{}")):
+                       ("model.safetensors", b"\0" * 64)):
         src[name] = tmp_path / name
         src[name].write_bytes(data)
-        put_in_cache(world["hub"], repo if name != "tokenizer.json" else target_repo, name, src[name])
+        put_in_cache(world["hub"], repo, name, src[name])
     files = tuple(lockfile.LockedFile(n, sha256(src[n]), src[n].stat().st_size) for n in ("config.json", "model.safetensors"))
     entry = lockfile.LockEntry("tiny-dflash", "dflash", repo, REV, files, None, ("vocab",), "",
                                {"tool": "convert_hf_to_gguf.py", "target_repo": target_repo, "target_revision": REV,
@@ -301,10 +303,10 @@ def test_dflash_drafter_is_fetched_and_resolves_to_its_conversion(world, tmp_pat
     lockfile.save(lockfile.Lock(lock, (entry,)))
 
     r = cli(world, "fetch", "tiny-dflash", "--lock", lock)
-    assert r.returncode == 0, r.stderr
-    assert "(not converted yet)" in r.stdout
-    assert "convert_hf_to_gguf.py" in r.stderr and "--target-model-dir" in r.stderr and "--outtype bf16" in r.stderr
-    with pytest.raises(SpecsweepError, match="tiny-dflash.*convert_hf_to_gguf.py"):
+    assert r.returncode == 2
+    line = one_line_error(r.stderr)
+    assert "names no target_gguf" in line and "convert_hf_to_gguf.py" in line and "--outtype bf16" in line
+    with pytest.raises(SpecsweepError, match="tiny-dflash.*target_gguf.*convert_hf_to_gguf.py"):
         resolve_locked("tiny-dflash", lock_path=lock)
 
     from specsweep.models.resolve import converted_path

@@ -65,6 +65,7 @@ def test_shipped_lock_loads_round_trips_and_covers_the_matrices():
             assert f.size is not None or "size" in e.unverified
     dflash = next(e for e in lock.entries if e.role == "dflash")
     assert dflash.convert["tool"] == "convert_hf_to_gguf.py" and dflash.convert["target_repo"]
+    assert lock.get(dflash.convert["target_gguf"]).role == "target"  # whose tokenizer `fetch` gives it
 
 
 def test_lock_command_lists_entries(tmp_path):

@@ -126,12 +126,13 @@ def test_mtp_matches_llama_cpp(tiny_model, n_max):
 
 # A random DFlash drafter is accepted about as often as an unrelated draft; every verify then ends
 # in a partial acceptance, so the target's snapshot rollback runs at every step. n_max 16 is
-# clamped to the block size - 1 = 15 on both sides.
+# clamped to the block size - 1 = 15 on both sides. The June 2026 layout adds sliding-window layers
+# (a window shorter than the run) and M-RoPE sections.
 @pytest.mark.parametrize("card", ["qwen3.6-35b-a3b"])
-@pytest.mark.parametrize("n_max", [4, 16])
-def test_dflash_matches_llama_cpp(tiny_model, card, n_max):
+@pytest.mark.parametrize("n_max,layout", [(4, "-dflash"), (16, "-dflash"), (8, "-dflash-jun26")])
+def test_dflash_matches_llama_cpp(tiny_model, card, n_max, layout):
     target = tiny_model(card, branch_scale=0.05)
-    drafter = tiny_model(card + "-dflash", branch_scale=0.05)
+    drafter = tiny_model(card + layout, branch_scale=0.05)
     out, stats = native(target, TEXT, ["-md", str(drafter), "--spec-type", "draft-dflash", "--spec-draft-n-max",
                                        str(n_max), "--spec-draft-n-min", "0", "-ngld", "0"])
     text, result = ours(target, TEXT, lambda dctx, ctx: DFlash(dctx, ctx, n_max=n_max, n_min=0), drafter,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from specsweep.models import lockfile
-from specsweep.models.lockfile import LockedFile, LockEntry
+from specsweep.models.lockfile import LockEntry
 
 # huggingface_hub is imported inside the commands (`from specsweep.models import hub`): it takes a
 # third of a second, which every other specsweep command would otherwise pay at start-up.
@@ -33,31 +33,21 @@ def fetch(names, lock_path, force):
     """Download models.lock models into the Hugging Face cache and verify their sha256 and size.
 
     NAME is a models.lock name (all models when none is given). The cache, token and offline mode
-    are huggingface_hub's: HF_HOME / HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE. Prints one line per
-    model: its name and the file llama.cpp loads.
+    are huggingface_hub's: HF_HOME / HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE. A DFlash drafter is
+    converted from its safetensors into a GGUF in specsweep's cache, with the tokenizer of the
+    target GGUF its lock entry names (fetched too). Prints one line per model: its name and the
+    file llama.cpp loads.
     """
     from specsweep.models import hub
-    from specsweep.models.resolve import convert_command, converted_path
+    from specsweep.models.resolve import convert_locked
 
     lock = lockfile.load(lock_path)
     for e in _selected(lock, names):
         if "revision" in e.unverified:
             hub.echo(f"{e.name}: revision {e.revision} is not pinned yet (unverified); "
                      f"`specsweep lock --update {e.name}` pins it")
-        if e.role == "dflash":
-            hub.fetch_files(e, force=force)
-            c = e.convert
-            targets = tuple(LockedFile(f) for f in c.get("target_files", []))
-            if targets:
-                hub.fetch_files(e, targets, repo=c["target_repo"], revision=c.get("target_revision", "main"),
-                                force=force, note_unverified=False)
-            out = converted_path(e)
-            if out.is_file():
-                click.echo(f"{e.name}\t{out}")
-            else:
-                hub.echo(f"{e.name}: safetensors fetched; llama.cpp loads a GGUF converted from them:\n"
-                         f"  {convert_command(e)}")
-                click.echo(f"{e.name}\t{out} (not converted yet)")
+        if e.role == "dflash":  # safetensors: converted in process into the GGUF llama.cpp loads
+            click.echo(f"{e.name}\t{convert_locked(e, lock, force=force)}")
             continue
         paths = hub.fetch_files(e, force=force)
         click.echo(f"{e.name}\t{paths[0]}")

@@ -25,8 +25,10 @@ to it per model.
 
 A split GGUF lists every shard, first shard first:
     files = [{ file = "X-00001-of-00002.gguf", sha256 = "...", size = 1 }, { file = "X-00002-of-00002.gguf", ... }]
-A DFlash drafter (safetensors) lists its files and a `[model.convert]` table: how llama.cpp's
-convert_hf_to_gguf.py turns them into the GGUF that llama.cpp loads.
+A DFlash drafter (safetensors) lists its files and a `[model.convert]` table: `target_gguf`, the
+lock name of the target GGUF whose tokenizer the drafter takes when `specsweep fetch` converts it
+in process (specsweep.models.dflash_convert), and how llama.cpp's convert_hf_to_gguf.py would do it
+(tool, target_repo/target_revision/target_files, args), the route for checkpoints that need torch.
 
 `unverified` names the facts nobody has checked against the Hub yet: "file", "revision", "sha256",
 "size", "vocab". An unverified revision may be a branch name ("main"); an unverified sha256 or size
@@ -61,7 +63,7 @@ _VOCAB_KEYS = {"tokenizer": str, "pre": str, "n_tokens": int, "tokens_sha256": s
                "add_bos": bool, "add_eos": bool, "defaulted": list}
 _DEFAULTED = ("bos", "eos")
 _CONVERT_KEYS = {"tool": str, "llama_cpp": str, "target_repo": str, "target_revision": str, "target_files": list,
-                 "args": list, "output": str}
+                 "args": list, "output": str, "target_gguf": str}
 
 
 @dataclass(frozen=True)
@@ -314,6 +316,8 @@ def _convert(convert, where: str) -> dict:
         raise SpecsweepError(f"{where}: convert target_repo must be 'owner/name'")
     if "/" in convert["output"] or not convert["output"].endswith(".gguf"):
         raise SpecsweepError(f"{where}: convert output must be a .gguf file name")
+    if "target_gguf" in convert and not _NAME.match(convert["target_gguf"]):
+        raise SpecsweepError(f"{where}: convert target_gguf must name a model of this lock, got {convert['target_gguf']!r}")
     return dict(convert)
 
 

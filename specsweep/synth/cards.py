@@ -51,7 +51,20 @@ class ShapeCard:
     target_layers: tuple[int, ...] = ()
     block_size: int = 0
     target: str = ""  # the card of the target a drafter is made for
+    mask_token_id: int = -1  # the drafter's noise token (tokenizer.ggml.mask_token_id); -1: none
+    # sliding-window attention of a DFlash drafter: the window and, per layer, whether it slides
+    # (llama.cpp's `dflash.attention.sliding_window` and `.sliding_window_pattern`); 0: all full
+    swa_window: int = 0
+    swa_layers: tuple[bool, ...] = ()
     tiny: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.arch != "dflash":
+            return
+        if not 0 <= self.mask_token_id < self.n_vocab:
+            raise ValueError(f"{self.name}: mask token {self.mask_token_id} is outside the {self.n_vocab} tokens")
+        if self.swa_window and len(self.swa_layers) != self.n_layer:
+            raise ValueError(f"{self.name}: {len(self.swa_layers)} sliding-window flags for {self.n_layer} layers")
 
     @property
     def is_moe(self) -> bool:
@@ -142,17 +155,47 @@ _CARDS = [
     ),
     # DFlash block-diffusion drafters: Qwen3-style dense blocks that read the target's hidden states
     # through `fc` and borrow its token embeddings and output head, so their width is the target's.
-    # z-lab publishes no config we could read here; the layer count and widths are estimated from
-    # the ~905 MB bf16 file of z-lab/Qwen3.6-35B-A3B-DFlash (about 450 M parameters: 8 blocks of
+    # Two revisions of z-lab/Qwen3.6-35B-A3B-DFlash. The card names are file names of recorded
+    # results, so the April layout keeps the plain name and each later revision gets its month.
+    #
+    # April 2026: no config could be read when this card was written; the layer count and widths
+    # are estimated from its ~905 MB bf16 file (about 450 M parameters: 8 full-attention blocks of
     # hidden 2048, FFN 6144, 32 query / 4 KV heads of 128, and the fc projection), and the five
     # target layers spread over the 40 as z-lab's drafters do. Block size 16 is DFlash's default.
+    # Mask token 248070: the id z-lab's Qwen3.5/3.6 drafters name in dflash_config.mask_token_id
+    # (it was the family's last token, 248319, until the June revision was added; only the header
+    # changed).
     ShapeCard(
         name="qwen3.6-35b-a3b-dflash", arch="dflash", family="qwen35", target="qwen3.6-35b-a3b",
-        source="estimated from z-lab/Qwen3.6-35B-A3B-DFlash's file size (no config read here)",
+        source="April 2026 revision, estimated from z-lab/Qwen3.6-35B-A3B-DFlash's file size (no config read)",
         n_vocab=248320, n_embd=2048, n_layer=8, n_head=32, n_head_kv=4, head_dim=128, n_ff=6144,
         n_ctx_train=262144, rope_base=10_000_000.0, target_layers=(2, 11, 20, 29, 38), block_size=16,
+        mask_token_id=248070,
+        # tiny: the family's last token, as before (the tiny vocabulary has 2048 tokens)
         tiny=dict(n_vocab=_TINY_VOCAB["qwen35"], n_embd=128, n_layer=2, n_head=4, n_head_kv=2, head_dim=32,
-                  n_ff=256, n_ctx_train=8192, target_layers=(1, 3)),
+                  n_ff=256, n_ctx_train=8192, target_layers=(1, 3), mask_token_id=_TINY_VOCAB["qwen35"] - 1),
+    ),
+    # June 2026: from the revision's config.json as reported to us: 6 blocks, 5 with sliding-window
+    # attention (window 4096) and 1 full, 32 query / 8 KV heads of 128, FFN 6144, hidden 2048, block
+    # size 16, target_layer_ids [1, 6, 11, 16, 22, 27, 32, 37] (HF numbering; llama.cpp's converter
+    # adds 1), mask token 248077. Which layer is the full one was not in what we read: z-lab's
+    # Qwen3.6 drafters slide in layers 0..n-2 and attend fully in the last (z-lab/dflash issue 126,
+    # the Qwen3.6-27B drafter's [S, S, S, S, F]), so the last layer here is full. llama.cpp's
+    # converter also gives a drafter of an M-RoPE target (Qwen3.5/3.6) degenerate rope sections
+    # [head_dim/2, 0, 0, 0], so this card writes them too.
+    ShapeCard(
+        name="qwen3.6-35b-a3b-dflash-jun26", arch="dflash", family="qwen35", target="qwen3.6-35b-a3b",
+        source="June 2026 revision of z-lab/Qwen3.6-35B-A3B-DFlash (config.json; full-attention layer "
+               "inferred: the last)",
+        n_vocab=248320, n_embd=2048, n_layer=6, n_head=32, n_head_kv=8, head_dim=128, n_ff=6144,
+        n_ctx_train=262144, rope_base=10_000_000.0, rope_sections=(64, 0, 0, 0),
+        target_layers=(2, 7, 12, 17, 23, 28, 33, 38), block_size=16, mask_token_id=248077,
+        swa_window=4096, swa_layers=(True, True, True, True, True, False),
+        # tiny: a window shorter than the test prompts, so that sliding drops keys; a mask token other
+        # than the last, so that a test sees the card's id rather than a default
+        tiny=dict(n_vocab=_TINY_VOCAB["qwen35"], n_embd=128, n_layer=3, n_head=4, n_head_kv=1, head_dim=32,
+                  n_ff=256, n_ctx_train=8192, rope_sections=(16, 0, 0, 0), target_layers=(1, 2, 3),
+                  mask_token_id=_TINY_VOCAB["qwen35"] - 8, swa_window=32, swa_layers=(True, True, False)),
     ),
 ]
 

@@ -136,6 +136,11 @@ def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
     if c.arch == "dflash":
         w.add_uint32("dflash.block_size", c.block_size)
         w.add_array("dflash.target_layers", list(c.target_layers))
+        if c.swa_window:  # llama.cpp reads a per-layer pattern (bool array) next to the window
+            w.add_uint32("dflash.attention.sliding_window", c.swa_window)
+            w.add_array("dflash.attention.sliding_window_pattern", list(c.swa_layers))
+        if c.rope_sections:  # a drafter of an M-RoPE target: llama.cpp ropes it as M-RoPE
+            w.add_rope_dimension_sections(list(c.rope_sections))
     w.add_head_count(c.n_head)
     w.add_head_count_kv(c.n_head_kv)
     w.add_key_length(c.head_dim)
@@ -169,8 +174,8 @@ def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
     w.add_bos_token_id(v.bos_id)
     w.add_eos_token_id(v.eos_id)
     w.add_pad_token_id(v.pad_id)
-    if c.arch == "dflash":  # the noise token of the block; the family's last (unused) token
-        w.add_uint32("tokenizer.ggml.mask_token_id", v.size - 1)
+    if c.arch == "dflash":  # the noise token of the block
+        w.add_uint32("tokenizer.ggml.mask_token_id", c.mask_token_id)
     w.add_add_bos_token(False)
     w.add_chat_template(CHATML_TEMPLATE)
 
