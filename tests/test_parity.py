@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from specsweep import methods
 from specsweep.engine import runtime
 from specsweep.engine import drafters
 from specsweep.engine.drafters import DFlash, DraftModel, Mtp, NgramMod
@@ -139,3 +140,21 @@ def test_dflash_matches_llama_cpp(tiny_model, card, n_max, layout):
                         kind="dflash", n_rs_seq=n_max)
     assert_parity(out, stats, text, result)
     assert stats["n_drafted"] > 0
+
+
+# --- the n-gram methods that copy the context's own history (common/ngram-map.cpp) ---
+# The registry builds both sides: llama.cpp's flags (methods.native_flags) and specsweep's drafter.
+@pytest.mark.parametrize("card", ["qwen3-30b-a3b", "qwen3.6-35b-a3b"])
+@pytest.mark.parametrize("method,params", [
+    ("ngram-simple", {"size_n": 3, "size_m": 8}),
+    ("ngram-map-k", {"size_n": 3, "size_m": 8, "min_hits": 1}),
+    ("ngram-map-k4v", {"size_n": 2, "size_m": 6, "min_hits": 2}),
+])
+def test_ngram_map_methods_match_llama_cpp(tiny_model, card, method, params):
+    target = tiny_model(card)
+    settings = {"method": method, **params}
+    out, stats = native(target, LOOPY, methods.native_flags(settings))
+    make = methods.get(method).make
+    text, result = ours(target, LOOPY, lambda: make(settings, methods.DrafterContexts(None, None)))
+    assert_parity(out, stats, text, result)
+    assert stats["n_drafted"] > 0 and stats["n_accept"] > 0
