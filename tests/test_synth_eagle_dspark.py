@@ -376,3 +376,22 @@ def test_llama_speculative_simple_runs_the_drafters(tiny_model, drafter, spec_ty
          "-c", "512", "-b", "64", "-ub", "64", "-t", "2", "-fa", "on", "-ngl", "0", "-ngld", "0",
          "--spec-type", spec_type, "--spec-draft-n-max", "4", "--spec-draft-n-min", "0", "--spec-draft-p-min", p_min])
     assert run.stats["n_predict"] >= n and run.stats["n_drafted"] > 0
+
+
+@pytest.mark.skipif(not TOOL.is_file(), reason=f"native llama-speculative-simple not built ({TOOL})")
+@pytest.mark.parametrize("spec_type, card, changes, p_min, llama_says", [
+    ("draft-dspark", DSPARK, {"conf_head": False}, "0.5", "DSpark draft has no confidence head"),
+    ("draft-eagle3", EAGLE3, {"target_layers": (1, 2, 5)}, "0.0", "exceeds target n_layer"),
+])
+def test_what_the_header_checks_refuse_llama_cpp_refuses_too(tiny_model, drafter, spec_type, card, changes, p_min,
+                                                             llama_says):
+    from specsweep.engine.native import run_speculative_simple
+
+    target, path = tiny_model(A3B), drafter(card, **changes)
+    check = check_dspark if card == DSPARK else check_eagle3
+    with pytest.raises(SpecsweepError):
+        check("t", target, "d", path, **({"p_min": float(p_min)} if card == DSPARK else {}))
+    with pytest.raises(RuntimeError, match=llama_says):  # llama.cpp throws or aborts the process
+        run_speculative_simple(
+            [str(TOOL), "-m", str(target), "-md", str(path), "-p", PROMPT, "-n", "8", "--temp", "0", "-c", "512",
+             "-t", "2", "-ngl", "0", "-ngld", "0", "--spec-type", spec_type, "--spec-draft-p-min", p_min], tries=1)
