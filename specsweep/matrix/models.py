@@ -5,7 +5,9 @@ A `[models]` entry is one of:
 - `{ path = "file.gguf" }`: a file, relative to the matrix;
 - `{ synth = "card", scale = "tiny", wtype = "Q4_0", seed = 0, perturb = 0.0, mtp = false }`: a
   synthetic model (`specsweep synth`), written once into the specsweep cache and reused; `mtp`
-  adds a Qwen3.5/3.6 card's multi-token-prediction layer, and a `*-dflash` card is a DFlash drafter. Same recipe, same
+  adds a Qwen3.5/3.6 card's multi-token-prediction layer, and a `*-dflash` card is a DFlash drafter
+  (`*-eagle3`: EAGLE-3, with `own_embeddings`; `*-dspark`: DSpark, with `conf_head` and
+  `sample_from_anchor`; unset, the card's choice). Same recipe, same
   bytes: a draft with the target's recipe *is* the target (100% acceptance), `perturb = f` gives
   partial acceptance, another `seed` or card gives about 0%.
 A name a row uses that is not in `[models]` is looked up in `models.lock`.
@@ -24,12 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
+<<<<<<< HEAD
 from specsweep.models import overrides as kv
 from specsweep.synth.cards import CARDS, SCALES
+=======
+from specsweep.synth.cards import CARDS, DRAFTER_OPTIONS, SCALES, option_error
+>>>>>>> eagle
 from specsweep.synth.fill import FILE_TYPE
 
 SYNTH_KEYS = {"synth": str, "scale": str, "wtype": str, "seed": int, "perturb": (float, int), "perturb_seed": int,
               "branch_scale": (float, int), "mtp": bool}
+# drafter variants (synth/writer.py Recipe): only in an entry's identity when written, so entries
+# without them keep their cell ids
+SYNTH_KEYS.update({"conf_head": bool, "sample_from_anchor": bool, "own_embeddings": bool})
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class ModelRef:
             return d["path"]
         extra = "".join(f" {k}={d[k]}" for k in ("seed", "perturb", "branch_scale") if d.get(k) not in (None, 0, 1))
         extra += " +mtp" if d.get("mtp") else ""
+        extra += "".join(f" {k}={str(d[k]).lower()}" for k in DRAFTER_OPTIONS if k in d)
         return f"synth {d['synth']} ({d.get('scale', 'full')}, {d.get('wtype', 'Q4_0')}{extra})"
 
 
@@ -120,6 +130,9 @@ def _check_synth(value: dict, where: str) -> dict:
         raise SpecsweepError(f"{where}: branch_scale must be in (0, 1]")
     if value.get("mtp") and CARDS[value["synth"]].arch not in ("qwen35", "qwen35moe"):
         raise SpecsweepError(f"{where}: mtp = true needs a Qwen3.5/3.6 card (qwen35 or qwen35moe)")
+    error = option_error(CARDS[value["synth"]], **{k: value[k] for k in DRAFTER_OPTIONS if k in value})
+    if error:
+        raise SpecsweepError(f"{where}: {error}")
     return value
 
 
@@ -163,7 +176,7 @@ def _synth(ref: ModelRef, create: bool) -> Path:
     scale, wtype = d.get("scale", "full"), d.get("wtype", "Q4_0")
     recipe = Recipe(CARDS[d["synth"]].at_scale(scale), scale, wtype, d.get("seed", 0),
                     float(d.get("perturb", 0.0)), d.get("perturb_seed", 1), float(d.get("branch_scale", 1.0)),
-                    bool(d.get("mtp", False)))
+                    bool(d.get("mtp", False)), **{k: d[k] for k in DRAFTER_OPTIONS if k in d})
     stem = f"{d['synth']}-{scale}-{wtype}-s{recipe.seed}"
     if recipe.perturb:
         stem += f"-p{recipe.perturb:g}-ps{recipe.perturb_seed}"
@@ -171,6 +184,7 @@ def _synth(ref: ModelRef, create: bool) -> Path:
         stem += f"-b{recipe.branch_scale:g}"
     if recipe.mtp:
         stem += "-mtp"
+    stem += "".join(f"-{k.replace('_', '')}{int(v)}" for k, v in recipe.drafter_options.items())
     path = cache_dir() / f"{stem}.gguf"
     if create and not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)

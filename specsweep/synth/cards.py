@@ -56,6 +56,18 @@ class ShapeCard:
     # (llama.cpp's `dflash.attention.sliding_window` and `.sliding_window_pattern`); 0: all full
     swa_window: int = 0
     swa_layers: tuple[bool, ...] = ()
+    # EAGLE-3 drafters (arch "eagle3"): exactly 3 `target_layers` (a layer's input; the target's
+    # layer count means its final hidden state), read as 3 x target_n_embd features by `fc`.
+    # own_embeddings: its own token_embd/output (full vocabulary); without them llama.cpp borrows
+    # the target's through ctx_other, as shared-vocabulary EAGLE-3 drafters do.
+    target_n_embd: int = 0  # eagle3.target_hidden_size; 0: the card's n_embd
+    own_embeddings: bool = False
+    # DSpark drafters (arch "dflash" with a Markov head): markov_w1/markov_w2 of this rank, an
+    # optional confidence head (conf_proj) and whether block slot 0 is a prediction
+    # (dflash.sample_from_anchor; false: a bonus anchor, as EAGLE-3-style exports have)
+    markov_rank: int = 0
+    conf_head: bool = False
+    sample_from_anchor: bool = True
     tiny: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -73,6 +85,19 @@ class ShapeCard:
     @property
     def is_hybrid(self) -> bool:
         return self.full_attn_interval > 0
+
+    @property
+    def is_eagle3(self) -> bool:
+        return self.arch == "eagle3"
+
+    @property
+    def is_dspark(self) -> bool:
+        return self.arch == "dflash" and self.markov_rank > 0
+
+    @property
+    def n_embd_target(self) -> int:
+        """The hidden size of the target whose features a drafter reads."""
+        return self.target_n_embd or self.n_embd
 
     @property
     def ssm_d_inner(self) -> int:
@@ -199,7 +224,61 @@ _CARDS = [
     ),
 ]
 
+# Drafters that read the 35B-A3B's hidden states through other llama.cpp archs than DFlash.
+_CARDS += [
+    # EAGLE-3 (arch "eagle3"): one Llama-style decoder layer whose attention reads [normed token
+    # embedding | normed fused features] (2 x 2048), fed by fc (3 x 2048 -> 2048). The shape is
+    # SpecForge's EAGLE-3 recipe for Qwen3-30B-A3B, the same 2048-wide MoE family (configs/
+    # qwen3-30B-eagle3.json: 32 heads of 128, 4 KV heads, FFN 6144); a published Qwen3.5-35B-A3B
+    # EAGLE-3 (Ichigec/a1-agents-eagle3-speculator, 0.6 B with its embeddings and an 8192-token head)
+    # has this shape's parameter count. The target layers are llama.cpp's converter default for
+    # 40 layers, (2, 20, 37). Without --own-embeddings it has no token_embd/output and llama.cpp
+    # borrows the target's (a shared-vocabulary drafter); the tiny card reads layer 4 == n_layer,
+    # the target's final hidden state, so that path is exercised too.
+    ShapeCard(
+        name="qwen3.6-35b-a3b-eagle3", arch="eagle3", family="qwen35", target="qwen3.6-35b-a3b",
+        source="SpecForge configs/qwen3-30B-eagle3.json shape (EAGLE-3 for the 2048-wide Qwen3 MoE); "
+               "no Qwen3.6-35B-A3B EAGLE-3 config read here",
+        n_vocab=248320, n_embd=2048, n_layer=1, n_head=32, n_head_kv=4, head_dim=128, n_ff=6144,
+        n_ctx_train=262144, rope_base=10_000_000.0, target_layers=(2, 20, 37),
+        tiny=dict(n_vocab=_TINY_VOCAB["qwen35"], n_embd=128, n_head=4, n_head_kv=2, head_dim=32, n_ff=256,
+                  n_ctx_train=8192, target_layers=(1, 2, 4)),
+    ),
+    # DSpark (arch "dflash" + markov_w1/markov_w2 and a confidence head): DFlash blocks with a
+    # semi-autoregressive Markov bias on the draft logits. The blocks are SpecForge's 35B-A3B DFlash
+    # config (configs/qwen3.5-35b-a3b-dflash.json: 5 layers of 2048, 16 heads of 256, 2 KV heads,
+    # FFN 6144, target layers 3/11/19/27/35, here + 1 as llama.cpp counts them); the head is
+    # SpecForge's Qwen3.6-27B DSpark (configs/qwen3.6-27b-dspark.json: Markov rank 256, confidence
+    # head, DFlash-lineage block that samples from the anchor). No 35B-A3B DSpark was published.
+    ShapeCard(
+        name="qwen3.6-35b-a3b-dspark", arch="dflash", family="qwen35", target="qwen3.6-35b-a3b",
+        source="SpecForge qwen3.5-35b-a3b-dflash.json blocks + qwen3.6-27b-dspark.json head (an estimate: "
+               "no 35B-A3B DSpark config published)",
+        n_vocab=248320, n_embd=2048, n_layer=5, n_head=16, n_head_kv=2, head_dim=256, n_ff=6144,
+        n_ctx_train=262144, rope_base=10_000_000.0, target_layers=(4, 12, 20, 28, 36), block_size=16,
+        markov_rank=256, conf_head=True, sample_from_anchor=True,
+        mask_token_id=248070,  # z-lab's Qwen3.5/3.6 DFlash mask id; a DSpark export's own is not published
+        tiny=dict(n_vocab=_TINY_VOCAB["qwen35"], n_embd=128, n_layer=2, n_head=4, n_head_kv=2, head_dim=32,
+                  n_ff=256, n_ctx_train=8192, target_layers=(1, 3), markov_rank=32,
+                  mask_token_id=_TINY_VOCAB["qwen35"] - 1),
+    ),
+]
+
 CARDS: dict[str, ShapeCard] = {c.name: c for c in _CARDS}
+
+
+# recipe options that choose a drafter variant (synth/writer.py Recipe; None keeps the card's value)
+DRAFTER_OPTIONS = ("conf_head", "sample_from_anchor", "own_embeddings")
+
+
+def option_error(card: ShapeCard, conf_head: bool | None = None, sample_from_anchor: bool | None = None,
+                 own_embeddings: bool | None = None) -> str | None:
+    """Why a drafter recipe option does not apply to `card` (None: it does, or none is given)."""
+    if (conf_head is not None or sample_from_anchor is not None) and not card.is_dspark:
+        return f"conf_head and sample_from_anchor shape a DSpark drafter; {card.name} is not one"
+    if own_embeddings is not None and not card.is_eagle3:
+        return f"own_embeddings shapes an EAGLE-3 drafter; {card.name} is not one"
+    return None
 
 
 def card_help() -> str:

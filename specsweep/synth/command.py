@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from specsweep.errors import SpecsweepError
-from specsweep.synth.cards import CARDS, SCALES, card_help
+from specsweep.synth.cards import CARDS, DRAFTER_OPTIONS, SCALES, card_help, option_error
 from specsweep.synth.fill import WEIGHT_TYPES
 from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, write_model
 
@@ -37,13 +37,25 @@ from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, wr
 @click.option("--mtp", is_flag=True, help="Add the card's multi-token-prediction layer (Qwen3.5/3.6 cards), for "
               "method mtp. Its eh_proj passes the next token's embedding through, so the head follows an "
               "embedding-dominated target (use with --branch-scale 0.05); every other tensor is unchanged.")
-def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_scale, mtp):
+@click.option("--conf-head/--no-conf-head", "conf_head", default=None,
+              help="DSpark cards: write the confidence head (conf_proj; default: the card's). Without it "
+                   "llama.cpp refuses --spec-draft-p-min > 0.")
+@click.option("--sample-from-anchor/--no-sample-from-anchor", "sample_from_anchor", default=None,
+              help="DSpark cards: block slot 0 is a prediction (DFlash-lineage exports, the default) or a "
+                   "bonus anchor (EAGLE-3-style exports).")
+@click.option("--own-embeddings/--no-own-embeddings", "own_embeddings", default=None,
+              help="EAGLE-3 cards: write the drafter's own token_embd/output (full vocabulary) instead of "
+                   "borrowing the target's (the default).")
+def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_scale, mtp, conf_head,
+          sample_from_anchor, own_embeddings):
     """Write a random-weight GGUF of a real shape that llama.cpp loads and runs.
 
     Timing does not depend on weight values, so a full-scale card gives a timing-true model; a tiny
     one lets CI run the real llama.cpp on a CPU.
     """
-    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale, mtp)
+    options = {k: v for k, v in (("conf_head", conf_head), ("sample_from_anchor", sample_from_anchor),
+                                 ("own_embeddings", own_embeddings)) if v is not None}
+    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale, mtp, options)
     _check_writable(output)
     size = planned_bytes(recipe)
     click.echo(f"writing {output} ({recipe.card.name}, {recipe.scale}, {recipe.wtype}, "
@@ -58,7 +70,9 @@ def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_sca
                f"{result.n_bytes / 2**30:.2f} GiB in {result.seconds:.1f} s{note}")
 
 
-def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=None, mtp=False) -> Recipe:
+def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=None, mtp=False,
+            options: dict | None = None) -> Recipe:
+    options = options or {}
     if perturb is not None and not 0.0 <= perturb <= 1.0:
         raise SpecsweepError(f"--perturb must be within [0, 1], got {perturb}")
     if (identical or perturb is not None) and like is None:
@@ -69,8 +83,11 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
         scale = scale or "full"
         if mtp and CARDS[card].arch not in ("qwen35", "qwen35moe"):
             raise SpecsweepError(f"--mtp needs a Qwen3.5/3.6 card (qwen35 or qwen35moe), not {card}")
+        error = option_error(CARDS[card], **options)
+        if error:
+            raise SpecsweepError(error)
         return Recipe(CARDS[card].at_scale(scale), scale, wtype or "Q4_0", seed or 0,
-                      branch_scale=branch_scale or 1.0, mtp=mtp)
+                      branch_scale=branch_scale or 1.0, mtp=mtp, **options)
 
     if identical == (perturb is not None):
         raise SpecsweepError("with --like, give exactly one of --identical or --perturb FRACTION")
@@ -91,8 +108,13 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
             raise SpecsweepError(f"{name} {given} contradicts the target's {have}: a --like draft copies it")
     if mtp:
         raise SpecsweepError("--mtp writes a target; a --like draft copies its target's layers")
+    if options:
+        raise SpecsweepError(f"--{next(iter(options)).replace('_', '-')} shapes a new drafter; a --like draft "
+                             f"copies its model's options")
+    copied = {k: bool(fields[k]) for k in DRAFTER_OPTIONS if k in fields}
     return Recipe(CARDS[base].at_scale(fields["scale"]), fields["scale"], fields["wtype"], int(fields["seed"]),
-                  perturb=0.0 if identical else perturb, branch_scale=have_branch, mtp=bool(fields.get("mtp", False)))
+                  perturb=0.0 if identical else perturb, branch_scale=have_branch, mtp=bool(fields.get("mtp", False)),
+                  **copied)
 
 
 def _check_writable(output: Path) -> None:

@@ -1,8 +1,8 @@
 """Which tensors llama.cpp requires for each architecture, with their shapes.
 
 Mirrors `load_arch_tensors` in the vendored llama.cpp (`src/models/qwen3.cpp`, `qwen3moe.cpp`,
-`qwen35.cpp`, `qwen35moe.cpp`). Shapes are in ggml order: ne0 (the row length, the input dimension
-of a matrix) first.
+`qwen35.cpp`, `qwen35moe.cpp`, `dflash.cpp`, `eagle3.cpp`). Shapes are in ggml order: ne0 (the row
+length, the input dimension of a matrix) first.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from specsweep.synth.cards import ShapeCard
 
-ARCHS = ("qwen3", "qwen3moe", "qwen35", "qwen35moe", "dflash")
+ARCHS = ("qwen3", "qwen3moe", "qwen35", "qwen35moe", "dflash", "eagle3")
 
 # How a tensor's values are drawn; see fill.py.
 EMBED = "embed"  # quantised, unit scale: the current token stays visible in the residual stream
@@ -57,7 +57,9 @@ def tensor_specs(card: ShapeCard) -> list[TensorSpec]:
     if card.arch not in ARCHS:
         raise ValueError(f"unknown architecture {card.arch!r}")
     if card.arch == "dflash":
-        return _dflash(card)
+        return _dflash(card) + _dspark_head(card)
+    if card.arch == "eagle3":
+        return _eagle3(card)
     c = card
     # A tied head is the embedding itself: at unit scale every token would predict itself.
     specs = [TensorSpec("token_embd.weight", (c.n_embd, c.n_vocab), MATRIX if c.tied_embeddings else EMBED,
@@ -97,6 +99,61 @@ def _dflash(c: ShapeCard) -> list[TensorSpec]:
             t("attn_output.weight", (q_dim, c.n_embd)),
             t("attn_q_norm.weight", (c.head_dim,), NORM),
             t("attn_k_norm.weight", (c.head_dim,), NORM),
+            t("ffn_norm.weight", (c.n_embd,), NORM),
+            t("ffn_gate.weight", (c.n_embd, c.n_ff)),
+            t("ffn_up.weight", (c.n_embd, c.n_ff)),
+            t("ffn_down.weight", (c.n_ff, c.n_embd)),
+        ]
+    return specs
+
+
+# layer ids of the drafter tensors outside any block: never the perturbable output head (-1)
+_DRAFTER_INPUT, _DRAFTER_HEAD = -2, -3
+
+
+def _dspark_head(c: ShapeCard) -> list[TensorSpec]:
+    """DSpark's Markov and confidence heads (`llama_model_dflash::load_arch_tensors`): markov_w1
+    (rank x vocab, rows gathered by the previous token, unit scale like an embedding), markov_w2
+    (rank -> vocab, the bias added to the draft logits) and conf_proj over [hidden | w1 row].
+    Nothing for a plain DFlash card."""
+    if not c.is_dspark:
+        return []
+    r = c.markov_rank
+    specs = [
+        TensorSpec("markov_w1.weight", (r, c.n_vocab), EMBED, _DRAFTER_INPUT),
+        TensorSpec("markov_w2.weight", (r, c.n_vocab), MATRIX, _DRAFTER_HEAD),
+    ]
+    if c.conf_head:
+        specs += [
+            TensorSpec("conf_proj.weight", (c.n_embd + r, 1), DENSE_F32, _DRAFTER_HEAD),
+            TensorSpec("conf_proj.bias", (1,), BIAS, _DRAFTER_HEAD),
+        ]
+    return specs
+
+
+def _eagle3(c: ShapeCard) -> list[TensorSpec]:
+    """`llama_model_eagle3::load_arch_tensors` (src/models/eagle3.cpp), full vocabulary (no d2t),
+    norm_before_fc off (no enc.output_norm): fc over the 3 target layers' features, one decoder
+    layer whose q/k/v read [normed token embedding | normed g] (2 x n_embd) and whose attn_norm_2
+    is the hidden norm of g, and the output norm. token_embd/output only with own_embeddings.
+    fc reads layers x target_hidden_size as llama.cpp sizes it (which then insists on 3 layers)."""
+    specs = [TensorSpec("fc.weight", (len(c.target_layers) * c.n_embd_target, c.n_embd), MATRIX, _DRAFTER_INPUT)]
+    if c.own_embeddings:
+        specs.append(TensorSpec("token_embd.weight", (c.n_embd, c.n_vocab), EMBED, -2))
+    specs.append(TensorSpec("output_norm.weight", (c.n_embd,), NORM))
+    if c.own_embeddings:
+        specs.append(TensorSpec("output.weight", (c.n_embd, c.n_vocab), MATRIX))
+    q_dim, kv_dim, attn_in = c.head_dim * c.n_head, c.head_dim * c.n_head_kv, 2 * c.n_embd
+    for il in range(c.n_layer):
+        def t(name: str, shape: tuple[int, ...], kind: str = MATRIX) -> TensorSpec:
+            return TensorSpec(f"blk.{il}.{name}", shape, kind, il)
+        specs += [
+            t("attn_norm.weight", (c.n_embd,), NORM),
+            t("attn_norm_2.weight", (c.n_embd,), NORM),
+            t("attn_q.weight", (attn_in, q_dim)),
+            t("attn_k.weight", (attn_in, kv_dim)),
+            t("attn_v.weight", (attn_in, kv_dim)),
+            t("attn_output.weight", (q_dim, c.n_embd)),
             t("ffn_norm.weight", (c.n_embd,), NORM),
             t("ffn_gate.weight", (c.n_embd, c.n_ff)),
             t("ffn_up.weight", (c.n_embd, c.n_ff)),

@@ -19,7 +19,7 @@ from typing import Callable
 import gguf
 import numpy as np
 
-from specsweep.synth.cards import ShapeCard
+from specsweep.synth.cards import DRAFTER_OPTIONS, ShapeCard
 from specsweep.synth.fill import (FILE_TYPE, RandomPool, blend_rows, nbytes, pool_size, stable_hash, storage_type,
                                   tensor_bytes)
 from specsweep.synth.tensors import tensor_specs
@@ -45,11 +45,23 @@ class Recipe:
     # next token's embedding through: the head then predicts what an embedding-dominated synthetic
     # target predicts, the MTP analogue of a draft identical to its target
     mtp: bool = False
+    # drafter variants; None keeps the card's choice (cards.option_error says where each applies):
+    # a DSpark drafter with or without its confidence head, sampling from the anchor or not, and an
+    # EAGLE-3 drafter with its own token_embd/output instead of borrowing the target's
+    conf_head: bool | None = None
+    sample_from_anchor: bool | None = None
+    own_embeddings: bool | None = None
+
+    @property
+    def drafter_options(self) -> dict[str, bool]:
+        """The drafter variants this recipe sets (recorded in the GGUF, part of a model's identity)."""
+        return {k: v for k in DRAFTER_OPTIONS if (v := getattr(self, k)) is not None}
 
     @property
     def shape(self) -> ShapeCard:
-        """The card as written: with its MTP layer when asked for."""
-        return dataclasses.replace(self.card, n_mtp=1) if self.mtp else self.card
+        """The card as written: with its MTP layer and drafter variants when asked for."""
+        card = dataclasses.replace(self.card, n_mtp=1) if self.mtp else self.card
+        return dataclasses.replace(card, **self.drafter_options) if self.drafter_options else card
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,7 @@ def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
             w.add_array("dflash.attention.sliding_window_pattern", list(c.swa_layers))
         if c.rope_sections:  # a drafter of an M-RoPE target: llama.cpp ropes it as M-RoPE
             w.add_rope_dimension_sections(list(c.rope_sections))
+    _add_drafter_metadata(w, c)
     w.add_head_count(c.n_head)
     w.add_head_count_kv(c.n_head_kv)
     w.add_key_length(c.head_dim)
@@ -187,6 +200,23 @@ def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
     w.add_uint64(META + "perturb_seed", r.perturb_seed)
     w.add_float32(META + "branch_scale", r.branch_scale)
     w.add_bool(META + "mtp", r.mtp)
+    for key, value in r.drafter_options.items():
+        w.add_bool(META + key, value)
+
+
+def _add_drafter_metadata(w: gguf.GGUFWriter, c: ShapeCard) -> None:
+    """The keys llama.cpp reads for EAGLE-3 (llama_model_eagle3::load_arch_hparams) and DSpark
+    (common_speculative_impl_draft_dflash, build_dspark_markov_head), written as llama.cpp's
+    converters write them (conversion/llama.py, conversion/qwen.py DSparkModel)."""
+    if c.is_eagle3:
+        w.add_array("eagle3.target_layers", list(c.target_layers))
+        w.add_uint32("eagle3.target_hidden_size", c.n_embd_target)
+        w.add_bool("eagle3.norm_before_residual", False)
+        w.add_bool("eagle3.norm_before_fc", False)
+    if c.is_dspark:
+        # both read as strings by llama.cpp; an absent has_confidence_head counts as true there
+        w.add_bool("dflash.sample_from_anchor", c.sample_from_anchor)
+        w.add_bool("dflash.has_confidence_head", c.conf_head)
 
 
 def read_recipe_fields(path: Path) -> dict[str, object]:
