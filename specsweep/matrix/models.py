@@ -26,12 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
-<<<<<<< HEAD
 from specsweep.models import overrides as kv
-from specsweep.synth.cards import CARDS, SCALES
-=======
 from specsweep.synth.cards import CARDS, DRAFTER_OPTIONS, SCALES, option_error
->>>>>>> eagle
 from specsweep.synth.fill import FILE_TYPE
 
 SYNTH_KEYS = {"synth": str, "scale": str, "wtype": str, "seed": int, "perturb": (float, int), "perturb_seed": int,

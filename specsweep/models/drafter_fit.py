@@ -30,24 +30,12 @@ def _arch(reader) -> str:
     return str(field(reader, "general.architecture", ""))
 
 
-<<<<<<< HEAD
 def _parsed(overrides, name: str, reader) -> tuple:
     found = kv.parse_overrides(list(overrides), f"model {name}")
     kv.check_against_header(found, reader, name)
     return found
 
 
-def check_dflash(target_name: str, target_path: Path, drafter_name: str, drafter_path: Path,
-                 target_overrides=(), drafter_overrides=()) -> PairCheck:
-    t, d = open_gguf(target_path, target_name), open_gguf(drafter_path, drafter_name)
-    to, do = _parsed(target_overrides, target_name, t), _parsed(drafter_overrides, drafter_name, d)
-    if _arch(d) != "dflash":
-        raise SpecsweepError(f"model {drafter_name} is not a DFlash drafter (architecture {_arch(d)!r})")
-    layers = [int(x) for x in field(d, "dflash.target_layers", []) or []]  # an array: no override
-    if not layers:
-        raise SpecsweepError(f"DFlash drafter {drafter_name} names no target layers (dflash.target_layers)")
-    depth = trunk_layers(t, to)
-=======
 def _tensor(reader, name: str):
     return next((x for x in reader.tensors if x.name == name), None)
 
@@ -60,21 +48,22 @@ def _flag(reader, key: str, absent: bool) -> bool:
     return value if isinstance(value, bool) else str(value) == "true"
 
 
-def check_dflash(target_name: str, target_path: Path, drafter_name: str, drafter_path: Path) -> None:
+def check_dflash(target_name: str, target_path: Path, drafter_name: str, drafter_path: Path,
+                 target_overrides=(), drafter_overrides=()) -> PairCheck:
     t, d = open_gguf(target_path, target_name), open_gguf(drafter_path, drafter_name)
-    _check_dflash_fit(t, target_name, d, drafter_name, "DFlash")
-    check_pair(target_name, target_path, drafter_name, drafter_path)
+    to, do = _parsed(target_overrides, target_name, t), _parsed(drafter_overrides, drafter_name, d)
+    _check_dflash_fit(t, target_name, d, drafter_name, "DFlash", to, do)
+    return check_pair(target_name, target_path, drafter_name, drafter_path, target_overrides=to, draft_overrides=do)
 
 
-def _check_dflash_fit(t, target_name: str, d, drafter_name: str, kind: str) -> None:
+def _check_dflash_fit(t, target_name: str, d, drafter_name: str, kind: str, to=(), do=()) -> None:
     """What a drafter of llama.cpp's dflash arch (DFlash, or DSpark: `kind`) needs of its target."""
     if _arch(d) != "dflash":
         raise SpecsweepError(f"model {drafter_name} is not a {kind} drafter (architecture {_arch(d)!r})")
-    layers = [int(x) for x in field(d, "dflash.target_layers", []) or []]
+    layers = [int(x) for x in field(d, "dflash.target_layers", []) or []]  # an array: no override
     if not layers:
         raise SpecsweepError(f"{kind} drafter {drafter_name} names no target layers (dflash.target_layers)")
-    depth = trunk_layers(t)
->>>>>>> eagle
+    depth = trunk_layers(t, to)
     outside = [x for x in layers if not 0 <= x < depth]
     if outside:
         raise SpecsweepError(f"{kind} drafter {drafter_name} reads target layers {outside}, but {target_name} "
@@ -88,15 +77,7 @@ def _check_dflash_fit(t, target_name: str, d, drafter_name: str, kind: str) -> N
     if fc is not None and int(fc.shape[0]) != len(layers) * n_embd_t:
         raise SpecsweepError(f"{kind} drafter {drafter_name}: fc reads {int(fc.shape[0])} features, but "
                              f"{len(layers)} layers of {target_name} give {len(layers) * n_embd_t}")
-<<<<<<< HEAD
     if field(d, "tokenizer.ggml.mask_token_id", None, do) is None:
-        raise SpecsweepError(f"DFlash drafter {drafter_name} has no mask token (tokenizer.ggml.mask_token_id)")
-    return check_pair(target_name, target_path, drafter_name, drafter_path, target_overrides=to, draft_overrides=do)
-
-
-def check_mtp(target_name: str, target_path: Path, target_overrides=()) -> None:
-=======
-    if field(d, "tokenizer.ggml.mask_token_id") is None:
         raise SpecsweepError(f"{kind} drafter {drafter_name} has no mask token (tokenizer.ggml.mask_token_id)")
 
 
@@ -196,31 +177,34 @@ def dspark_p_min_error(p_min: float, layout: DSparkLayout, drafter_name: str) ->
 
 
 def check_dspark(target_name: str, target_path: Path, drafter_name: str, drafter_path: Path,
-                 p_min: float = 0.0) -> None:
+                 target_overrides=(), drafter_overrides=(), p_min: float = 0.0) -> PairCheck:
     """check_dflash's checks for a DSpark drafter, its Markov head, and a confidence head when
     the cell drafts with p_min > 0."""
     t, d = open_gguf(target_path, target_name), open_gguf(drafter_path, drafter_name)
+    to, do = _parsed(target_overrides, target_name, t), _parsed(drafter_overrides, drafter_name, d)
     layout = _dspark_layout(d, drafter_name)
-    _check_dflash_fit(t, target_name, d, drafter_name, "DSpark")
+    _check_dflash_fit(t, target_name, d, drafter_name, "DSpark", to, do)
     error = dspark_p_min_error(p_min, layout, drafter_name)
     if error:
         raise SpecsweepError(error)
-    check_pair(target_name, target_path, drafter_name, drafter_path)
+    return check_pair(target_name, target_path, drafter_name, drafter_path, target_overrides=to, draft_overrides=do)
 
 
-def check_eagle3(target_name: str, target_path: Path, drafter_name: str, drafter_path: Path) -> None:
+def check_eagle3(target_name: str, target_path: Path, drafter_name: str, drafter_path: Path,
+                 target_overrides=(), drafter_overrides=()) -> PairCheck:
     t, d = open_gguf(target_path, target_name), open_gguf(drafter_path, drafter_name)
+    to, do = _parsed(target_overrides, target_name, t), _parsed(drafter_overrides, drafter_name, d)
     e = _eagle3_layout(d, drafter_name)
     if len(e.target_layers) != 3:
         raise SpecsweepError(f"EAGLE-3 drafter {drafter_name} names {len(e.target_layers)} target layers "
                              f"(eagle3.target_layers {list(e.target_layers)}); llama.cpp needs exactly 3")
-    depth = trunk_layers(t)
+    depth = trunk_layers(t, to)
     outside = [x for x in e.target_layers if not 0 <= x <= depth]
     if outside:  # llama.cpp aborts (GGML_ABORT) on an id above the target's layer count
         raise SpecsweepError(f"EAGLE-3 drafter {drafter_name} reads target layers {outside}, but {target_name} "
                              f"has {depth} layers (ids up to {depth}, its final hidden state): it was made "
                              f"for another target")
-    n_embd_t = int(field(t, f"{_arch(t)}.embedding_length", 0))
+    n_embd_t = int(field(t, f"{_arch(t)}.embedding_length", 0, to))
     if e.target_hidden_size != n_embd_t:
         raise SpecsweepError(f"EAGLE-3 drafter {drafter_name} reads target features of size "
                              f"{e.target_hidden_size} (eagle3.target_hidden_size), {target_name} has hidden size "
@@ -239,7 +223,7 @@ def check_eagle3(target_name: str, target_path: Path, drafter_name: str, drafter
         if rows < n_vocab_t:
             raise SpecsweepError(f"EAGLE-3 drafter {drafter_name} embeds {rows} tokens, but {target_name}'s "
                                  f"vocabulary has {n_vocab_t}: its token ids would fall outside")
-    check_pair(target_name, target_path, drafter_name, drafter_path)
+    return check_pair(target_name, target_path, drafter_name, drafter_path, target_overrides=to, draft_overrides=do)
 
 
 def _n_tokens(reader) -> int:
@@ -247,8 +231,7 @@ def _n_tokens(reader) -> int:
     return len(f.data) if f is not None else 0
 
 
-def check_mtp(target_name: str, target_path: Path) -> None:
->>>>>>> eagle
+def check_mtp(target_name: str, target_path: Path, target_overrides=()) -> None:
     t = open_gguf(target_path, target_name)
     arch = _arch(t)
     n = int(field(t, f"{arch}.nextn_predict_layers", 0, _parsed(target_overrides, target_name, t)))
@@ -260,7 +243,6 @@ def check_mtp(target_name: str, target_path: Path) -> None:
                              f"(Qwen3.5/3.6) only")
 
 
-<<<<<<< HEAD
 def pairing(method: str, models: dict, settings: dict | None = None) -> tuple:
     """What the header checks of a cell depend on: cells with the same pairing are checked once."""
     p_min = float((settings or {}).get("p_min", 0.0)) > 0.0  # a DSpark drafter's p_min needs its head
@@ -278,26 +260,3 @@ def check_cell_models(models: dict, method: str, path_of, settings: dict | None 
         from specsweep.matrix.models import model_overrides as overrides_of
     check = methods.get(method).check
     return check(models, settings or {}, path_of, overrides_of) if check is not None else None
-=======
-def pairing(method: str, models: dict, p_min: float = 0.0) -> tuple:
-    """What the header checks of a cell depend on: cells with the same pairing are checked once
-    (DSpark's also depend on whether the cell drafts with a minimum probability)."""
-    key = method, tuple(sorted((role, ref.name) for role, ref in models.items()))
-    return key + (p_min > 0,) if method == "dspark" else key
-
-
-def check_cell_models(models: dict, method: str, path_of, p_min: float = 0.0) -> None:
-    """The header checks a cell's method needs; `path_of(ref)` gives a model's file, `p_min` is the
-    cell's minimum draft probability (DSpark needs its confidence head for p_min > 0)."""
-    t = models["target"]
-    if method == "draft":
-        check_pair(t.name, path_of(t), models["draft"].name, path_of(models["draft"]))
-    elif method == "dflash":
-        check_dflash(t.name, path_of(t), models["drafter"].name, path_of(models["drafter"]))
-    elif method == "eagle3":
-        check_eagle3(t.name, path_of(t), models["drafter"].name, path_of(models["drafter"]))
-    elif method == "dspark":
-        check_dspark(t.name, path_of(t), models["drafter"].name, path_of(models["drafter"]), p_min)
-    elif method == "mtp":
-        check_mtp(t.name, path_of(t))
->>>>>>> eagle
