@@ -295,6 +295,13 @@ def readers(key: str) -> tuple[str, ...]:
     return tuple(n for n in NAMES if key in keys_of(n))
 
 
+def with_defaults(settings: dict) -> dict:
+    """A method's settings with every key it reads filled in with its default (for code that
+    builds a cell's drafter or command line without a matrix: tests, benchmarks)."""
+    keys = keys_of(settings["method"])
+    return {**{k: v.default for k, v in keys.items() if v.default is not None}, **settings}
+
+
 def native_flags(settings: dict) -> list[str]:
     """The llama.cpp flags (`--spec-type` and the method's own) a cell's settings map to; model
     files (-md) and the rest of the command line are the caller's."""

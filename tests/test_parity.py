@@ -144,17 +144,46 @@ def test_dflash_matches_llama_cpp(tiny_model, card, n_max, layout):
 
 # --- the n-gram methods that copy the context's own history (common/ngram-map.cpp) ---
 # The registry builds both sides: llama.cpp's flags (methods.native_flags) and specsweep's drafter.
-@pytest.mark.parametrize("card", ["qwen3-30b-a3b", "qwen3.6-35b-a3b"])
-@pytest.mark.parametrize("method,params", [
-    ("ngram-simple", {"size_n": 3, "size_m": 8}),
-    ("ngram-map-k", {"size_n": 3, "size_m": 8, "min_hits": 1}),
-    ("ngram-map-k4v", {"size_n": 2, "size_m": 6, "min_hits": 2}),
-])
+# Damped models (branch_scale 0.05) fall into the repetition these methods draft from; k4v drafts
+# only once an m-gram dominates after a key seen min_hits times.
+@pytest.mark.parametrize("card,method,params", [
+    (card, method, params) for card in ("qwen3-30b-a3b", "qwen3.6-35b-a3b") for method, params in [
+        ("ngram-simple", {"size_n": 3, "size_m": 8}),
+        ("ngram-map-k", {"size_n": 3, "size_m": 8, "min_hits": 1}),
+        ("ngram-map-k4v", {"size_n": 1, "size_m": 4, "min_hits": 1})]
+] + [("qwen3-30b-a3b", "ngram-map-k4v", {"size_n": 3, "size_m": 8, "min_hits": 2})])
 def test_ngram_map_methods_match_llama_cpp(tiny_model, card, method, params):
-    target = tiny_model(card)
+    target = tiny_model(card, branch_scale=0.05)
     settings = {"method": method, **params}
     out, stats = native(target, LOOPY, methods.native_flags(settings))
     make = methods.get(method).make
     text, result = ours(target, LOOPY, lambda: make(settings, methods.DrafterContexts(None, None)))
     assert_parity(out, stats, text, result)
     assert stats["n_drafted"] > 0 and stats["n_accept"] > 0
+
+
+# EAGLE-3 (three target layers, the last one the final hidden state at tiny scale: layer ids 1, 2, 4
+# of 4) and DSpark (the dflash arch with a Markov head; sample_from_anchor drafts the whole block),
+# both random, so mostly rejected: every step exercises the target's snapshot rollback.
+@pytest.mark.parametrize("method,card,n_max,variant,p_min", [
+    ("eagle3", "qwen3.6-35b-a3b-eagle3", 3, {}, 0.0),
+    ("eagle3", "qwen3.6-35b-a3b-eagle3", 6, {"own_embeddings": True}, 0.0),
+    ("dspark", "qwen3.6-35b-a3b-dspark", 4, {}, 0.0),
+    ("dspark", "qwen3.6-35b-a3b-dspark", 8, {}, 0.5),  # p_min reads the confidence head
+    ("dspark", "qwen3.6-35b-a3b-dspark", 16, {"sample_from_anchor": False}, 0.0),
+])
+def test_hidden_state_drafters_match_llama_cpp(tiny_model, model_dir, method, card, n_max, variant, p_min):
+    from specsweep.synth.cards import CARDS
+    from specsweep.synth.writer import Recipe, write_model
+
+    target = tiny_model("qwen3.6-35b-a3b", branch_scale=0.05)
+    drafter = model_dir / f"{card}-{'-'.join(f'{k}{v}' for k, v in variant.items())}.gguf"
+    if not drafter.is_file():
+        write_model(Recipe(CARDS[card].at_scale("tiny"), "tiny", "Q4_0", 0, branch_scale=0.05, **variant), drafter)
+    settings = methods.with_defaults({"method": method, "draft_max": n_max, "draft_min": 0, "p_min": p_min})
+    out, stats = native(target, TEXT, ["-md", str(drafter), "-ngld", "0", *methods.native_flags(settings)])
+    make = methods.get(method).make
+    text, result = ours(target, TEXT, lambda dctx, ctx: make(settings, methods.DrafterContexts(dctx, ctx)), drafter,
+                        kind="dflash", n_rs_seq=n_max)
+    assert_parity(out, stats, text, result)
+    assert stats["n_drafted"] > 0

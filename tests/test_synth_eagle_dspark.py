@@ -317,13 +317,14 @@ def test_cell_checks_route_eagle3_and_dspark(tiny_model, drafter):
         path: Path
 
     models = {"target": Ref("t", tiny_model(A3B)), "drafter": Ref("d", drafter(DSPARK, conf_head=False))}
-    check_cell_models(models, "dspark", lambda r: r.path)
+    none = lambda r: ()  # noqa: E731 (no override_kv)
+    check_cell_models(models, "dspark", lambda r: r.path, {"p_min": 0.0}, none)
     with pytest.raises(SpecsweepError, match="no confidence head"):
-        check_cell_models(models, "dspark", lambda r: r.path, p_min=0.5)
+        check_cell_models(models, "dspark", lambda r: r.path, {"p_min": 0.5}, none)
     with pytest.raises(SpecsweepError, match="not an EAGLE-3 drafter"):
-        check_cell_models(models, "eagle3", lambda r: r.path)
-    assert pairing("dspark", models, 0.5) != pairing("dspark", models, 0.0)
-    assert pairing("eagle3", models, 0.5) == pairing("eagle3", models, 0.0)
+        check_cell_models(models, "eagle3", lambda r: r.path, {}, none)
+    assert pairing("dspark", models, {"p_min": 0.5}) != pairing("dspark", models, {"p_min": 0.0})
+    assert pairing("eagle3", models, {"p_min": 0.5}) == pairing("eagle3", models, {"p_min": 0.0})
 
 
 # --- command line and matrix entries ------------------------------------------------------------

@@ -244,9 +244,10 @@ def check_mtp(target_name: str, target_path: Path, target_overrides=()) -> None:
 
 
 def pairing(method: str, models: dict, settings: dict | None = None) -> tuple:
-    """What the header checks of a cell depend on: cells with the same pairing are checked once."""
-    p_min = float((settings or {}).get("p_min", 0.0)) > 0.0  # a DSpark drafter's p_min needs its head
-    return method, tuple(sorted((role, ref.name) for role, ref in models.items())), p_min
+    """What the header checks of a cell depend on: cells with the same pairing are checked once
+    (DSpark's also depend on whether the cell drafts with a minimum probability: its head)."""
+    key = method, tuple(sorted((role, ref.name) for role, ref in models.items()))
+    return key + (float((settings or {}).get("p_min", 0.0)) > 0,) if method == "dspark" else key
 
 
 def check_cell_models(models: dict, method: str, path_of, settings: dict | None = None,

@@ -150,9 +150,11 @@ def plan_blocks(n_cells: int, n_blocks: int | None, round_up: bool = True) -> Bl
     elif balanced:
         note = ""
     else:
-        per_cell = "; ".join(f"cell {c}: {'/'.join(map(str, row))}" for c, row in enumerate(positions))
+        spread = [max(row) - min(row) for row in positions]
         note = (f"{count} blocks are not a multiple of {period} ({design}), so the order is not balanced: "
-                f"times at each position {per_cell}; ordered pairs adjacent {min(pairs)}-{max(pairs)} times")
+                f"a cell's count at one position differs from another position's by up to {max(spread)}, and "
+                f"ordered pairs of cells are adjacent {min(pairs)}-{max(pairs)} times (the records' `position` "
+                f"gives the full picture)")
     return BlockPlan(n_cells=n_cells, requested=n_blocks, n_blocks=count, period=period, orders=orders,
                      rounded_up=rounded, balanced=balanced, positions=positions,
                      carryover_min=min(pairs), carryover_max=max(pairs), note=note)
