@@ -81,7 +81,9 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     shard_t = parse_shard(shard)
     results = ResultsDir(results_root, matrix.name, shard_t)
     if runs > 1 and run_index is None and not dry_run:
-        _run_fresh_processes(runs, matrix, results)
+        child = [str(matrix_file), "--results", str(results_root), *(["--shard", shard] if shard else []),
+                 *[a for t in targets for a in ("--target", t)], *(["--verbose"] if verbose else [])]
+        _run_fresh_processes(runs, child, matrix, results)
         return
     index = run_index or 0
     trials = results.read_trials()
@@ -134,16 +136,12 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
         _summary(matrix, results)
 
 
-def _run_fresh_processes(runs: int, matrix, results: ResultsDir) -> None:
-    """`--runs N`: the same command once per run index, each in a new process (its own
-    allocations, graph captures and clock history), then one summary over all runs."""
-    argv = [a for a in sys.argv[1:] if not a.startswith("--runs")]
-    if "--runs" in sys.argv:  # "--runs N" as two words
-        i = sys.argv.index("--runs")
-        argv = [a for k, a in enumerate(sys.argv[1:], 1) if k not in (i, i + 1)]
+def _run_fresh_processes(runs: int, child: list[str], matrix, results: ResultsDir) -> None:
+    """`--runs N`: the same run once per run index, each in a new process (its own allocations,
+    graph captures and clock history), then one summary over all runs."""
     for index in range(runs):
         click.echo(f"{matrix.name}: run {index + 1} of {runs} (fresh process)", err=True)
-        proc = subprocess.run([sys.executable, "-m", "specsweep", *argv, "--run-index", str(index)])
+        proc = subprocess.run([sys.executable, "-m", "specsweep", "run", *child, "--run-index", str(index)])
         if proc.returncode != 0:
             click.echo(f"specsweep: run {index} ended with exit code {proc.returncode}; the runs before it are "
                        f"recorded, run the same command again to resume", err=True)
