@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from specsweep.cli import main
+from specsweep import methods
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.load import load
 
@@ -56,14 +57,19 @@ def test_cell_id_ignores_name_and_trial_count_but_not_parameters(tmp_path):
 
 def test_shipped_matrices_load():
     smoke = load(ROOT / "matrices" / "smoke.toml")
-    assert {c.method for c in smoke.cells} == {"baseline", "draft", "ngram-cache", "ngram-mod", "dflash", "mtp"}
+    # the smoke matrix runs every method of the registry, and some with synthetic acceptance
+    assert {c.method for c in smoke.cells} == set(methods.NAMES)
+    assert any(c.settings.get("synth_len") is not None for c in smoke.cells)
     a3b = load(ROOT / "matrices" / "a3b.toml")
     names = [c.name for c in a3b.cells]
     assert len(names) == len(set(names))
     mod = [c for c in a3b.cells if c.method == "ngram-mod"]
     assert sorted({c.n_match for c in mod}) == [8, 12, 16, 20, 24, 32]
     assert all(c.kv == "q8_0" and c.flash_attn and c.n_predict in (300, 1000) for c in a3b.cells
-               if c.method != "ngram-cache")
+               if c.method not in ("ngram-cache", "baseline"))
+    # the ngram-cache KV/length sweep has a baseline of its own at each point (blocks pair by it)
+    assert {(c.kv, c.n_predict) for c in a3b.cells if c.method == "baseline" and c.models["target"].name == "a3b"} == {
+        ("q8_0", 300), ("f16", 300), ("q8_0", 1000), ("f16", 1000)}
     assert {(c.kv, c.n_predict) for c in a3b.cells if c.method == "ngram-cache"} == {
         ("q8_0", 300), ("f16", 300), ("q8_0", 1000), ("f16", 1000)}
     draft = {(c.settings["draft_min"], c.settings["draft_max"]) for c in a3b.cells if c.method == "draft"}

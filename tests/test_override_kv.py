@@ -305,6 +305,7 @@ def matrix(tmp_path, stand_ins, drafts: str, extra_models: str = "") -> Path:
     path = tmp_path / "ov.toml"
     path.write_text(f"""
 name = "ov"
+design = "sequential"  # drafts without a baseline: the blocks design would refuse them
 [models]
 t = {{ path = "{stand_ins['target']}" }}
 d = {{ path = "{stand_ins['draft']}" }}

@@ -195,6 +195,7 @@ def test_hf_file_missing_offline_says_how_to_fetch_it(hub_cache, tmp_path):
 
 MATRIX = """
 name = "bench"
+design = "sequential"
 [models]
 target = { synth = "qwen3.6-35b-a3b", scale = "tiny" }
 [defaults]
