@@ -78,6 +78,11 @@ class ContextOptions:
     # "mtp": a context that runs the model's multi-token-prediction head (llama.cpp's
     # LLAMA_CONTEXT_TYPE_MTP) instead of its trunk
     ctx_type: str = "default"
+    # output rows a batch may ask for (logits, sampled ids, hidden states); 0: n_batch. llama.cpp's
+    # tools size it to what a step needs (common_speculative_get_output_limits): 1 + the draft limit
+    # for a target, 1 for a draft model or MTP head, 1 + n_max for a DFlash block. Each row costs a
+    # vocabulary of floats (twice with backend sampling): 512 rows of a 248k vocabulary are ~1 GB
+    n_outputs: int = 0
 
 
 CONTEXT_TYPES = {"default": ll.LLAMA_CONTEXT_TYPE_DEFAULT, "mtp": ll.LLAMA_CONTEXT_TYPE_MTP}
@@ -275,8 +280,8 @@ class Context:
         params.n_batch = params.n_ubatch = opts.n_batch
         params.n_seq_max = opts.n_seq_max
         params.n_rs_seq = opts.n_rs_seq
-        # a verify batch needs a logit row per token (llama.cpp otherwise caps outputs per sequence)
-        params.n_outputs_max = params.n_outputs_max_per_seq = opts.n_batch
+        # a verify batch needs an output row per token (llama.cpp caps outputs per sequence)
+        params.n_outputs_max = params.n_outputs_max_per_seq = min(opts.n_outputs or opts.n_batch, opts.n_batch)
         params.type_k = params.type_v = KV_TYPES[opts.type_kv]
         params.flash_attn_type = 1 if opts.flash_attn else 0
         params.no_perf = True

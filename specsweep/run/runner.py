@@ -41,11 +41,12 @@ def prompt_tokens(model: runtime.Model, prompt: Prompt, chat: bool) -> list[int]
 def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOptions:
     # snapshot rollback keeps one recurrent-state snapshot per draftable token, as llama.cpp sizes
     # n_rs_seq to the draft's n_max; checkpoint rollback keeps none
-    snapshots = hybrid_snapshots and cell.rollback == "snapshot"
-    n_rs = methods.get(cell.method).n_max(cell.settings) if snapshots else 0
+    n_max = methods.get(cell.method).n_max(cell.settings)
+    n_rs = n_max if hybrid_snapshots and cell.rollback == "snapshot" else 0
+    # output rows as llama.cpp's tools size them: a verify batch of the draft limit + 1
     return runtime.ContextOptions(n_ctx=cell.n_ctx, n_batch=cell.n_batch, type_kv=cell.kv,
                                   flash_attn=cell.flash_attn, n_threads=cell.threads, n_rs_seq=n_rs,
-                                  backend_sampling=cell.backend_sampling)
+                                  backend_sampling=cell.backend_sampling, n_outputs=n_max + 1)
 
 
 def make_drafter(cell: Cell, draft_ctx: runtime.Context | None, target_ctx: runtime.Context, matrix_dir,
@@ -63,13 +64,16 @@ def draft_context(cell: Cell, target: runtime.Model, target_ctx: runtime.Context
     """The second context a model-based drafter decodes in: the draft model's (with the target's
     options), a drafter's that reads the target's context (DFlash, DSpark, EAGLE-3), or the MTP
     head's (on the target's own model). llama.cpp gives these last two no recurrent snapshots."""
-    kind = methods.get(cell.method).context
-    if kind == "draft":
-        return runtime.Context(draft, opts)
-    if kind == "drafter":
-        return runtime.Context(draft, dataclasses.replace(opts, n_rs_seq=0), other=target_ctx)
-    if kind == "mtp":
-        return runtime.Context(target, dataclasses.replace(opts, n_rs_seq=0, ctx_type="mtp"), other=target_ctx)
+    m = methods.get(cell.method)
+    # one output row per step, except a block drafter's n_max + 1 (common_base_params_to_speculative)
+    rows = m.n_max(cell.settings) + 1 if m.capped else 1
+    if m.context == "draft":
+        return runtime.Context(draft, dataclasses.replace(opts, n_outputs=rows))
+    if m.context == "drafter":
+        return runtime.Context(draft, dataclasses.replace(opts, n_rs_seq=0, n_outputs=rows), other=target_ctx)
+    if m.context == "mtp":
+        return runtime.Context(target, dataclasses.replace(opts, n_rs_seq=0, ctx_type="mtp", n_outputs=rows),
+                               other=target_ctx)
     return None
 
 
