@@ -78,10 +78,14 @@ def test_coverage_of_a_trial_follows_its_draft_lengths():
     r = trial("c", "draft", 50.0, drafted_by_pos=[10, 10, 10, 10], n_steps=10)
     assert coverage.mean_coverage(r, 256, 8) == pytest.approx(1 - (1 - 8 / 256) ** 5)
     # 10 steps: 4 drafted 2 tokens, 2 drafted 1, 4 drafted none (K = 3, 2, 1)
-    r = trial("c", "draft", 50.0, drafted_by_pos=[6, 4], n_steps=10)
+    r = trial("c", "draft", 50.0, drafted_by_pos=[6, 4], n_steps=10, draft_max=4)
     assert coverage.verify_lengths(r) == {3.0: 4, 2.0: 2, 1.0: 4}
+    assert coverage.verify_lengths(r, drafts_only=True) == {3.0: 4, 2.0: 2}
     c = lambda k: theory.expected_union(256, 8, k) / 256  # noqa: E731
-    assert coverage.mean_coverage(r, 256, 8) == pytest.approx((4 * c(3) + 2 * c(2) + 4 * c(1)) / 10)
+    # the verifies that carried a draft: steps without one are not what the hypothesis is about
+    assert coverage.mean_coverage(r, 256, 8) == pytest.approx((4 * c(3) + 2 * c(2)) / 6)
+    # as the audit counts it: the configured draft length (draft_max 4: K = 5) of every trial
+    assert coverage.configured_coverage(r, 256, 8) == pytest.approx(c(5))
     assert theory.saturation_tokens(256, 8) == 95  # the breakpoint the knee tests below rely on
 
 

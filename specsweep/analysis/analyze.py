@@ -44,6 +44,7 @@ def analyze_source(src: Source, probes: list[dict], n_boot: int = paired.BOOTSTR
                                  f"({moe[0].source})") if moe else None
     for f in fits:
         f.knee = coverage.knee_test(f, routings[f.target_key], reference, seed=seed)
+        f.knee_configured = coverage.knee_test(f, routings[f.target_key], reference, seed=seed, configured=True)
     notes = []
     designs = sorted({rec.design_of(r) for r in kept if not rec.is_baseline(r)})
     if "sequential" in designs:

@@ -92,6 +92,8 @@ def coverage_text(a) -> str:
     for f in a.fits:
         if f.knee is not None:
             lines.append(f"  {f.target} · {f.label}: {f.knee.verdict}")
+        if f.knee_configured is not None and f.knee_configured.status != "untested":
+            lines.append(f"    at the configured draft length, as the audit counted it: {f.knee_configured.verdict}")
     return "\n".join(lines)
 
 

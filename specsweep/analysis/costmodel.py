@@ -62,7 +62,8 @@ class FamilyFit:
     n_baseline: int
     n_synthetic: int  # trials whose acceptance llama.cpp forced
     label: str = ""
-    knee: object | None = None  # a coverage.KneeTest, filled in by the analysis
+    knee: object | None = None  # a coverage.KneeTest, filled in by the analysis (its drafts' coverage)
+    knee_configured: object | None = None  # the same test at the configured draft length (the audit's way)
     trials: list[dict] = field(default_factory=list, repr=False)  # not written to JSON
 
 

@@ -3,10 +3,14 @@
 The hypothesis: verifying K tokens reads the union of their experts, so cost should change course
 where that union covers (nearly) all experts. Each trial gets its expected routed-expert coverage
 per verify pass, c(K) = 1 - (1 - k/E)^K for K = drafted + 1 tokens (`theory.expected_union` / E:
-uniform, independent routing, the hypothesis' own model), averaged over its verify steps. The draft
-length of each step comes from the record: `drafted_by_pos[i]` counts the steps whose draft
-reached position i, so `drafted_by_pos[j-1] - drafted_by_pos[j]` steps drafted exactly j tokens
-and `n_steps - drafted_by_pos[0]` drafted none (K = 1).
+uniform, independent routing, the hypothesis' own model), averaged over the verify passes that
+carried a draft. The draft length of each comes from the record: `drafted_by_pos[i]` counts the
+drafts that reached position i, so `drafted_by_pos[j-1] - drafted_by_pos[j]` drafted exactly j
+tokens. Steps without a draft (nothing to draft, the last tokens of a trial, a checkpoint's replay
+of accepted tokens) are left out: they are not the verify the hypothesis is about, and a drafter
+that rolls back through checkpoints would otherwise look as if its verifies read half the experts
+they do. (The audit this test follows used the configured draft length; drafts cut short by the
+tokens left to generate are counted at their real length here.)
 
 On a family's line y = a + b x (cost model), the test is
 - the residuals against coverage (Spearman's rho; mean residual past and before 95%);
@@ -80,8 +84,9 @@ class KneeTest:
 
 # --- coverage per trial ---
 
-def verify_lengths(r: dict) -> dict[float, int]:
-    """Verify length K -> number of the trial's verify steps of that length."""
+def verify_lengths(r: dict, drafts_only: bool = False) -> dict[float, int]:
+    """Verify length K -> number of the trial's verify steps of that length (`drafts_only`: only
+    the steps that verified a draft)."""
     pos = [int(v) for v in (r.get("drafted_by_pos") or [])]
     n_steps = int(r.get("n_steps") or 0)
     drafted = int(r.get("n_drafted") or 0)
@@ -97,18 +102,25 @@ def verify_lengths(r: dict) -> dict[float, int]:
         plain = 0
     else:
         plain = n_steps or int(r.get("n_generated") or 0)
-    if plain > 0:
+    if plain > 0 and not (drafts_only and counts):
         counts[1.0] = counts.get(1.0, 0) + plain
     return counts
 
 
 def mean_coverage(r: dict, n_expert: int, n_used: int) -> float:
-    """Expected share of routed experts one verify pass of this trial reads, over its steps."""
-    counts = verify_lengths(r)
+    """Expected share of routed experts one verify pass of a draft in this trial reads."""
+    counts = verify_lengths(r, drafts_only=True)
     total = sum(counts.values())
     if not total or n_expert <= 0:
         return 0.0
     return sum(n * theory.expected_union(n_expert, n_used, k) for k, n in counts.items()) / (total * n_expert)
+
+
+def configured_coverage(r: dict, n_expert: int, n_used: int) -> float:
+    """The coverage of a full draft at the cell's draft limit, K = draft_max + 1: how the published
+    audit counted it (it ignores drafts cut short by the tokens left to generate)."""
+    n = rec.draft_max(r) or 0
+    return theory.expected_union(n_expert, n_used, n + 1) / n_expert if n_expert > 0 else 0.0
 
 
 def routing_for(trials: list[dict], probes: list[dict]) -> Routing | None:
@@ -224,8 +236,9 @@ def crossing_x(x, coverage, fraction: float = FRACTION) -> tuple[float | None, i
 # --- the test of one family's line ---
 
 def knee_test(fam, routing: Routing | None, reference: Routing | None = None, seed: int = 0,
-              n_boot: int = SEARCH_BOOT) -> KneeTest:
-    """The coverage test of one `costmodel.FamilyFit` (its trials and line)."""
+              n_boot: int = SEARCH_BOOT, configured: bool = False) -> KneeTest:
+    """The coverage test of one `costmodel.FamilyFit` (its trials and line); `configured`: with each
+    trial's coverage at its configured draft length, as the audit counted it, instead of its drafts'."""
     trials = fam.trials
     if routing is None:
         return KneeTest("untested", "no routing",
@@ -235,7 +248,8 @@ def knee_test(fam, routing: Routing | None, reference: Routing | None = None, se
     use = routing if routing.moe else (reference or Routing(*REFERENCE_ROUTING, "the 35B-A3B's routing"))
     x = np.array([rec.draft_per_token(r) for r in trials])
     y = np.array([rec.ms_per_token(r) for r in trials])
-    cov = np.array([mean_coverage(r, use.n_expert, use.n_used) for r in trials])
+    of = configured_coverage if configured else mean_coverage
+    cov = np.array([of(r, use.n_expert, use.n_used) for r in trials])
     lengths = np.array([rec.draft_max(r) or 0 for r in trials])
     k95 = theory.saturation_tokens(use.n_expert, use.n_used)
     prefix = ("" if role == "moe" else
