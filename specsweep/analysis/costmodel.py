@@ -137,14 +137,22 @@ def _crossing(fit: LineFit) -> float | None:
 
 
 def break_even(rows: list[PairedRow], n_boot: int = BOOTSTRAP, seed: int = SEED) -> list[BreakEven]:
-    """Per target: speed-up against acceptance over its speculative configs, and where it crosses 1."""
-    by_target: dict[str, list[PairedRow]] = defaultdict(list)
-    for row in rows:
-        if row.n_drafted > 0 and row.change is not None and row.acceptance is not None:
-            by_target[row.target_key].append(row)
+    """Speed-up against acceptance, and where it crosses 1: one line per arm (drafter family and
+    draft limit) that was swept over synthetic acceptance levels (its own curve, measured), and one
+    over the other speculative configs of each target (across arms, as the audit drew it)."""
+    usable = [r for r in rows if r.n_drafted > 0 and r.change is not None and r.acceptance is not None]
+    sweeps: dict[tuple, list[PairedRow]] = defaultdict(list)
+    for row in usable:
+        if row.synthetic:
+            sweeps[(row.target_key, row.arm)].append(row)
+    swept = {k for k, v in sweeps.items() if len({round(r.acceptance, 3) for r in v}) >= MIN_CONFIGS}
+    groups: dict[tuple, list[PairedRow]] = defaultdict(list)
+    for row in usable:
+        key = (row.target_key, row.arm)
+        groups[key if row.synthetic and key in swept else (row.target_key, "")].append(row)
     out = []
-    for mine in sorted(by_target.values(), key=lambda m: m[0].target):
-        target = mine[0].target
+    for (_, arm), mine in sorted(groups.items(), key=lambda kv: (kv[1][0].target, kv[0][1])):
+        target = mine[0].target + (f" · {arm} (synthetic acceptance sweep)" if arm else "")
         acc = np.array([r.acceptance for r in mine])
         sp = np.array([r.speedup for r in mine])
         points = [{"cell": r.cell, "acceptance": r.acceptance, "speedup": r.speedup, "synthetic": r.synthetic,
