@@ -24,6 +24,10 @@ def _draft_n(n_max: int, n_min: int, what: str = "") -> dict[str, Key]:
 
 
 P_MIN = {"p_min": Key(0.0, (float, int), minimum=0.0, help="stop drafting below this probability (top-10 softmax)")}
+# the draft context's KV cache type: llama.cpp's default is f16 unless -ctkd/-ctvd say otherwise;
+# specsweep's default (unset) gives the draft context the target's `kv`
+DRAFT_KV = {"draft_kv": Key(None, (str,), choices=("q8_0", "f16"),
+                            help="KV type of the draft context (-ctkd/-ctvd; unset: the target's kv)")}
 DRAFT_GPU = {"draft_gpu": Key(None, (int,), minimum=0, help="GPU for the draft model (default: the target's)")}
 
 
@@ -174,8 +178,9 @@ def _check_mtp(models, s, path_of, overrides_of):
 # --- llama.cpp flags ---
 
 def _draft_flags(s: dict) -> list[str]:
+    kv = s.get("draft_kv") or s.get("kv")  # specsweep's draft context: the target's kv unless draft_kv
     return ["--spec-draft-n-max", str(s["draft_max"]), "--spec-draft-n-min", str(s["draft_min"]),
-            "--spec-draft-p-min", f"{float(s.get('p_min', 0.0)):g}"]
+            "--spec-draft-p-min", f"{float(s.get('p_min', 0.0)):g}", *(["-ctkd", kv, "-ctvd", kv] if kv else [])]
 
 
 def _map_flags(kind: str, hits: bool) -> Callable[[dict], list[str]]:
@@ -192,7 +197,7 @@ def _model_title(role: str):
 _REGISTRY = [
     Method("baseline", None, "#6b6b6b", title=lambda s: "baseline"),
     Method("draft", "draft-simple", "#0072B2", {"draft": Key(None, (str,), help="draft model name"),
-                                                **DRAFT_GPU, **_draft_n(3, 0), **P_MIN},
+                                                **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("draft",), context="draft", flags=_draft_flags, n_max=lambda s: s["draft_max"],
            make=_make_draft, check=_check_draft, title=_model_title("draft")),
     # llama.cpp fixes ngram-cache drafts at 8 tokens (create_state_ngram_cache) and reads neither
@@ -229,20 +234,20 @@ _REGISTRY = [
     # drafters that read the target's hidden states: llama.cpp gives a hybrid target draft_max
     # recurrent-state snapshots for them (common_params_speculative::need_n_rs_seq), hence snapshot
     Method("dflash", "draft-dflash", "#CC79A7", {"drafter": Key(None, (str,), help="DFlash drafter model name"),
-                                                 **DRAFT_GPU, **_draft_n(3, 0), **P_MIN},
+                                                 **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("drafter",), context="drafter", rollback="snapshot", flags=_draft_flags,
            n_max=lambda s: s["draft_max"], make=_make_dflash, check=_check_dflash, title=_model_title("drafter"),
            capped=True),
     Method("dspark", "draft-dspark", "#AA4499", {"drafter": Key(None, (str,), help="DSpark drafter model name"),
-                                                 **DRAFT_GPU, **_draft_n(3, 0), **P_MIN},
+                                                 **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("drafter",), context="drafter", rollback="snapshot", flags=_draft_flags,
            n_max=lambda s: s["draft_max"], make=_make_dspark, check=_check_dspark, title=_model_title("drafter"),
            capped=True),
     Method("eagle3", "draft-eagle3", "#332288", {"drafter": Key(None, (str,), help="EAGLE-3 drafter model name"),
-                                                 **DRAFT_GPU, **_draft_n(3, 0), **P_MIN},
+                                                 **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("drafter",), context="drafter", rollback="snapshot", flags=_draft_flags,
            n_max=lambda s: s["draft_max"], make=_make_eagle3, check=_check_eagle3, title=_model_title("drafter")),
-    Method("mtp", "draft-mtp", "#D55E00", {**_draft_n(3, 0), **P_MIN}, context="mtp", rollback="snapshot",
+    Method("mtp", "draft-mtp", "#D55E00", {**DRAFT_KV, **_draft_n(3, 0), **P_MIN}, context="mtp", rollback="snapshot",
            flags=_draft_flags, n_max=lambda s: s["draft_max"], make=_make_mtp, check=_check_mtp,
            title=lambda s: f"mtp max={s['draft_max']} min={s['draft_min']}"),
 ]

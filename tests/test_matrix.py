@@ -63,23 +63,35 @@ def test_shipped_matrices_load():
     a3b = load(ROOT / "matrices" / "a3b.toml")
     names = [c.name for c in a3b.cells]
     assert len(names) == len(set(names))
-    mod = [c for c in a3b.cells if c.method == "ngram-mod"]
+    v1 = [c for c in a3b.cells if c.name.startswith("v1")]
+    mod = [c for c in v1 if c.method == "ngram-mod"]
     assert sorted({c.n_match for c in mod}) == [8, 12, 16, 20, 24, 32]
-    assert all(c.kv == "q8_0" and c.flash_attn and c.n_predict in (300, 1000) for c in a3b.cells
+    assert all(c.kv == "q8_0" and c.flash_attn and c.n_predict in (300, 1000) and c.n_ctx == 4096 for c in v1
                if c.method not in ("ngram-cache", "baseline"))
     # the ngram-cache KV/length sweep has a baseline of its own at each point (blocks pair by it)
-    assert {(c.kv, c.n_predict) for c in a3b.cells if c.method == "baseline" and c.models["target"].name == "a3b"} == {
+    assert {(c.kv, c.n_predict) for c in v1 if c.method == "baseline" and c.models["target"].name == "a3b"} == {
         ("q8_0", 300), ("f16", 300), ("q8_0", 1000), ("f16", 1000)}
-    assert {(c.kv, c.n_predict) for c in a3b.cells if c.method == "ngram-cache"} == {
+    assert {(c.kv, c.n_predict) for c in v1 if c.method == "ngram-cache"} == {
         ("q8_0", 300), ("f16", 300), ("q8_0", 1000), ("f16", 1000)}
-    draft = {(c.settings["draft_min"], c.settings["draft_max"]) for c in a3b.cells if c.method == "draft"}
+    draft = {(c.settings["draft_min"], c.settings["draft_max"]) for c in v1 if c.method == "draft"}
     assert draft == {(0, 8), (0, 16), (0, 32), (2, 16), (2, 32), (2, 64), (48, 64)}
-    assert sorted(c.settings["draft_max"] for c in a3b.cells if c.method == "dflash") == [4, 8, 16]
-    mtp = [c for c in a3b.cells if c.method == "mtp"]
+    assert sorted(c.settings["draft_max"] for c in v1 if c.method == "dflash") == [4, 8, 16]
+    mtp = [c for c in v1 if c.method == "mtp"]
     assert sorted(c.settings["draft_max"] for c in mtp) == [1, 2, 3]
-    mtp_target = {c.models["target"].name for c in mtp}
-    assert mtp_target == {"a3b_mtp"} and any(c.method == "baseline" and c.models["target"].name == "a3b_mtp"
-                                             for c in a3b.cells)
+    assert {c.models["target"].name for c in mtp} == {"a3b_mtp"}
+    assert any(c.method == "baseline" and c.models["target"].name == "a3b_mtp" for c in v1)
+    # the v4 audit's run O2: nine arms, thinking on, 300 tokens, context 8192, KV q8_0, draft KV f16
+    v4 = {c.name: c for c in a3b.cells if c.name.startswith("v4")}
+    arms = {(c.method, c.settings.get("draft_max")) for c in v4.values()} - {("baseline", None)}
+    assert arms == {("dflash", 2), ("dflash", 4), ("mtp", 2), ("ngram-map-k4v", None), ("ngram-mod", 64),
+                    ("ngram-cache", 8), ("draft", 1), ("draft", 8)}
+    assert all(c.settings["thinking"] is True and c.n_predict == 300 and c.n_ctx == 8192 and c.kv == "q8_0"
+               and c.settings["ignore_eos"] for c in v4.values())
+    assert all(c.settings.get("draft_kv") == "f16" and c.settings["draft_min"] == 1 for c in v4.values()
+               if c.method in ("draft", "dflash", "mtp"))
+    assert v4["v4 ngram-map-k4v m8"].settings["size_m"] == 8 and v4["v4 ngram-map-k4v m8"].settings["size_n"] == 12
+    assert all(c.models["draft"].override_kv == ("tokenizer.ggml.bos_token_id=int:248044",)
+               for c in v4.values() if c.method == "draft")
 
 
 @pytest.mark.parametrize("body, message", [

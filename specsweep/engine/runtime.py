@@ -78,6 +78,9 @@ class ContextOptions:
     # "mtp": a context that runs the model's multi-token-prediction head (llama.cpp's
     # LLAMA_CONTEXT_TYPE_MTP) instead of its trunk
     ctx_type: str = "default"
+    # llama.cpp's --ignore-eos: end-of-generation tokens get -inf logits in the target's sampling
+    # (on the device sampler too), so every trial generates n_predict tokens
+    ignore_eos: bool = False
     # output rows a batch may ask for (logits, sampled ids, hidden states); 0: n_batch. llama.cpp's
     # tools size it to what a step needs (common_speculative_get_output_limits): 1 + the draft limit
     # for a target, 1 for a draft model or MTP head, 1 + n_max for a DFlash block. Each row costs a
@@ -186,12 +189,17 @@ class Model:
         """Hybrid or recurrent: a rejected draft cannot simply be cut off the memory."""
         return bool(ll.llama_model_is_recurrent(self.ptr) or ll.llama_model_is_hybrid(self.ptr))
 
-    def chat_prompt(self, text: str) -> str | None:
+    def chat_prompt(self, text: str, thinking: bool | None = None) -> str | None:
         """`text` as one user turn in the model's chat template, ready for the assistant's reply;
-        None when the GGUF has no template llama.cpp recognises."""
+        None when the GGUF has no template llama.cpp recognises. `thinking` None: llama.cpp's own
+        renderer (llama_chat_apply_template, which knows templates by their markers); True/False:
+        the GGUF's template itself rendered with jinja2 and `enable_thinking` (as llama-server
+        --jinja with chat_template_kwargs does), refused when the template has no such switch."""
         tmpl = ll.llama_model_chat_template(self.ptr, None)
         if not tmpl:
             return None
+        if thinking is not None:
+            return self._jinja_prompt(tmpl.decode("utf-8", errors="replace"), text, thinking)
         msg = (ll.llama_chat_message * 1)(ll.llama_chat_message(b"user", text.encode("utf-8")))
         cap = 2 * len(text.encode("utf-8")) + 256
         for _ in range(2):
@@ -204,8 +212,31 @@ class Model:
             cap = n + 1
         return None
 
+    def _jinja_prompt(self, template: str, text: str, thinking: bool) -> str:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        special = lambda t: self.piece(t) if t >= 0 else ""  # noqa: E731
+        render = Jinja2ChatFormatter(template, special(ll.llama_vocab_eos(self.vocab)),
+                                     special(ll.llama_vocab_bos(self.vocab)))
+        messages = [{"role": "user", "content": text}]
+        try:
+            on, off = (render(messages=messages, enable_thinking=v).prompt for v in (True, False))
+        except Exception as e:  # a template jinja2 cannot render: its own error, one line
+            raise SpecsweepError(f"the chat template of {self.path.name} does not render with jinja2: {e}") from None
+        if on == off:
+            raise SpecsweepError(f"thinking = {str(thinking).lower()}: the chat template of {self.path.name} has no "
+                                 f"thinking switch (enable_thinking changes nothing); leave thinking unset")
+        return on if thinking else off
+
     def is_eog(self, token: int) -> bool:
         return bool(ll.llama_vocab_is_eog(self.vocab, token))
+
+    @property
+    def eog_tokens(self) -> list[int]:
+        """Every end-of-generation token (what llama.cpp's --ignore-eos bans), found once."""
+        if getattr(self, "_eog", None) is None:
+            self._eog = [t for t in range(self.n_vocab) if ll.llama_vocab_is_eog(self.vocab, t)]
+        return self._eog
 
     def piece_bytes(self, token: int) -> bytes:
         """The token's text as llama.cpp prints it (special tokens rendered)."""
@@ -290,8 +321,14 @@ class Context:
             params.ctx_other = other.ptr
         params.n_threads = params.n_threads_batch = opts.n_threads or default_threads()
         self._sampler = None
+        self._banned = np.array(model.eog_tokens, dtype=np.int64) if opts.ignore_eos else None
         if opts.backend_sampling:
             self._sampler = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+            if self._banned is not None and len(self._banned):
+                self._bias = (ll.llama_logit_bias * len(self._banned))(
+                    *(ll.llama_logit_bias(int(t), float("-inf")) for t in self._banned))
+                ll.llama_sampler_chain_add(self._sampler, ll.llama_sampler_init_logit_bias(
+                    model.n_vocab, len(self._banned), self._bias))
             ll.llama_sampler_chain_add(self._sampler, ll.llama_sampler_init_greedy())
             self._sampler_cfg = (ll.llama_sampler_seq_config * 1)(ll.llama_sampler_seq_config(0, ctypes.cast(self._sampler, ctypes.c_void_p)))
             params.samplers = self._sampler_cfg
@@ -402,12 +439,19 @@ class Context:
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def argmax(self, i: int = -1) -> int:
-        """The greedy token after output i: picked on the device with backend sampling."""
+        """The greedy token after output i: picked on the device with backend sampling. With
+        ignore_eos, never an end-of-generation token."""
         if self._sampler is not None:
             token = ll.llama_get_sampled_token_ith(self.ptr, i)
             if token >= 0:
                 return int(token)
-        return int(self.logits(i).argmax())
+        row = self.logits(i)
+        best = int(row.argmax())
+        if self._banned is not None and best in self._banned:  # rare: copy only then
+            row = row.copy()
+            row[self._banned] = -np.inf
+            best = int(row.argmax())
+        return best
 
     # --- memory: what rollback after a rejected draft is made of ---
     def seq_rm(self, p0: int, p1: int = -1, seq: int = 0) -> bool:

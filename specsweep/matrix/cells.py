@@ -24,7 +24,8 @@ NOT_IDENTITY = {"trials", "warmup"}
 # does not turn every recorded cell into a new one (resume and the report match by id)
 NEUTRAL = {"split_mode": "none", "tensor_split": [], "lookup_prior_runs": 0}
 # settings that change the generated tokens: the baseline reference is shared over the rest
-REFERENCE_KEYS = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat")
+REFERENCE_KEYS = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat", "thinking",
+                  "ignore_eos")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,13 @@ COMMON = {
     "prompts": Key("default", (str,), help="prompt set: a shipped name or a file next to the matrix"),
     "prompt_kinds": Key([], (list,), help="only these kinds of the set (empty: all)"),
     "chat": Key(True, (bool,), help="wrap each prompt in the target's chat template"),
+    # unset: llama.cpp's own renderer (llama_chat_apply_template); true/false: the GGUF's template
+    # rendered with jinja2 and enable_thinking, as llama-server --jinja renders it (Qwen3.6 thinks by
+    # default, and thinking changes what n-gram methods can draft and how long answers run)
+    "thinking": Key(None, (bool,), help="render the chat template with enable_thinking true/false (jinja2)"),
+    # llama.cpp's --ignore-eos: end-of-generation tokens banned in the target's sampling, so every
+    # arm generates n_predict tokens and arms that would stop at different places stay comparable
+    "ignore_eos": Key(True, (bool,), help="never end at an end-of-generation token (--ignore-eos)"),
     "gpus": Key([0], (list,), help="[] CPU only, [0] one GPU, [0, 1] the target split over two"),
     "split_mode": Key("layer", (str,), choices=SPLIT_MODES,
                       help="how a target on several GPUs is split (llama.cpp's --split-mode)"),

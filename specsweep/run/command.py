@@ -149,6 +149,19 @@ def _run_fresh_processes(runs: int, child: list[str], matrix, results: ResultsDi
     _summary(matrix, results)
 
 
+def uneven_stops(trials: list[dict]) -> list[str]:
+    """Prompts on which trials with ignore_eos off, compared with one baseline, ended at different
+    lengths below n_predict (an end-of-generation token cut some short): '<cell> / <prompt>'."""
+    lengths: dict[tuple, dict[str, int]] = {}
+    for t in trials:
+        s = t.get("settings") or {}
+        if s.get("ignore_eos", False) or t.get("synthetic"):
+            continue
+        n = min(int(t.get("n_generated") or 0), int(s.get("n_predict") or 0))
+        lengths.setdefault((t.get("reference_key"), t.get("prompt_id")), {})[str(t.get("cell"))] = n
+    return [f"{min(v, key=v.get)} / {k[1]}" for k, v in lengths.items() if len(set(v.values())) > 1]
+
+
 def _summary(matrix, results: ResultsDir) -> None:
     trials = kept(results.read_trials())
     order = [c.id for c in matrix.cells]
@@ -167,6 +180,11 @@ def _summary(matrix, results: ResultsDir) -> None:
     bad = sum(s.n_trials - s.n_synthetic - s.n_lossless for s in stats)
     if bad:
         click.echo(f"warning: {bad} trials generated tokens that differ from the baseline (lossless column)", err=True)
+    uneven = uneven_stops(trials)
+    if uneven:
+        click.echo(f"warning: with ignore_eos off, arms stopped at different lengths on {len(uneven)} prompt(s) "
+                   f"(e.g. {uneven[0]}): their tok/s cover different texts; set ignore_eos = true to compare "
+                   f"them on the same n_predict tokens", err=True)
     throttled = sum(s.n_throttled for s in stats)
     if throttled:
         click.echo(f"warning: {throttled} trials ran while the GPU throttled (marked in the table)", err=True)

@@ -33,9 +33,26 @@ def tokens_sha(tokens: list[int]) -> str:
     return hashlib.sha256(",".join(map(str, tokens)).encode()).hexdigest()[:16]
 
 
-def prompt_tokens(model: runtime.Model, prompt: Prompt, chat: bool) -> list[int]:
-    text = (model.chat_prompt(prompt.text) if chat else None) or prompt.text
+def prompt_tokens(model: runtime.Model, prompt: Prompt, chat: bool, thinking: bool | None = None) -> list[int]:
+    text = (model.chat_prompt(prompt.text, thinking) if chat else None) or prompt.text
     return model.tokenize(text)
+
+
+def think_block(prompt_text: str, output: str, pieces: list[str]) -> dict | None:
+    """Whether the answer ran in a think block: opened (by the template's generation prompt or by
+    the model), closed, and how many generated tokens it took (up to its close, else all). None
+    when no think block appears at all."""
+    opened_by_prompt = prompt_text.rstrip().endswith("<think>")
+    if not opened_by_prompt and "<think>" not in output:
+        return None
+    text, closed_at = "", None
+    for i, piece in enumerate(pieces):
+        text += piece
+        if "</think>" in text:
+            closed_at = i + 1
+            break
+    return {"opened": True, "by_prompt": opened_by_prompt, "closed": closed_at is not None,
+            "tokens": closed_at if closed_at is not None else len(pieces)}
 
 
 def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOptions:
@@ -46,7 +63,8 @@ def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOption
     # output rows as llama.cpp's tools size them: a verify batch of the draft limit + 1
     return runtime.ContextOptions(n_ctx=cell.n_ctx, n_batch=cell.n_batch, type_kv=cell.kv,
                                   flash_attn=cell.flash_attn, n_threads=cell.threads, n_rs_seq=n_rs,
-                                  backend_sampling=cell.backend_sampling, n_outputs=n_max + 1)
+                                  backend_sampling=cell.backend_sampling, n_outputs=n_max + 1,
+                                  ignore_eos=cell.settings.get("ignore_eos", False))
 
 
 def make_drafter(cell: Cell, draft_ctx: runtime.Context | None, target_ctx: runtime.Context, matrix_dir,
@@ -65,8 +83,10 @@ def draft_context(cell: Cell, target: runtime.Model, target_ctx: runtime.Context
     options), a drafter's that reads the target's context (DFlash, DSpark, EAGLE-3), or the MTP
     head's (on the target's own model). llama.cpp gives these last two no recurrent snapshots."""
     m = methods.get(cell.method)
-    # one output row per step, except a block drafter's n_max + 1 (common_base_params_to_speculative)
+    # one output row per step, except a block drafter's n_max + 1 (common_base_params_to_speculative);
+    # a drafter's own sampling does not ban end-of-generation tokens (llama.cpp's draft samplers)
     rows = m.n_max(cell.settings) + 1 if m.capped else 1
+    opts = dataclasses.replace(opts, ignore_eos=False, type_kv=cell.settings.get("draft_kv") or opts.type_kv)
     if m.context == "draft":
         return runtime.Context(draft, dataclasses.replace(opts, n_outputs=rows))
     if m.context == "drafter":
@@ -141,10 +161,14 @@ class CellRun:
     def close(self) -> None:
         self.stack.close()
 
-    def text(self, tokens: list[int]) -> str:
-        """The generated text as the target's tokenizer renders it (special tokens included)."""
+    def pieces(self, tokens: list[int]) -> list[str]:
+        """Each generated token's text as the target's tokenizer renders it (special tokens included)."""
         model = self.tctx.model
-        return b"".join(model.piece_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+        return [model.piece_bytes(t).decode("utf-8", errors="replace") for t in tokens]
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        model = self.tctx.model
+        return b"".join(model.piece_bytes(t) for t in self.prompts[prompt.id][-8:]).decode("utf-8", errors="replace")
 
     def reference(self, prompt: Prompt) -> list[int] | None:
         reference = self.runner.references.get((self.ref_key, prompt.id))
@@ -272,7 +296,7 @@ class Runner:
     @staticmethod
     def tokenized(plan: CellPlan, model: runtime.Model) -> dict[str, list[int]]:
         cell = plan.cell
-        prompts = {p.id: prompt_tokens(model, p, cell.chat) for p in plan.prompts}
+        prompts = {p.id: prompt_tokens(model, p, cell.chat, cell.settings.get("thinking")) for p in plan.prompts}
         for p in plan.prompts:
             need = len(prompts[p.id]) + cell.n_predict + methods.get(cell.method).n_max(cell.settings) + 2
             if need > cell.n_ctx:
@@ -289,6 +313,7 @@ class Runner:
     def record(self, run: CellRun, prompt: Prompt, slot: Slot, r: TrialResult, reference: list[int],
                telemetry: dict) -> None:
         cell, ref_key, n_prompt = run.cell, run.ref_key, len(run.prompts[prompt.id])
+        pieces = run.pieces(r.tokens)
         n = min(cell.n_predict, len(r.tokens), len(reference))
         mismatch = next((i for i in range(n) if r.tokens[i] != reference[i]), None)
         if mismatch is None and len(r.tokens) < cell.n_predict and len(reference) != len(r.tokens):
@@ -344,7 +369,8 @@ class Runner:
             "target_shape": self.shape,
             "telemetry": telemetry,
             "tokens_sha": tokens_sha(r.tokens[: cell.n_predict]),
-            "output": outputs.pack(r.tokens, run.text(r.tokens)),
+            "output": outputs.pack(r.tokens, "".join(pieces)),
+            "think": think_block(run.prompt_text(prompt), "".join(pieces), pieces),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "manifest": self.manifest_id,
         })

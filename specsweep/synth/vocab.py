@@ -25,9 +25,16 @@ MAX_MERGES = 1024
 # llama.cpp pre-tokenizer names for each family (see llama-vocab.cpp)
 PRE_TOKENIZER = {"qwen3": "qwen2", "qwen35": "qwen35"}
 
+# ChatML with Qwen3.5/3.6's thinking switch, the project's own: the assistant's turn opens a think
+# block (`<think>\n`, thinking on, also when `enable_thinking` is not given, as Qwen3.6 thinks by
+# default) or an empty one (`<think>\n\n</think>\n\n`, enable_thinking false). llama.cpp's own
+# renderer (llama_chat_apply_template) recognises ChatML by <|im_start|> and ignores the switch;
+# the matrix key `thinking` renders this text with jinja2 instead, as llama-server --jinja does.
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content']"
-    " + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    " + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}"
+    "{% else %}{{ '<think>\\n' }}{% endif %}{% endif %}"
 )
 
 _WORD = re.compile(r" ?[A-Za-z]+| ?[0-9]| ?[^\sA-Za-z0-9]+|\s+")
