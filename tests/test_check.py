@@ -4,6 +4,7 @@ and `specsweep run` refusing a mismatched draft before its first trial."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,11 +70,20 @@ def test_check_a3b_matrix_on_synthetic_stand_ins(tmp_path, tiny_model):
     put_in_cache(hub, "unsloth/Qwen3.6-35B-A3B-GGUF", "Qwen3.6-35B-A3B-UD-Q4_K_XL.gguf",
                  tiny_model("qwen3.6-35b-a3b"), revision="9280dd353ab587157920d5bd391ada414d84e552")
 
+    # the stand-ins are not the real files: a copy of the lock without the real files' pinned sha256
+    # and size (the shipped lock pins them), so the header checks are what this test exercises
+    lock = (ROOT / "models.lock").read_text()
+    unpinned = re.sub(r'(?m)^(sha256 = "[0-9a-f]{64}"|size = \d+)\n', "", lock)
+    assert unpinned != lock
+    (tmp_path / "models.lock").write_text(unpinned.replace('unverified = ["revision", "vocab"]',
+                                                           'unverified = ["revision", "sha256", "size", "vocab"]'))
+
     def check_with(draft_card: str) -> subprocess.CompletedProcess:
         put_in_cache(hub, "unsloth/Qwen3.5-0.8B-GGUF", "Qwen3.5-0.8B-Q4_K_M.gguf", tiny_model(draft_card),
                      revision="main-" + draft_card)
         (hub / "models--unsloth--Qwen3.5-0.8B-GGUF" / "refs" / "main").write_text("main-" + draft_card)
-        env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+        env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1",
+                   SPECSWEEP_LOCK=str(tmp_path / "models.lock"))
         return subprocess.run([sys.executable, "-m", "specsweep", "check", "matrices/a3b.toml"], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=300)
 

@@ -79,7 +79,9 @@ def ours(target: Path, prompt: str, settings: dict, draft: Path | None = None) -
 
 
 def check(tmp_path, target, prompt, settings, draft=None):
-    settings = methods.with_defaults(settings)
+    # both sides' KV caches are f16 (the contexts below; -ctk/-ctv and, through the method's flags,
+    # -ctkd/-ctvd on the server)
+    settings = methods.with_defaults({**settings, "kv": "f16"})
     tokens, mine = ours(target, prompt, settings, draft)
     theirs = served(tmp_path, target, tokens, settings, draft)
     assert mine["tokens"] == theirs["tokens"], "generated tokens differ from llama-server's"
