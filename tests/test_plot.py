@@ -1,11 +1,17 @@
 """`specsweep plot` without a browser: loading results, shaping records for the charts, and the
-page's HTML (plotly inlined once, every string from records escaped)."""
+page's HTML (the vendored plotly.js bundle inlined once, gzip'd; every string from records escaped;
+at most 1.5 MB with a full device matrix)."""
 
 from __future__ import annotations
 
+import base64
+import fnmatch
+import gzip
 import hashlib
 import json
 import re
+import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,10 +19,12 @@ from click.testing import CliRunner
 
 from specsweep.cli import main
 from specsweep.errors import SpecsweepError
-from specsweep.report import load, page, shape
+from specsweep.records import outputs
+from specsweep.report import analysis_section, bundle, load, page, shape
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "results" / "probe" / "probe.jsonl"
+PAGE_LIMIT = 1_500_000  # bytes: a page must fit a forum's attachment limit
 SHA_T, SHA_D = "a" * 64, "c" * 64
 BASE = {"target": "a3b", "kv": "q8_0", "flash_attn": True, "n_ctx": 4096, "n_batch": 512, "n_predict": 64,
         "trials": 2, "warmup": 1, "prompts": "default", "prompt_kinds": [], "chat": True, "gpus": [0], "threads": 0,
@@ -208,33 +216,190 @@ def test_cpu_runs_are_named_after_the_cpu(tmp_path):
     assert sources_for(tmp_path, trials)[0].card == "AMD Ryzen 9 5950X"
 
 
-def test_page_inlines_plotly_once_and_fetches_nothing(tmp_path):
+def figure_ids(text: str) -> list[str]:
+    return re.findall(r'<div id="(fig-[a-z-]+)" class="plotly-graph-div"', text)
+
+
+def figure_json(text: str, div_id: str) -> dict:
+    m = re.search(r'<script type="application/json" data-figure="%s">(.*?)</script>' % div_id, text, re.S)
+    return json.loads(m.group(1))
+
+
+def test_page_inlines_the_vendored_bundle_once_gzipped_and_fetches_nothing(tmp_path):
     sources = sources_for(tmp_path) + load.load([PROBES])
     text = page.render(sources)
+    meta = json.loads((bundle.VENDOR / "plotly.json").read_text())
+    blobs = re.findall(r"<script type='application/octet-stream' id='specsweep-plotly'[^>]*>([^<]*)</script>", text)
+    assert len(blobs) == 1
+    js = gzip.decompress(base64.b64decode(blobs[0]))
+    assert hashlib.sha256(js).hexdigest() == meta["file_sha256"]  # exactly the vendored file
+    assert b"plotly.js (basic - minified) v" + meta["version"].encode() in js[:200]
     from plotly.offline import get_plotlyjs
 
-    assert text.count(get_plotlyjs()[:400]) == 1
+    assert get_plotlyjs()[:400] not in text  # not the full build as text
+    assert "DecompressionStream" in text and "specsweep-message" in text
     assert not re.search(r"<script[^>]*\bsrc=", text) and "<link" not in text
-    figures = re.findall(r'<div id="(fig-[a-z]+)" class="plotly-graph-div"', text)
-    assert figures == ["fig-tps", "fig-acceptance", "fig-prompts", "fig-time", "fig-probe"]
+    figures = figure_ids(text)
+    assert figures[:5] == ["fig-tps", "fig-acceptance", "fig-prompts", "fig-time", "fig-probe"]
+    assert set(figures[5:]) <= {"fig-cost", "fig-coverage", "fig-break-even"}
     assert f"data-expected='{len(figures)}'" in text
+    for div_id in figures:  # every figure's JSON parses, with its config
+        assert figure_json(text, div_id)["config"]["displaylogo"] is False
     # the header and the table hold the numbers and the facts
     assert SHA_T in text and "0c1e57098" in text and "550.54.14" in text and "12.4" in text
     assert "-38.5%" in text  # draft d max=4 against its baseline, in the table
     assert "/home/alice" not in text and "alice-desktop" not in text
+    assert f"{meta['package']} {meta['version']}" in text and meta["license"] in text
+
+
+def test_a_broken_bundle_is_a_one_line_error(tmp_path, monkeypatch):
+    fake = tmp_path / "vendor"
+    shutil.copytree(bundle.VENDOR, fake)
+    gz = fake / "plotly-basic.min.js.gz"
+    gz.write_bytes(gz.read_bytes()[:-10])
+    monkeypatch.setattr(bundle, "VENDOR", fake)
+    bundle.plotly_bundle.cache_clear()
+    try:
+        with pytest.raises(SpecsweepError, match="does not match its recorded sha256"):
+            bundle.plotly_bundle()
+        gz.unlink()
+        bundle.plotly_bundle.cache_clear()
+        with pytest.raises(SpecsweepError, match="missing or unreadable.*vendor-plotly.sh"):
+            bundle.plotly_bundle()
+    finally:
+        bundle.plotly_bundle.cache_clear()
+
+
+def test_the_vendored_bundle_ships_with_the_package():
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["specsweep"]
+    files = {p.name for p in bundle.VENDOR.iterdir()}
+    assert {"plotly-basic.min.js.gz", "LICENSE", "plotly.json", "README.md"} <= files
+    for name in files:  # each vendored file matches a package-data pattern
+        rel = f"report/vendor/{name}"
+        assert any(fnmatch.fnmatch(rel, pat) for pat in data), rel
+    assert "MIT" in (bundle.VENDOR / "LICENSE").read_text()
+
+
+@pytest.mark.parametrize("folders", [["methods-synthetic", "cost-model-synthetic", "probe"],
+                                     ["a3b-synthetic", "probe"]])
+def test_a_page_of_a_committed_device_folder_is_at_most_1_5_mb(folders):
+    sources = load.load([REPO / "results" / f for f in folders])
+    text = page.render(sources)
+    size = len(text.encode("utf-8"))
+    assert size <= PAGE_LIMIT, f"{size / 1e6:.2f} MB"
+    assert len(figure_ids(text)) >= 5
+    # the basic bundle registers scatter, bar and pie: nothing else may be drawn
+    types = {tr.get("type") for div_id in figure_ids(text) for tr in figure_json(text, div_id)["data"]}
+    assert types <= {"scatter", "bar"}, types
 
 
 def test_strings_from_records_are_escaped_everywhere(tmp_path):
     evil = "<script>alert(1)</script>"
     trials = [dict(t, cell=evil if t["method"] == "draft" else t["cell"], prompt=evil if t["prompt"] == "code"
                    else t["prompt"]) for t in sample_trials()]
+    for t in trials:  # stored outputs: the text is from the model, so escaped as well
+        t["output"] = outputs.pack([1, 2, 3] if t["method"] == "baseline" else [1, 2, 4], evil + " </script>")
     sources = sources_for(tmp_path, trials, [manifest(gpu=evil, cpu="<b>cpu</b>")])
     assert sources[0].card == evil
     text = page.render(sources, title="<i>mine</i>")
     assert evil not in text and "<script>alert" not in text and "<b>cpu</b>" not in text and "<i>mine</i>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-    # our own script tags only: hooks, plotly's config, plotly.js, one per figure
-    assert text.count("<script") == 3 + 4
+    # our own script tags only: hooks, one JSON per figure, the packed bundle and its loader
+    assert text.count("<script") == 1 + len(figure_ids(text)) + 2
+    assert text.count("</script") == text.count("<script")
+    assert "What each config generated" in text
+
+
+def test_synthetic_configs_are_marked_in_the_table_and_the_acceptance_chart(tmp_path):
+    trials = sample_trials()
+    for i in range(2):
+        for prompt in ("chat", "code"):
+            t = trial("draft d max=4 p=0.5", "draft", 70.0 + i, prompt, i, drafted=40, accepted=20, draft_p=0.5)
+            trials.append(dict(t, lossless=None, first_mismatch=None, synthetic=True))
+    sources = sources_for(tmp_path, trials)
+    rows = shape.configs(sources)
+    points = {p.key: p for p in shape.speedup_points(rows)}
+    assert points["draft d max=4 p=0.5"].synthetic and not points["draft d max=4"].synthetic
+    text = page.render(sources)
+    assert text.count('<td class="l">draft d max=4 p=0.5' + page.SYNTHETIC_BADGE) == 1  # the config table
+    assert '<td class="l">draft d max=4' + page.SYNTHETIC_BADGE not in text
+    assert ">synthetic</span>" in page.SYNTHETIC_BADGE
+    fig = figure_json(text, "fig-acceptance")
+    draft = [tr for tr in fig["data"] if tr.get("name") == "draft"]
+    assert [(tr["marker"]["symbol"], tr["showlegend"]) for tr in draft] == [("circle", True), ("circle-open", False)]
+    assert draft[1]["y"] == [pytest.approx(70.5 / 100)]  # the synthetic config, open
+    assert any(tr["name"] == "open: synthetic acceptance" for tr in fig["data"])
+
+
+def with_outputs(trials: list[dict], long_text: int = 0) -> list[dict]:
+    """Stored outputs: baselines generate 0..9 and 'abcdefghij'; draft d max=4 parts at token 6
+    ('abcdefXYZ'); ngram-mod n=8's two trials on chat differ from each other."""
+    for t in trials:
+        if t["method"] == "baseline":
+            t["output"] = outputs.pack(list(range(10)), "abcdefghij" + "x" * long_text)
+        elif t["method"] == "draft":
+            t["output"] = outputs.pack(list(range(6)) + [77, 78, 79], "abcdefXYZ")
+        elif t["cell"] == "ngram-mod n=8" and t["prompt"] == "chat":
+            t["output"] = outputs.pack(list(range(10)) if t["trial"] == 0 else [5] * 10, "abcdefghij")
+        else:
+            t["output"] = outputs.pack(list(range(10)), "abcdefghij")
+    return trials
+
+
+def test_outputs_show_where_each_config_parts_from_its_baseline(tmp_path):
+    sources = sources_for(tmp_path, with_outputs(sample_trials(), long_text=3000))
+    rows = shape.configs(sources)
+    got = {(r.key, r.prompt, r.panel[1]): r for r in shape.outputs(sources, rows)}
+    draft = got[("draft d max=4", "chat", "q8_0")]
+    assert draft.divergence.token == 6 and draft.divergence.char == 6
+    assert draft.divergence.before == "abcdef" and draft.divergence.this == "XYZ"
+    assert draft.divergence.base == "ghij" + "x" * (shape.EXCERPT - 4)
+    assert draft.base_tokens == 10 and draft.n_tokens == 9 and draft.n_trials == 2 and draft.n_distinct == 1
+    same = got[("ngram-mod n=8", "code", "q8_0")]
+    assert same.divergence is None and same.base_tokens == 10
+    spread = got[("ngram-mod n=8", "chat", "q8_0")]
+    assert spread.n_distinct == 2 and spread.trial == 0 and spread.divergence is None  # trial 0 is shown
+    base = got[("baseline", "chat", "q8_0")]
+    assert base.base_tokens is None and len(base.text) == shape.TEXT_CAP and base.n_chars == 3010
+    # the f16 baseline has no speculative config; nothing compares with a baseline of another KV type
+    assert got[("baseline", "chat", "f16")].divergence is None
+    text = page.render(sources)
+    assert "first differs at token 6 (of 9; baseline 10)" in text
+    assert "abcdef<mark>XYZ</mark>" in text and "same tokens" in text
+    assert f"The first {shape.TEXT_CAP:,} of 3,010 characters shown." in text
+    assert "Its 2 trials gave 2 different outputs." in text
+    assert text.count("<details><summary>trial ") == len(got)
+
+
+def test_records_without_outputs_leave_the_outputs_section_out(tmp_path):
+    text = page.render(sources_for(tmp_path))
+    assert "What each config generated" not in text
+
+
+def test_the_analysis_is_on_the_page_with_both_knee_verdicts():
+    sources = load.load([REPO / "results" / "cost-model-synthetic", PROBES])
+    text = page.render(sources)
+    assert figure_ids(text)[-3:] == ["fig-cost", "fig-coverage", "fig-break-even"]
+    assert "The analysis: paired changes, the cost model and break-even" in text
+    (a,) = analysis_section.section(sources).analyses
+    for f in a.fits:
+        assert page.esc(f.knee.verdict) in text and page.esc(f.knee_configured.verdict) in text
+        assert f"R² {f.fit.r2:.3f}" in json.dumps(figure_json(text, "fig-cost"), ensure_ascii=False)
+    assert "at the configured draft length (as the audit counted)" in text
+    be = a.break_even[0]
+    assert f"{be.target}: " in text
+
+
+def test_only_card_keeps_the_records_of_one_card():
+    both = load.load([PROBES])
+    assert {load.probe_card(p) for p in both[0].probes} >= {"NVIDIA H100 80GB HBM3", "NVIDIA H200"}
+    (h200,) = load.only_card(both, "h200")
+    assert h200.probes and all(load.probe_card(p) == "NVIDIA H200" for p in h200.probes)
+    assert h200.card == h200.label == "NVIDIA H200"
+    (h100,) = load.only_card(both, "H100")
+    assert len(h100.probes) + len(h200.probes) == len(both[0].probes)
+    with pytest.raises(SpecsweepError, match="no trial or probe records measured on a card named like 'A100'"):
+        load.only_card(both, "A100")
 
 
 def test_plot_command_writes_the_page_and_errors_are_one_line(tmp_path):
@@ -245,3 +410,6 @@ def test_plot_command_writes_the_page_and_errors_are_one_line(tmp_path):
     assert out.read_text().startswith("<!doctype html>") and "wrote" in r.output
     bad = CliRunner().invoke(main, ["plot", str(tmp_path / "missing")])
     assert bad.exit_code == 2 and bad.output.strip().count("\n") == 0 and "results not found" in bad.output
+    other = CliRunner().invoke(main, ["plot", str(d), "--card", "H100", "-o", str(tmp_path / "none.html")])
+    assert other.exit_code == 2 and other.output.strip().count("\n") == 0 and "named like 'H100'" in other.output
+    assert not (tmp_path / "none.html").exists()

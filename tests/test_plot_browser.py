@@ -14,6 +14,7 @@ SPECSWEEP_REQUIRE_BROWSER=1, which makes a missing browser a failure (as CI sets
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ from click.testing import CliRunner
 from specsweep.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+PAGE_LIMIT = 1_500_000  # bytes
+VENDORED = json.loads((REPO / "specsweep" / "report" / "vendor" / "plotly.json").read_text())
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 # the background-networking flags keep Chromium from reaching for Google's hosts on a closed network
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000",
@@ -55,6 +58,13 @@ def open_page(exe: str, page: Path, *extra: str) -> subprocess.CompletedProcess:
                                page.resolve().as_uri()], capture_output=True, text=True, timeout=180)
 
 
+def message(dom: str) -> tuple[str, bool]:
+    """The page's own one-line message, and whether it is shown."""
+    tag = re.search(r'<p id="specsweep-message"([^>]*)>(.*?)</p>', dom, re.S)
+    assert tag, "the page's message element is missing from the DOM"
+    return html.unescape(tag.group(2)), "hidden" not in tag.group(1)
+
+
 def status(dom: str) -> tuple[dict, list[str]]:
     tag = re.search(r'<div id="specsweep-status"([^>]*)>', dom)
     assert tag, "the page's status element is missing from the DOM"
@@ -66,8 +76,6 @@ def status(dom: str) -> tuple[dict, list[str]]:
 
 @pytest.fixture(scope="module")
 def smoke_page(tmp_path_factory) -> Path:
-    exe = browser()  # skip before running anything
-    del exe
     tmp = tmp_path_factory.mktemp("browser")
     old = os.environ.get("SPECSWEEP_CACHE")
     os.environ["SPECSWEEP_CACHE"] = old or str(tmp / "cache")
@@ -83,20 +91,36 @@ def smoke_page(tmp_path_factory) -> Path:
     return out
 
 
-def test_the_smoke_page_draws_every_chart_without_console_errors(smoke_page):
-    exe = browser()
-    got = open_page(exe, smoke_page, "--dump-dom")
+def assert_draws(exe: str, page: Path) -> tuple[dict, str]:
+    """Every figure of the page drew, from the vendored plotly.js, with no error of any kind."""
+    got = open_page(exe, page, "--dump-dom")
     assert got.returncode == 0, got.stderr[-2000:]
     attrs, errors = status(got.stdout)
     assert errors == [], errors
     uncaught = [line for line in got.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
     assert uncaught == [], uncaught
     expected = int(attrs["data-expected"])
-    assert expected == 4  # speed, acceptance, per prompt, time split (no probe records in a run)
+    assert expected == len(re.findall(r'data-figure="fig-', page.read_text(encoding="utf-8")))
+    assert attrs.get("data-plotly") == VENDORED["version"], attrs
     assert attrs.get("data-drawn") == str(expected) and attrs.get("data-ready") == "yes", attrs
     assert got.stdout.count('class="main-svg"') >= expected
-    # bars, points and labels were drawn, not only empty axes
-    assert got.stdout.count('class="point"') > 20 and "baseline" in got.stdout
+    assert message(got.stdout) == ("", False)
+    return attrs, got.stdout
+
+
+def test_the_smoke_page_is_at_most_1_5_mb(smoke_page):
+    assert smoke_page.stat().st_size <= PAGE_LIMIT, f"{smoke_page.stat().st_size / 1e6:.2f} MB"
+
+
+def test_the_smoke_page_draws_every_chart_without_console_errors(smoke_page):
+    exe = browser()
+    attrs, dom = assert_draws(exe, smoke_page)
+    figures = re.findall(r'data-figure="(fig-[a-z-]+)"', smoke_page.read_text(encoding="utf-8"))
+    # speed, acceptance, per prompt, time split (no probe records in a run), then the analysis
+    assert figures[:4] == ["fig-tps", "fig-acceptance", "fig-prompts", "fig-time"]
+    assert "fig-cost" in figures and set(figures[4:]) <= {"fig-cost", "fig-coverage", "fig-break-even"}
+    # bars (with error bars: the basic bundle has them), points and labels were drawn, not only empty axes
+    assert dom.count('class="point"') > 20 and "baseline" in dom and 'class="errorbar"' in dom
 
     shot = artifacts() / "plot-smoke.png"
     shot.unlink(missing_ok=True)
@@ -114,3 +138,20 @@ def test_the_error_hook_would_catch_a_broken_page(smoke_page, tmp_path):
     broken.write_text(smoke_page.read_text().replace("</main>", "<script>notAFunction();</script></main>", 1))
     attrs, errors = status(open_page(browser(), broken, "--dump-dom").stdout)
     assert any("notAFunction" in e for e in errors), errors
+
+
+def test_without_decompression_stream_the_page_says_so(smoke_page, tmp_path):
+    """An older browser (Firefox before 113, Safari before 16.4): a visible line, no charts, no error."""
+    old = tmp_path / "old-browser.html"
+    old.write_text(smoke_page.read_text().replace("<body>", "<body>\n<script>delete window.DecompressionStream;"
+                                                                "</script>", 1))
+    got = open_page(browser(), old, "--dump-dom")
+    attrs, errors = status(got.stdout)
+    assert errors == [] and attrs.get("data-plotly") == "unsupported" and attrs.get("data-drawn") == "0", attrs
+    text, shown = message(got.stdout)
+    assert shown and "DecompressionStream" in text and "Firefox 113+" in text and "Safari 16.4+" in text
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "plots").glob("*.html")))
+def test_the_committed_pages_draw_every_chart_offline(name):
+    assert_draws(browser(), REPO / "plots" / name)

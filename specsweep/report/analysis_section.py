@@ -58,6 +58,13 @@ def _grid(titles: list[str]) -> go.Figure:
                          vertical_spacing=min(0.12, 0.5 / max(n - 1, 1)) if n > 1 else 0.1)
 
 
+def _family_color(f, i: int) -> str:
+    """A family in its method's colour (as on the rest of the page); symbols tell families of one
+    method apart."""
+    method = f.trials[0].get("method") if f.trials else None
+    return method_color(method) if method else CURVE_COLORS[i % len(CURVE_COLORS)]
+
+
 def fig_cost(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
     many = len(analyses) > 1
     panels = _panels(analyses, many, lambda a: [(f.target, f) for f in a.fits])
@@ -66,7 +73,7 @@ def fig_cost(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
     fig = _grid([p[0] for p in panels])
     for row, (_, fits) in enumerate(panels, 1):
         for i, f in enumerate(fits):
-            color = CURVE_COLORS[i % len(CURVE_COLORS)]
+            color = _family_color(f, i)
             x = [r["n_drafted"] / r["n_generated"] for r in f.trials]
             y = [1000.0 / r["decode_tps"] for r in f.trials]
             name = t(f.label) + ("" if f.fit is None else f": {f.fit.intercept:.2f} + {f.fit.slope:.3f} x, "
@@ -111,7 +118,7 @@ def fig_residuals(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
     for row, (_, fits) in enumerate(panels, 1):
         for i, f in enumerate(fits):
             k = f.knee
-            color = CURVE_COLORS[i % len(CURVE_COLORS)]
+            color = _family_color(f, i)
             fig.add_trace(go.Scatter(
                 x=[p["coverage"] for p in k.points], y=[p["residual"] for p in k.points], mode="markers",
                 name=t(f.label) + (" (dense control)" if k.role == "control" else ""),
@@ -130,43 +137,77 @@ def fig_residuals(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
     return fig
 
 
+def _wrap(title: str, width: int) -> str:
+    """A subplot title on lines of about `width` characters, broken at its ` · ` joins; escaped."""
+    lines: list[str] = []
+    for part in title.split(" · "):
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " · " + part
+        else:
+            lines.append(part)
+    return "<br>".join(t(x) for x in lines)
+
+
+BREAK_EVEN_PX = 330  # one panel of the break-even grid
+BREAK_EVEN_GAP = 120  # between its rows: a two-line title and the x axis' title
+
+
 def fig_break_even(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
+    """One panel per line (across a target's configs, or per swept arm), two columns when there
+    are more than two; every panel shows the 1x line, reached or not."""
     many = len(analyses) > 1
     panels = _panels(analyses, many, lambda a: [(b.target, b) for b in a.break_even])
     if not panels:
         return None
-    fig = _grid([p[0] for p in panels])
+    cols = 1 if len(panels) <= 2 else 2
+    rows = -(-len(panels) // cols)
+    plot_px = BREAK_EVEN_PX * rows + BREAK_EVEN_GAP * (rows - 1)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[_wrap(p[0], 90 if cols == 2 else 180) for p in panels],
+                        horizontal_spacing=0.08, vertical_spacing=BREAK_EVEN_GAP / plot_px if rows > 1 else 0.1)
     shown: set[str] = set()
-    for row, (_, bes) in enumerate(panels, 1):
+    for i, (_, bes) in enumerate(panels):
+        row, col = i // cols + 1, i % cols + 1
         b = bes[0]
-        fig.add_hline(y=1, line=dict(color="#444", dash="dash", width=1.3), row=row, col=1)
         for method in dict.fromkeys(p["method"] for p in b.points):
             pts = [p for p in b.points if p["method"] == method]
             fig.add_trace(go.Scatter(
                 x=[p["acceptance"] for p in pts], y=[p["speedup"] for p in pts], mode="markers", name=t(method),
                 legendgroup=method, showlegend=method not in shown,
-                marker=dict(color=method_color(method), size=11, line=dict(color="white", width=1),
+                marker=dict(color=method_color(method), size=10, line=dict(color="white", width=1),
                             symbol=["diamond" if p["synthetic"] else "circle" for p in pts]),
                 customdata=[[t(p["cell"]), "synthetic acceptance" if p["synthetic"] else ""] for p in pts],
                 hovertemplate="<b>%{customdata[0]}</b><br>acceptance %{x:.1%}, speed-up %{y:.2f}x"
-                              "<br>%{customdata[1]}<extra></extra>"), row=row, col=1)
+                              "<br>%{customdata[1]}<extra></extra>"), row=row, col=col)
             shown.add(method)
+        # after the traces: plotly leaves shapes out of a subplot that has none yet
+        fig.add_hline(y=1, line=dict(color="#444", dash="dash", width=1.3), row=row, col=col)
+        top = max([p["speedup"] for p in b.points] + [1.1])
         if b.fit is not None:
-            fig.add_trace(go.Scatter(x=[0, 1], y=[b.fit.at(0), b.fit.at(1)], mode="lines", showlegend=False,
-                                     line=dict(color="#333", width=1.5), hoverinfo="skip"), row=row, col=1)
+            ends = [b.fit.at(0), b.fit.at(1)]
+            top = max([top] + ends)
+            fig.add_trace(go.Scatter(x=[0, 1], y=ends, mode="lines", showlegend=False,
+                                     line=dict(color="#333", width=1.5), hoverinfo="skip"), row=row, col=col)
         if b.acceptance is not None and 0 <= b.acceptance <= 1:
             if b.interval is not None:
                 lo, hi = max(b.interval[0], 0.0), min(b.interval[1], 1.0)
                 if lo < hi:
-                    fig.add_vrect(x0=lo, x1=hi, fillcolor="rgba(26,127,55,0.12)", line_width=0, row=row, col=1)
-            fig.add_vline(x=b.acceptance, line=dict(color=GOOD, width=1.5), row=row, col=1,
+                    fig.add_vrect(x0=lo, x1=hi, fillcolor="rgba(26,127,55,0.12)", line_width=0, row=row, col=col)
+            fig.add_vline(x=b.acceptance, line=dict(color=GOOD, width=1.5), row=row, col=col,
                           annotation_text=f"break-even {b.acceptance:.0%}" +
                                           (f" [{b.interval[0]:.0%}, {b.interval[1]:.0%}]" if b.interval else ""),
                           annotation_position="top right", annotation_font=dict(size=11, color=GOOD))
-        fig.update_xaxes(title_text="acceptance (accepted / drafted tokens)", tickformat=".0%", range=[-0.03, 1.05],
-                         row=row, col=1)
-        fig.update_yaxes(title_text="speed-up (paired)", ticksuffix="x", rangemode="tozero", row=row, col=1)
-    _base_layout(fig, PANEL_PX * len(panels) + 60)
+        elif b.acceptance is not None:
+            fig.add_annotation(x=0.02, y=0.96, xref=f"x{i + 1 if i else ''} domain",
+                               yref=f"y{i + 1 if i else ''} domain", xanchor="left", yanchor="top", showarrow=False,
+                               text=f"no break-even within 0-100% (the line reaches 1x at {b.acceptance:.0%})",
+                               font=dict(size=11, color=BAD))
+        fig.update_xaxes(title_text="acceptance (accepted / drafted)", title_font=dict(size=12), tickformat=".0%",
+                         range=[-0.03, 1.05], row=row, col=col)
+        fig.update_yaxes(title_text="speed-up (paired)", title_font=dict(size=12), ticksuffix="x",
+                         range=[0, top * 1.08], row=row, col=col)
+    _base_layout(fig, plot_px + 140)
+    fig.update_annotations(font_size=12)  # the panels' titles and the break-even labels
+    fig.update_layout(margin=dict(t=100))
     return fig
 
 
@@ -207,16 +248,32 @@ def _fits_table(a: an.SourceAnalysis) -> str:
     return "".join(out) + "</table>"
 
 
+def _knee_text(f) -> str:
+    """Both coverage tests of a family: over its drafts' real lengths, and at the configured draft
+    length (as the published audit counted coverage)."""
+    drafts = f.knee.verdict
+    conf = f.knee_configured.verdict if f.knee_configured is not None else None
+    if conf is None:
+        return drafts
+    if conf == drafts:
+        return f"{drafts} (the same at the configured draft length)"
+    return f"over its drafts' lengths: {drafts}; at the configured draft length (as the audit counted): {conf}"
+
+
 def _verdicts(a: an.SourceAnalysis) -> list[str]:
     items = []
     for b in a.break_even:
-        value = "" if b.acceptance is None else (
-            f"break-even acceptance {b.acceptance:.1%}" +
-            ("" if b.interval is None else f" [{b.interval[0]:.1%}, {b.interval[1]:.1%}]"))
+        if b.acceptance is None:
+            value = ""
+        elif 0 <= b.acceptance <= 1:
+            value = (f"break-even acceptance {b.acceptance:.1%}" +
+                     ("" if b.interval is None else f" [{b.interval[0]:.1%}, {b.interval[1]:.1%}]"))
+        else:  # the note says where the line would cross 1x, extrapolated
+            value = ""
         items.append(f"{b.target}: " + "; ".join(x for x in (value, b.note) if x))
     for f in a.fits:
         if f.knee is not None and f.knee.status != "no line":
-            items.append(f"{f.target} · {f.label}: {f.knee.verdict}")
+            items.append(f"{f.target} · {f.label}: {_knee_text(f)}")
     return items
 
 
@@ -232,8 +289,9 @@ def section(sources: list[Source], analyses: list[an.SourceAnalysis] | None = No
             parts.append(f"<h3>{esc(a.source)}</h3>")
         parts.extend(f"<p class='note'>{esc(n)}</p>" for n in a.notes)
         parts.append("<ul class='verdicts'>" + "".join(f"<li>{esc(v)}</li>" for v in _verdicts(a)) + "</ul>")
-        if a.paired:
-            parts.append(f"<div style='overflow-x:auto'>{_paired_table(a)}</div>")
+        if a.paired:  # long with many configs: on demand
+            parts.append(f"<details><summary>each config against its paired baseline ({len(a.paired)} configs, "
+                         f"95% intervals)</summary><div style='overflow-x:auto'>{_paired_table(a)}</div></details>")
         if a.unpaired:
             parts.append(f"<p class='note'>{len(a.unpaired)} trial(s) could not be paired: " + esc("; ".join(
                 f"{u.cell} (run {u.run}, block {u.block}, {u.prompt_id})" for u in a.unpaired[:8])) + "</p>")
@@ -249,12 +307,12 @@ def section(sources: list[Source], analyses: list[an.SourceAnalysis] | None = No
                         "drafted token costs; one straight line means no knee.", cost))
     resid = fig_residuals(analyses)
     if resid is not None:
-        verdicts = " ".join(f"{f.target} · {f.label}: {f.knee.verdict}." for a in analyses for f in a.fits
-                            if f.knee is not None and f.knee.points)
         figures.append(("fig-coverage", "Does cost bend where expert coverage saturates?",
                         "Each trial's distance from its family's line against the expected share of routed experts "
-                        f"one of its verify passes reads (uniform routing); dashed: {FRACTION:.0%}. A dense target is "
-                        "drawn against a MoE's routing as a control. " + verdicts, resid))
+                        f"one of its verify passes reads (uniform routing, over its drafts' real lengths); dashed: "
+                        f"{FRACTION:.0%}. A dense target is drawn against a MoE's routing as a control. The verdicts, "
+                        "also at the configured draft length as the published audit counted coverage, are listed "
+                        "above.", resid))
     be = fig_break_even(analyses)
     if be is not None:
         figures.append(("fig-break-even", "Acceptance against paired speed-up",

@@ -26,13 +26,19 @@ def write_atomically(path: Path, text: str) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="The HTML file to write (default: plots/<first source>.html).")
 @click.option("--title", default=None, help="The page's title (default: the cards shown).")
-def plot(results: tuple[Path, ...], output: Path | None, title: str | None) -> None:
-    """Write one HTML page (plotly inlined, opens offline) from RESULTS: results folders
-    (results/<matrix>, results/probe), trials or probe JSONL files, contribution files or a merged
-    community file. Several sources (several cards) are shown side by side."""
+@click.option("--card", default=None, metavar="NAME",
+              help="Only records measured on this card (a part of its name, e.g. H100): results/probe holds "
+                   "probes of several cards.")
+def plot(results: tuple[Path, ...], output: Path | None, title: str | None, card: str | None) -> None:
+    """Write one HTML page (a scatter+bar plotly.js bundle inlined gzip'd, opens offline) from
+    RESULTS: results folders (results/<matrix>, results/probe), trials or probe JSONL files,
+    contribution files or a merged community file. Several sources (several cards) are shown side
+    by side."""
     from specsweep.report import load, page  # plotly loads only for this command
 
     sources = load.load(list(results))
+    if card:
+        sources = load.only_card(sources, card)
     if output is None:
         output = Path("plots") / f"{sources[0].name or 'report'}.html"
     text = page.render(sources, title)

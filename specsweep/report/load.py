@@ -39,24 +39,26 @@ class Source:
         return self.meta.get("card") or card_name(self.trials, self.manifests, self.probes)
 
 
+def trial_card(trial: dict, manifests: list[dict]) -> str | None:
+    """The GPU a trial ran on (its manifest's name for the first of its `gpus`), or the CPU."""
+    m = next((m for m in manifests if m.get("id") == trial.get("manifest")), None) or (manifests[-1] if manifests
+                                                                                     else None)
+    if m is None:
+        return None
+    gpus = (trial.get("settings") or {}).get("gpus") or []
+    names = {g.get("index"): g.get("name") for g in m.get("gpus") or []}
+    return names.get(gpus[0]) if gpus else m.get("cpu")
+
+
+def probe_card(probe: dict) -> str | None:
+    machine = probe.get("machine") or {}
+    return machine.get("gpu_name") if (probe.get("settings") or {}).get("gpus") else machine.get("cpu")
+
+
 def card_name(trials: list[dict], manifests: list[dict], probes: list[dict]) -> str:
     """The GPU (or CPU) most of these records were measured on."""
-    by_id = {m.get("id"): m for m in manifests}
-    seen: Counter = Counter()
-    for t in trials:
-        m = by_id.get(t.get("manifest")) or (manifests[-1] if manifests else None)
-        if m is None:
-            continue
-        gpus = (t.get("settings") or {}).get("gpus") or []
-        names = {g.get("index"): g.get("name") for g in m.get("gpus") or []}
-        name = names.get(gpus[0]) if gpus else m.get("cpu")
-        if name:
-            seen[name] += 1
-    for p in probes:
-        machine = p.get("machine") or {}
-        name = machine.get("gpu_name") if (p.get("settings") or {}).get("gpus") else machine.get("cpu")
-        if name:
-            seen[name] += 1
+    seen: Counter = Counter(name for name in [trial_card(t, manifests) for t in trials] +
+                            [probe_card(p) for p in probes] if name)
     if not seen and manifests:
         m = manifests[-1]
         gpus = m.get("gpus") or []
@@ -64,6 +66,29 @@ def card_name(trials: list[dict], manifests: list[dict], probes: list[dict]) -> 
         if name:
             seen[name] += 1
     return seen.most_common(1)[0][0] if seen else "unknown card"
+
+
+def only_card(sources: list[Source], card: str) -> list[Source]:
+    """The records measured on one card (a case-insensitive part of its name, as `--card H100`):
+    trials and probes of other cards are dropped, and sources left with nothing; none left is a
+    one-line error. Contributions keep their own card's name."""
+    want = card.lower()
+    kept = []
+    for s in sources:
+        if s.origin == "contribution":
+            if want in s.card.lower():
+                kept.append(s)
+            continue
+        trials = [t for t in s.trials if want in (trial_card(t, s.manifests) or "").lower()]
+        probes = [p for p in s.probes if want in (probe_card(p) or "").lower()]
+        if trials or probes:
+            used = {t.get("manifest") for t in trials}
+            manifests = [m for m in s.manifests if m.get("id") in used] or (s.manifests if trials else [])
+            kept.append(Source(s.name, s.origin, trials, manifests, probes, dict(s.meta), s.label))
+    if not kept:
+        raise SpecsweepError(f"no trial or probe records measured on a card named like {card!r}")
+    _label(kept)
+    return kept
 
 
 def _split(records: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
@@ -145,6 +170,11 @@ def load(paths: list[Path]) -> list[Source]:
         if not got:
             raise SpecsweepError(f"no trial or probe records in {path}")
         sources.extend(got)
+    _label(sources)
+    return sources
+
+
+def _label(sources: list[Source]) -> None:
     cards = Counter(s.card for s in sources)
     for s in sources:
         s.label = s.card if cards[s.card] == 1 else f"{s.card} · {s.name}"
@@ -154,4 +184,3 @@ def load(paths: list[Path]) -> list[Source]:
         if labels[s.label] > 1:
             seen[s.label] += 1
             s.label = f"{s.label} ({seen[s.label]})"
-    return sources

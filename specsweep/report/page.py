@@ -1,15 +1,23 @@
 """The report page: shaped records -> one self-contained HTML file.
 
-plotly.js is inlined once, in the page's own skeleton, and every figure is a `full_html=False`
-fragment, so the file opens offline. Every string that comes from records (card names, cell and
+plotly.js is inlined once, so that the file opens offline: the vendored scatter+bar partial bundle
+(`bundle.py`), gzip'd and base64, which the page's loader unpacks with the browser's
+`DecompressionStream('gzip')` (Chrome 80+, Firefox 113+, Safari 16.4+) and runs; then it draws
+every figure from its JSON (`<script type="application/json" data-figure=ID>`, `<` escaped). A
+browser without DecompressionStream gets a one-line message (`#specsweep-message`) and the
+tables; the status element then says `data-plotly="unsupported"`. Every string that comes from records (card names, cell and
 prompt names, model files, ...) is escaped: with `html.escape` in the page's HTML, and in what
 plotly draws (trace names, tick labels, titles, hover text) as well, since plotly.js reads a few
 HTML-like tags in its text; escaped, plotly shows `<script>` as the text it is.
 
 The page reports on itself for tests and for anyone curious: `#specsweep-status` gets
-`data-drawn` (figures whose `Plotly.newPlot` promise resolved) and `data-ready="yes"` once every
-figure drew, and `#specsweep-errors` collects uncaught errors, rejected promises and
-`console.error` calls.
+`data-drawn` (figures whose `Plotly.newPlot` promise resolved), `data-plotly` (plotly.js's version
+once unpacked) and `data-ready="yes"` once every figure drew, and `#specsweep-errors` collects
+uncaught errors, rejected promises and `console.error` calls.
+
+Besides the charts and tables: the analysis (`analysis_section`: paired changes, the cost model,
+the coverage test and the break-even lines) and, for records that stored their outputs, what each
+config generated and where its tokens first part from the baseline's.
 """
 
 from __future__ import annotations
@@ -19,12 +27,12 @@ import statistics
 import time
 
 import plotly.graph_objects as go
-import plotly.io as pio
-from plotly.offline import get_plotlyjs
+from plotly.io.json import to_json_plotly
 from plotly.subplots import make_subplots
 
 from specsweep import __version__, methods
 from specsweep.report import shape
+from specsweep.report.bundle import plotly_bundle
 from specsweep.report.load import Source
 
 PART_COLORS = {"draft": "#56B4E9", "verify": "#D55E00", "rollback": "#882255", "host": "#BBBBBB"}
@@ -171,18 +179,30 @@ def fig_acceptance(points: list[shape.Point], sources: list[str]) -> go.Figure:
     ranked = sorted(points, key=lambda p: (p.acceptance, p.speedup))
     place = {id(p): ("top " if i % 2 else "bottom ") + ("left" if p.acceptance > 0.6 else "right")
              for i, p in enumerate(ranked)}
-    for (method, src), pts in sorted(groups.items(), key=lambda kv: (shape.method_rank(kv[0][0]), kv[0][1])):
-        fig.add_trace(go.Scatter(
-            x=[p.acceptance * 100 for p in pts], y=[p.speedup for p in pts],
-            mode="markers+text" if labelled else "markers",
-            text=["" if p in losers else t(p.key) for p in pts], textfont=dict(size=11, color="#444"),
-            textposition=[place[id(p)] for p in pts],
-            name=t(f"{method} · {src}" if many else method), legendgroup=method,
-            marker=dict(color=method_color(method), size=13, symbol=SYMBOLS[sources.index(src) % len(SYMBOLS)]
-                        if src in sources else "circle", line=dict(color="white", width=1), opacity=0.9),
-            customdata=[[t(p.key), t(p.panel[0]), t(p.panel[1]), t(p.source), p.lossless] for p in pts],
-            hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]} · KV %{customdata[2]} · %{customdata[3]}"
-                          "<br>acceptance %{x:.1f}%<br>speedup %{y:.2f}x<br>lossless %{customdata[4]}<extra></extra>"))
+    for (method, src), group in sorted(groups.items(), key=lambda kv: (shape.method_rank(kv[0][0]), kv[0][1])):
+        symbol = SYMBOLS[sources.index(src) % len(SYMBOLS)] if src in sources else "circle"
+        color = method_color(method)
+        # synthetic acceptance: open markers outlined in the method's colour, a trace of their own so that
+        # the legend shows the measured points' marker where a method has both
+        parts = [(False, [p for p in group if not p.synthetic]), (True, [p for p in group if p.synthetic])]
+        parts = [(synthetic, pts) for synthetic, pts in parts if pts]
+        for i, (synthetic, pts) in enumerate(parts):
+            fig.add_trace(go.Scatter(
+                x=[p.acceptance * 100 for p in pts], y=[p.speedup for p in pts],
+                mode="markers+text" if labelled else "markers",
+                text=["" if p in losers else t(p.key) for p in pts], textfont=dict(size=11, color="#444"),
+                textposition=[place[id(p)] for p in pts],
+                name=t(f"{method} · {src}" if many else method), legendgroup=method, showlegend=i == 0,
+                marker=dict(color=color, size=13, symbol=symbol + "-open" if synthetic else symbol, opacity=0.9,
+                            line=dict(color=color, width=2) if synthetic else dict(color="white", width=1)),
+                customdata=[[t(p.key), t(p.panel[0]), t(p.panel[1]), t(p.source), p.lossless] for p in pts],
+                hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]} · KV %{customdata[2]} · %{customdata[3]}"
+                              "<br>acceptance %{x:.1f}%<br>speedup %{y:.2f}x<br>lossless %{customdata[4]}" +
+                              ("<br>synthetic acceptance (llama.cpp accepted drafts at a set rate)" if synthetic
+                               else "") + "<extra></extra>"))
+    if any(p.synthetic for p in points):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="open: synthetic acceptance",
+                                 marker=dict(color="#555", size=11, symbol="circle-open", line=dict(width=2))))
     # where a perfect draft still loses, say so next to the point
     for i, p in enumerate(losers):
         fig.add_annotation(x=p.acceptance * 100, y=p.speedup, ax=-40 - 10 * i, ay=-35 - 28 * i,
@@ -194,7 +214,8 @@ def fig_acceptance(points: list[shape.Point], sources: list[str]) -> go.Figure:
                      zeroline=False)
     fig.update_yaxes(title_text="speedup over baseline (mean tok/s ratio)", range=[0, top], ticksuffix="x",
                      zeroline=False)
-    legend_rows = (len(groups) + 2) // 3 if many else 1
+    entries = len(groups) + any(p.synthetic for p in points)
+    legend_rows = (entries + 2) // 3 if many else (entries + 5) // 6
     _base_layout(fig, 520 + 22 * legend_rows)
     fig.update_layout(margin=dict(t=62 + 24 * legend_rows))
     return fig
@@ -360,7 +381,17 @@ span.dot { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
 details { margin: 8px 0; } summary { cursor: pointer; color: #0b5cad; }
 footer { color: var(--muted); font-size: 12px; margin-top: 40px; }
 #specsweep-status, #specsweep-errors { display: none; }
-""" % (FONT, GOOD, BAD)
+#specsweep-message { border: 1px solid %s; color: %s; padding: 6px 10px; border-radius: 6px; }
+span.badge { display: inline-block; font-size: 11px; padding: 0 5px; margin-left: 6px; border-radius: 3px;
+             border: 1px solid #8a6d00; color: #8a6d00; background: #fff8e1; cursor: help; }
+table.outputs td { white-space: normal; vertical-align: top; }
+table.outputs td.ex { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px;
+                      max-width: 640px; text-align: left; word-break: break-all; }
+table.outputs mark { background: #ffe08a; }
+table.outputs span.note { color: var(--muted); }
+table.outputs pre { white-space: pre-wrap; word-break: break-all; max-width: 640px; max-height: 320px;
+                    overflow-y: auto; margin: 4px 0; font-size: 12px; background: var(--bg); padding: 6px; }
+""" % (FONT, GOOD, BAD, BAD, BAD)
 
 HOOKS = """
 (function () {
@@ -392,12 +423,60 @@ HOOKS = """
 """
 
 
+# Unpacks plotly.js (gzip, base64, in #specsweep-plotly), runs it, then draws every figure from its
+# JSON. It sits at the end of <body>, after everything it reads.
+LOADER = """
+(function () {
+  var st = document.getElementById("specsweep-status");
+  function tell(msg) {
+    var el = document.getElementById("specsweep-message");
+    el.textContent = msg;
+    el.hidden = false;
+  }
+  if (typeof DecompressionStream !== "function" || typeof Response !== "function" || !window.Blob ||
+      !Blob.prototype.stream) {
+    st.setAttribute("data-plotly", "unsupported");
+    tell("The charts need a browser that can unpack gzip (DecompressionStream: Chrome 80+, Firefox 113+, " +
+         "Safari 16.4+); the tables below hold every number.");
+    return;
+  }
+  var packed = document.getElementById("specsweep-plotly");
+  var bin = atob(packed.textContent.trim()), bytes = new Uint8Array(bin.length);
+  for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
+  var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  new Response(stream).text().then(function (js) {
+    var s = document.createElement("script");
+    s.text = js + "\\n//# sourceURL=" + packed.getAttribute("data-file");
+    document.head.appendChild(s);  // an inline script runs as it is inserted...
+    s.remove();  // ...and keeps running once taken out: the DOM stays the page's own
+    if (!window.Plotly) { throw new Error("plotly.js did not define Plotly"); }
+    st.setAttribute("data-plotly", String(window.Plotly.version));
+    Array.prototype.forEach.call(document.querySelectorAll("script[data-figure]"), function (el) {
+      var id = el.getAttribute("data-figure"), fig = JSON.parse(el.textContent);
+      window.Plotly.newPlot(id, fig.data, fig.layout, fig.config).then(function () {
+        window.specsweepDrawn(id);
+      }, function (e) { console.error("figure " + id + " did not draw: " + e); });
+    });
+  }).catch(function (e) {
+    tell("The charts could not be drawn: " + e);
+    console.error("plotly.js: " + e);
+  });
+})();
+"""
+
+
+def _json_for_script(obj) -> str:
+    """JSON that cannot end its <script> element: `<`, `>` and `&` only occur inside strings there,
+    where a \\u escape reads the same."""
+    return to_json_plotly(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def _figure_html(fig: go.Figure, div_id: str) -> str:
-    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id,
-                       default_height=f"{fig.layout.height}px", default_width="100%",
-                       post_script=f"window.specsweepDrawn('{div_id}');",
-                       config={"displaylogo": False, "responsive": True,
-                               "toImageButtonOptions": {"format": "png", "filename": div_id, "scale": 2}})
+    spec = fig.to_dict()
+    spec["config"] = {"displaylogo": False, "responsive": True,
+                      "toImageButtonOptions": {"format": "png", "filename": div_id, "scale": 2}}
+    return (f'<div id="{div_id}" class="plotly-graph-div" style="height:{int(fig.layout.height)}px; width:100%;">'
+            f'</div>\n<script type="application/json" data-figure="{div_id}">{_json_for_script(spec)}</script>')
 
 
 def _header_html(info: dict) -> str:
@@ -432,6 +511,10 @@ def _header_html(info: dict) -> str:
     return f'<div class="card"><h3>{esc(info["label"])}</h3><table>{body}</table></div>'
 
 
+SYNTHETIC_BADGE = ("<span class='badge' title=\"llama.cpp's synthetic acceptance: drafts were accepted at random at a "
+                   "set rate, so the tokens are not the target's text and have no lossless verdict\">synthetic</span>")
+
+
 def _cell(v: str, cls: str = "") -> str:
     return f'<td class="{cls}">{v}</td>' if cls else f"<td>{v}</td>"
 
@@ -452,7 +535,7 @@ def _config_table(panel: shape.Panel, sources: list[str]) -> str:
             if cfg is None:
                 continue
             cells = ([_cell(esc(src), "l")] if many else []) + [
-                _cell(esc(cfg.key), "l"),
+                _cell(esc(cfg.key) + (SYNTHETIC_BADGE if cfg.n_synthetic else ""), "l"),
                 _cell(f'<span class="dot" style="background:{method_color(cfg.method)}"></span>{esc(cfg.method)}', "l"),
                 _cell(str(cfg.n_trials)), _cell(_num(cfg.mean)), _cell(_num(cfg.lo)), _cell(_num(cfg.hi)),
                 _cell("" if cfg.method == "baseline" else (_pct(cfg.change) or "n/a"), _change_cls(cfg.change)
@@ -503,15 +586,70 @@ def _probe_table(c: shape.ProbeCurve) -> str:
             f"<div style='overflow-x:auto'><table class='data'>{head}{body}</table></div>")
 
 
+def _excerpt(before: str, part: str) -> str:
+    """Text either side of where two outputs part, the part marked; newlines shown as ↵."""
+    def show(x: str) -> str:
+        return esc(x).replace("\n", "↵")
+    lead = "…" if len(before) >= shape.EXCERPT else ""
+    tail = "…" if len(part) >= shape.EXCERPT else ""
+    return f"{lead}{show(before)}<mark>{show(part) if part else '(end)'}</mark>{tail}"
+
+
+def _outputs_table(rows: list[shape.OutputRow], panel: shape.Panel, sources: list[str]) -> str:
+    many = len(sources) > 1
+    head = (["card"] if many else []) + ["config", "prompt", "tokens", "against the baseline", "where they part",
+                                         "text"]
+    out = ["<table class='data outputs'><tr>" + "".join(
+        f"<th class='{'' if h == 'tokens' else 'l'}'>{esc(h)}</th>"
+        for h in head) + "</tr>"]
+    order = {k: i for i, k in enumerate(panel.rows)}
+    mine = sorted((r for r in rows if r.panel == panel.key),
+                  key=lambda r: (order.get(r.key, 1 << 30), sources.index(r.source) if r.source in sources else 0,
+                                 r.prompt))
+    for r in mine:
+        d = r.divergence
+        cls = ""
+        if r.method == "baseline":
+            verdict, where = "the reference", ""
+        elif r.base_tokens is None:
+            verdict, where = "no baseline output to compare with", ""
+        elif d is None:
+            verdict, where, cls = "same tokens", "", "up"
+        else:
+            verdict = f"first differs at token {d.token} (of {r.n_tokens}; baseline {r.base_tokens})"
+            if r.synthetic:
+                verdict += " — synthetic acceptance: by design"
+            where = ("the texts read the same (the tokens split it differently)" if d.char is None else
+                     f"baseline: {_excerpt(d.before, d.base)}<br>this: {_excerpt(d.before, d.this)}")
+        spread = "" if r.n_distinct == 1 else f" Its {r.n_trials} trials gave {r.n_distinct} different outputs."
+        cut = "" if r.n_chars <= len(r.text) else f" The first {len(r.text):,} of {r.n_chars:,} characters shown."
+        if r.n_chars:
+            text = (f"<details><summary>trial {r.trial}: {r.n_chars:,} characters</summary><pre>{esc(r.text)}</pre>"
+                    f"<span class='note'>{esc((spread + cut).strip())}</span></details>")
+        else:
+            text = f"trial {r.trial}: no text (its tokens decode to nothing).{esc(spread)}"
+        cells = ([_cell(esc(r.source), "l")] if many else []) + [
+            _cell(esc(r.key) + (SYNTHETIC_BADGE if r.synthetic else ""), "l"), _cell(esc(r.prompt), "l"),
+            _cell(str(r.n_tokens)), _cell(verdict, f"l {cls}".strip()), _cell(where, "ex"), _cell(text, "l")]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
 def render(sources: list[Source], title: str | None = None) -> str:
+    from specsweep.report import analysis_section  # it imports this module's style
+
     rows = shape.configs(sources)
     panels = shape.panels(rows)
     trial_sources = [s.label for s in sources if any(c.source == s.label for c in rows)]
     points = shape.speedup_points(rows)
     trial_points = shape.prompt_points(sources, rows)
     curves = shape.probe_curves(sources)
+    outputs = shape.outputs(sources, rows)
+    analysis = analysis_section.section(sources) if rows else analysis_section.Section("")
     cards = list(dict.fromkeys(s.card for s in sources))
     title = title or "Speculative decoding in llama.cpp: " + ", ".join(cards)
+    bundle = plotly_bundle()
 
     figures: list[tuple[str, str, str, go.Figure]] = []  # (id, heading, note, figure)
     if panels:
@@ -526,6 +664,9 @@ def render(sources: list[Source], title: str | None = None) -> str:
                     "its mean tok/s over the baseline's. Anything in the shaded band is slower than not "
                     "speculating at all: a point at 100% acceptance there means the draft was always right and "
                     "it still did not pay.")
+            if any(p.synthetic for p in points):
+                note += (" Open markers: synthetic acceptance (llama.cpp accepted the drafts at random at a set "
+                         "rate), so acceptance there is a setting, not the drafter's.")
             if missing:
                 note += " Not shown (nothing drafted, or no baseline): " + ", ".join(
                     sorted({c.key for c in missing})) + "."
@@ -548,22 +689,21 @@ def render(sources: list[Source], title: str | None = None) -> str:
                         "means batched verification is cheap. Right: the per-token acceptance a draft of K-1 tokens "
                         "needs to break even, with the draft cost each probe recorded.",
                         fig_probe(curves)))
+    n_figures = len(figures) + len(analysis.figures)
 
     parts = [f"<!doctype html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
              f"<meta name='generator' content='specsweep {esc(__version__)}'>\n"
              f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-             f"<div id='specsweep-status' data-expected='{len(figures)}' data-drawn='0'></div>\n"
+             f"<div id='specsweep-status' data-expected='{n_figures}' data-drawn='0'></div>\n"
              f"<pre id='specsweep-errors' data-count='0'></pre>\n"
-             f"<script>{HOOKS % len(figures)}</script>\n"
-             f"<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>\n"
-             f"<script charset='utf-8'>{get_plotlyjs()}</script>\n<main>\n"]
+             f"<script>{HOOKS % n_figures}</script>\n<main>\n"]
     n_trials = sum(len(s.trials) for s in sources)
     n_probes = sum(len(s.probes) for s in sources)
     parts.append(f"<h1>{esc(title)}</h1>\n<p class='lead'>{n_trials} trials and {n_probes} verify-cost probes from "
                  f"{len(sources)} source{'s' if len(sources) != 1 else ''}; greedy decoding, "
                  f"llama.cpp in process through llama-cpp-python. Generated by specsweep {esc(__version__)} on "
-                 f"{esc(time.strftime('%Y-%m-%d'))}.</p>\n")
+                 f"{esc(time.strftime('%Y-%m-%d'))}.</p>\n<p id='specsweep-message' hidden></p>\n")
     if panels:
         items = []
         for p in panels:
@@ -576,6 +716,15 @@ def render(sources: list[Source], title: str | None = None) -> str:
                  + "".join(_header_html(shape.header(s)) for s in sources) + "</div>\n")
     for div_id, heading, note, fig in figures:
         parts.append(f"<h2>{esc(heading)}</h2>\n<p class='note'>{esc(note)}</p>\n{_figure_html(fig, div_id)}\n")
+    if analysis.html or analysis.figures:
+        parts.append("<h2>The analysis: paired changes, the cost model and break-even</h2>\n"
+                     "<p class='note'>What <code>specsweep analyze</code> reports on these records: each speculative "
+                     "config against the baseline it is paired with, the cost per generated token against how much "
+                     "was drafted for it (a line per drafter family), whether that line bends where the target's "
+                     "expert coverage saturates, and the acceptance at which speculation breaks even.</p>\n"
+                     f"{analysis.html}\n")
+        for div_id, heading, note, fig in analysis.figures:
+            parts.append(f"<h3>{esc(heading)}</h3>\n<p class='note'>{esc(note)}</p>\n{_figure_html(fig, div_id)}\n")
 
     parts.append("<h2>The numbers</h2>\n")
     prows = shape.prompt_rows(trial_points)
@@ -585,7 +734,21 @@ def render(sources: list[Source], title: str | None = None) -> str:
                      f"{_prompt_table(prows, p, trial_sources)}</div></details>\n")
     for c in curves:
         parts.append(_probe_table(c) + "\n")
-    parts.append(f"<footer>specsweep {esc(__version__)} · one self-contained file: plotly.js is inlined, "
-                 f"nothing is fetched when it opens</footer>\n")
-    parts.append("</main>\n</body>\n</html>\n")
+    if outputs:
+        parts.append("<h2>What each config generated</h2>\n<p class='note'>Per config and prompt, from the outputs "
+                     "the trial records store: where its tokens first part from the baseline's on the same prompt "
+                     "(same reference key), with the text either side (↵: a newline), and the first trial's text on "
+                     f"demand (at most {shape.TEXT_CAP:,} characters each). On a GPU, batched and one-token passes "
+                     "round near-ties apart, so a speculative output may part from the baseline's; with synthetic "
+                     "acceptance it does by design.</p>\n")
+        for p in panels:
+            if any(r.panel == p.key for r in outputs):
+                parts.append(f"<h3>{esc(p.title)}</h3>\n<div style='overflow-x:auto'>"
+                             f"{_outputs_table(outputs, p, trial_sources)}</div>\n")
+    parts.append(f"<footer>specsweep {esc(__version__)} · one self-contained file: plotly.js "
+                 f"({esc(bundle.name)}, {esc(bundle.license)} licence) is inlined gzip'd and unpacked in the browser, "
+                 f"nothing is fetched when it opens</footer>\n</main>\n")
+    parts.append(f"<script type='application/octet-stream' id='specsweep-plotly' data-file='{esc(bundle.file)}' "
+                 f"data-bundle='{esc(bundle.name)}'>{bundle.gz_base64}</script>\n<script>{LOADER}</script>\n")
+    parts.append("</body>\n</html>\n")
     return "".join(parts)

@@ -8,16 +8,20 @@
 - `prompt_points`: one point per trial, against the baseline's mean on the same prompt, so that
   prompts that speed up and prompts that slow down stay apart instead of averaging out;
 - `probe_curves`: T(K)/T(1), the byte prediction and the break-even acceptance per probe record;
-- `header`: the machines, software and model files behind every source.
+- `header`: the machines, software and model files behind every source;
+- `outputs`: what each config generated per prompt (stored outputs), and where its tokens first
+  part from the baseline's on the same prompt.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from specsweep import methods
+from specsweep.records import outputs as stored
 from specsweep.report.load import Source
 from specsweep.report.summary import cell_stats, lossless_text
 
@@ -175,11 +179,12 @@ class Point:
     acceptance: float
     speedup: float
     lossless: str  # "n/m", or "synthetic"
+    synthetic: bool = False  # llama.cpp's synthetic acceptance (some or all of its trials)
 
 
 def speedup_points(rows: list[Config]) -> list[Point]:
     """Speculative configs that drafted something and have a baseline to compare with."""
-    return [Point(c.source, c.panel, c.key, c.method, c.acceptance, c.speedup, c.lossless)
+    return [Point(c.source, c.panel, c.key, c.method, c.acceptance, c.speedup, c.lossless, c.n_synthetic > 0)
             for c in rows if c.method != "baseline" and c.acceptance is not None and c.speedup is not None]
 
 
@@ -376,3 +381,86 @@ def verdict(panel: Panel, source: str) -> str:
     if full:
         text += f"; {len(full)} lose{'s' if len(full) == 1 else ''} even at 100% acceptance"
     return text
+
+
+TEXT_CAP = 2000  # characters of a trial's text the page shows
+EXCERPT = 60  # characters either side of where two outputs part
+
+
+@dataclass
+class Divergence:
+    token: int  # the first token position where the ids differ (the shorter's end if one is a prefix)
+    char: int | None  # the first character where the texts differ (None: the texts agree all the same)
+    before: str  # up to EXCERPT characters both texts share just before `char`
+    base: str  # the baseline's next EXCERPT characters from `char`
+    this: str  # this config's
+
+
+@dataclass
+class OutputRow:
+    source: str
+    panel: tuple[str, str]
+    key: str
+    method: str
+    prompt: str
+    trial: int  # the trial whose output is shown
+    n_tokens: int
+    text: str  # cut at TEXT_CAP characters
+    n_chars: int  # the whole text's length
+    n_trials: int  # trials of this config and prompt with a stored output
+    n_distinct: int  # distinct outputs (token ids) among them
+    synthetic: bool
+    base_tokens: int | None  # the baseline's output length; None: no baseline output (or this is the baseline)
+    divergence: Divergence | None  # None: same tokens as the baseline, or nothing to compare with
+
+
+def _first_trial(trials: list[dict]) -> dict:
+    return min(trials, key=lambda t: (int(t.get("run") or 0), int(t.get("block") or 0), int(t.get("trial") or 0),
+                                      -int(t.get("attempt") or 0)))
+
+
+def _divergence(pos: int, base_text: str, this_text: str) -> Divergence:
+    c = len(os.path.commonprefix([base_text, this_text]))
+    char = None if base_text == this_text else c
+    if char is None:
+        return Divergence(pos, None, "", "", "")
+    return Divergence(pos, char, base_text[max(0, c - EXCERPT):c], base_text[c:c + EXCERPT], this_text[c:c + EXCERPT])
+
+
+def outputs(sources: list[Source], rows: list[Config]) -> list[OutputRow]:
+    """One row per (source, config, prompt) whose trials stored their output: the first trial's
+    text, and for a speculative config the first position where its tokens differ from the first
+    baseline trial with the same reference key and prompt."""
+    keys = {(c.source, c.cell_id): c for c in rows}
+    out = []
+    for source in sources:
+        ids: dict[int, list[int]] = {}
+        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for t in source.trials:
+            if (source.label, t.get("cell_id")) not in keys:
+                continue
+            got = stored.ids(t)
+            if got is None:
+                continue
+            ids[id(t)] = got
+            groups[(t["cell_id"], str(t.get("prompt_id", t.get("prompt"))))].append(t)
+        base = {}
+        for (cell_id, prompt_id), ts in groups.items():
+            if keys[(source.label, cell_id)].method == "baseline":
+                first = _first_trial(ts)
+                base.setdefault((first.get("reference_key", ""), prompt_id), first)
+        for (cell_id, prompt_id), ts in groups.items():
+            c = keys[(source.label, cell_id)]
+            first = _first_trial(ts)
+            text = stored.text(first) or ""
+            ref = None if c.method == "baseline" else base.get((first.get("reference_key", ""), prompt_id))
+            div = None
+            if ref is not None:
+                pos = stored.first_difference(ids[id(first)], ids[id(ref)])
+                if pos is not None:
+                    div = _divergence(pos, stored.text(ref) or "", text)
+            out.append(OutputRow(
+                source.label, c.panel, c.key, c.method, str(first.get("prompt", "?")), int(first.get("trial") or 0),
+                len(ids[id(first)]), text[:TEXT_CAP], len(text), len(ts), len({tuple(ids[id(t)]) for t in ts}),
+                bool(first.get("synthetic")), None if ref is None else len(ids[id(ref)]), div))
+    return out

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Re-draw every committed page in plots/ from the committed records (no GPU needed). results/probe
+# holds probes of several cards, so each page keeps to its own card (--card).
+#   scripts/regenerate-plots.sh
+set -euo pipefail
+plot() { python3 -c 'from specsweep.cli import main; main()' plot "$@"; }
+plot results/a3b-synthetic results/probe --card H100 -o plots/h100-a3b-synthetic.html
+plot results/a3b-synthetic-2gpu --card H200 -o plots/h200x2-two-gpus.html \
+    --title "2x H200: two-GPU layouts, synthetic Qwen3.6-35B-A3B"
+plot results/active-contrast-synthetic results/probe --card H200 -o plots/h200-active-contrast.html \
+    --title "H200: 35B-A3B vs 122B-A10B vs dense 27B (synthetic)"
+plot results/methods-synthetic results/cost-model-synthetic results/probe --card H200 \
+    -o plots/h200-methods-synthetic.html \
+    --title "H200, synthetic models: every method at synthetic acceptance, and the cost model"
