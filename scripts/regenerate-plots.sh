@@ -9,6 +9,6 @@ plot results/a3b-synthetic-2gpu --card H200 -o plots/h200x2-two-gpus.html \
     --title "2x H200: two-GPU layouts, synthetic Qwen3.6-35B-A3B"
 plot results/active-contrast-synthetic results/probe --card H200 -o plots/h200-active-contrast.html \
     --title "H200: 35B-A3B vs 122B-A10B vs dense 27B (synthetic)"
-plot results/methods-synthetic results/cost-model-synthetic results/probe --card H200 \
+plot results/methods-synthetic results/cost-model-synthetic results/dense27-synthetic results/probe --card H200 \
     -o plots/h200-methods-synthetic.html \
-    --title "H200, synthetic models: every method at synthetic acceptance, and the cost model"
+    --title "H200, synthetic models: every method at synthetic acceptance (35B-A3B, dense 27B) and the cost model"
