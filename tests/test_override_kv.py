@@ -6,7 +6,6 @@ parity with `llama-speculative-simple --override-kv`."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import os
 from pathlib import Path
 

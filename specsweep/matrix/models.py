@@ -21,11 +21,11 @@ makes new cells; a model without one keeps the identity it always had. A models.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
+from specsweep.models import cache
 from specsweep.models import overrides as kv
 from specsweep.synth.cards import CARDS, DRAFTER_OPTIONS, SCALES, option_error
 from specsweep.synth.fill import FILE_TYPE
@@ -132,12 +132,6 @@ def _check_synth(value: dict, where: str) -> dict:
     return value
 
 
-def cache_dir() -> Path:
-    """Where synthetic models are kept: $SPECSWEEP_CACHE, else ~/.cache/specsweep."""
-    root = os.environ.get("SPECSWEEP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "specsweep"
-    return Path(root) / "synth"
-
-
 def resolve(ref: ModelRef, matrix_path: Path, create: bool = True) -> Path:
     """The GGUF file of a model: written (synth) or fetched (lock) when `create` and missing."""
     d = ref.identity
@@ -181,7 +175,7 @@ def _synth(ref: ModelRef, create: bool) -> Path:
     if recipe.mtp:
         stem += "-mtp"
     stem += "".join(f"-{k.replace('_', '')}{int(v)}" for k, v in recipe.drafter_options.items())
-    path = cache_dir() / f"{stem}.gguf"
+    path = cache.synth_dir() / f"{stem}.gguf"
     if create and not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_model(recipe, path)  # atomic: a temporary name, renamed when complete

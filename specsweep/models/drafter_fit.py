@@ -251,13 +251,11 @@ def pairing(method: str, models: dict, settings: dict | None = None) -> tuple:
 
 
 def check_cell_models(models: dict, method: str, path_of, settings: dict | None = None,
-                      overrides_of=None) -> PairCheck | None:
+                      overrides_of=lambda ref: ()) -> PairCheck | None:
     """The header checks a cell's method needs (specsweep/methods.py names them); `path_of(ref)`
-    gives a model's file, `overrides_of(ref)` its override_kv (default: the lock's and the matrix's,
-    specsweep.matrix.models.model_overrides). Returns the vocabulary outcome of a pair that has
-    one; raises where llama.cpp would refuse."""
+    gives a model's file, `overrides_of(ref)` its override_kv (a matrix's callers pass
+    specsweep.matrix.models.model_overrides: the lock's and the matrix's). Returns the vocabulary
+    outcome of a pair that has one; raises where llama.cpp would refuse."""
     from specsweep import methods
-    if overrides_of is None:
-        from specsweep.matrix.models import model_overrides as overrides_of
     check = methods.get(method).check
     return check(models, settings or {}, path_of, overrides_of) if check is not None else None

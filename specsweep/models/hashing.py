@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from specsweep.matrix.models import cache_dir
+from specsweep.models import cache
 
 
 def _cache_path() -> Path:
-    return cache_dir().parent / "sha256.json"
+    return cache.root() / "sha256.json"
 
 
 def _load() -> dict:

@@ -14,14 +14,14 @@ import shlex
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
-from specsweep.matrix.models import cache_dir
+from specsweep.models import cache
 from specsweep.models import hub, lockfile
 from specsweep.models.lockfile import Lock, LockedFile, LockEntry
 
 
 def converted_path(entry: LockEntry) -> Path:
     """Where the GGUF converted from a DFlash drafter's safetensors is expected."""
-    return cache_dir().parent / "converted" / entry.name / entry.convert["output"]
+    return cache.root() / "converted" / entry.name / entry.convert["output"]
 
 
 def convert_command(entry: LockEntry) -> str:

@@ -16,7 +16,7 @@ import click
 from specsweep import methods
 from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
-from specsweep.matrix.models import ModelRef, resolve
+from specsweep.matrix.models import ModelRef, model_overrides, resolve
 from specsweep.models.memory import estimate_cell_bytes, fit_warning, free_device_memory, gib, nvidia_smi_free
 from specsweep.models.drafter_fit import check_cell_models, pairing
 from specsweep.models.vocab_match import VocabRefused
@@ -71,7 +71,8 @@ def check(matrix_file: Path) -> None:
                                    + [models["target"].name]) + f" ({cell.method})"
                 if all(paths[m.name] for m in models.values()):
                     try:
-                        vocab = check_cell_models(models, cell.method, lambda ref: paths[ref.name], cell.settings)
+                        vocab = check_cell_models(models, cell.method, lambda ref: paths[ref.name], cell.settings,
+                                                  model_overrides)
                         click.echo(f"fit {what}: ok")
                         if vocab is not None:
                             click.echo(f"vocab {what}: {vocab.line()}")

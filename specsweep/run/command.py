@@ -54,7 +54,8 @@ def _check_pairings(groups, files) -> None:
             key = pairing(cell.method, cell.models, cell.settings)
             if key not in seen:
                 seen.add(key)
-                check_cell_models(cell.models, cell.method, lambda ref: files[ref.name]["path"], cell.settings)
+                check_cell_models(cell.models, cell.method, lambda ref: files[ref.name]["path"], cell.settings,
+                                  model_overrides)
 
 
 @click.command("run")

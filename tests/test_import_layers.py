@@ -1,0 +1,39 @@
+"""The layout's directions, checked on the sources: matrix -> cells -> engine -> records -> report,
+with the analysis reading records only. A module may import from the layers it builds on, never
+from the ones built on it (a circle makes the layout unreadable and imports order-sensitive)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "specsweep"
+
+# package -> packages it must not import (anywhere in its modules, lazily included)
+FORBIDDEN = {
+    "models": ("matrix", "run", "report", "analysis", "contrib", "probe"),
+    "engine": ("matrix", "run", "report", "analysis", "contrib", "probe"),
+    "records": ("run", "report", "analysis", "matrix"),
+    "analysis": ("run", "engine"),
+    "report": ("run", "engine"),
+    "synth": ("matrix", "run", "report", "analysis", "engine"),
+}
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("specsweep."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("specsweep."))
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_a_layer_does_not_import_the_layers_built_on_it(package):
+    bad = {f"{p.relative_to(PKG)} imports specsweep.{m}" for p in (PKG / package).rglob("*.py")
+           for m in imports(p) & set(FORBIDDEN[package])}
+    assert not bad, sorted(bad)
