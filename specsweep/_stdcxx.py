@@ -8,7 +8,7 @@ _M_insert<long>`, ...). With no global libstdc++ ahead of it, libllama's calls b
 copies, which use facet ids the locale never registered (cuda-gdb: SIGSEGV inside
 `_M_insert<long>` in libggml-cuda.so.0, called from print_info). Importing llama_cpp first only
 hid it. Opening libstdc++ RTLD_GLOBAL first puts the real one ahead in the global scope, so the
-import order stops mattering. (Device log: benchmarks/device/session1.sh.)
+import order stops mattering. (Device log: benchmarks/device/full_shape_models_import_order_and_native_ratios.sh.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device session 3 (issue 6): damped synthetic models (branch_scale 0.05); an identical draft in
+# Damped synthetic models (branch_scale 0.05); an identical draft in
 # process vs llama-speculative-simple; then matrices/a3b-synthetic.toml. From the repo root after
 # `source .device-kit/env.sh`; logs and records into $OUT.
 set -uo pipefail

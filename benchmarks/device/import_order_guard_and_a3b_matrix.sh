@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device session 2 (issue 6): the import-order guard, in-process vs llama-speculative-simple after
+# The import-order guard, in-process vs llama-speculative-simple after
 # the checkpoint-buffer fix, and matrices/a3b-synthetic.toml. From the repo root after
 # `source .device-kit/env.sh`; logs and records into $OUT.
 set -uo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device session 8 (issue 6): the perturbed full-shape draft cells added to
+# The perturbed full-shape draft cells added to
 # matrices/a3b-synthetic.toml (the finished cells resume from results/), and a KV f16 probe of the
 # 30B-A3B. From the repo root after `source .device-kit/env.sh`; records and logs into $OUT.
 set -uo pipefail

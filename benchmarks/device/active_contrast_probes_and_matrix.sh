@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device session 10 (issue 6): the 10B-active contrast, on one H200. For the targets named
+# The 10B-active contrast, on one H200. For the targets named
 # (a10b, or a3b dense27), in one call: write the synthetic models into a RAM disk (the
 # 122B-A10B's 64.1 GiB do not fit the 64 GiB disk of a one-GPU machine), probe each target at KV
 # q8_0 (with the 0.8B draft's step as the draft cost), run its cells of

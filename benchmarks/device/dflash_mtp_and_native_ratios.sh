@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device session 9 (issue 7): DFlash and MTP at the Qwen3.6-35B-A3B shape. The new rows of
+# DFlash and MTP at the Qwen3.6-35B-A3B shape. The new rows of
 # matrices/a3b-synthetic.toml (finished cells resume from results/), then each method in process
 # against llama-speculative-simple. From the repo root after `source .device-kit/env.sh`; records
 # and logs into $OUT.

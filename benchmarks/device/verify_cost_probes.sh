@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device session 4 (issue 6): `specsweep probe` at full shape on the hybrid MoE (35B-A3B), the
+# `specsweep probe` at full shape on the hybrid MoE (35B-A3B), the
 # attention-only MoE (30B-A3B) and the dense 27B, with the 0.8B draft's measured step as the draft
 # cost. From the repo root after `source .device-kit/env.sh`; records and logs into $OUT.
 set -uo pipefail

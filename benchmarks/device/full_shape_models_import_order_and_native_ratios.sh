@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device session 1 (issue 6): full-shape synthetic models, the import-order crash, and in-process
+# Full-shape synthetic models, the import-order crash, and in-process
 # against native llama.cpp (baseline and one speculative cell). Run from the repo root after
 # `source .device-kit/env.sh`; writes logs into $OUT.
 set -uo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device session 11 (issue 6), one H200: the last cell of matrices/active-contrast-synthetic.toml
+# One H200: the last cell of matrices/active-contrast-synthetic.toml
 # (the others resume from results/), then both overhead ratios at the 35B-A3B shape on this GPU:
 # in-process baseline over llama-bench tg, and the target as its own draft (draft-max 4, the cell
 # that measured 0.998 on the H100) over llama-speculative-simple. From the repo root after
