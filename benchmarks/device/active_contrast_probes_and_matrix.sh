@@ -5,7 +5,7 @@
 # q8_0 (with the 0.8B draft's step as the draft cost), run its cells of
 # matrices/active-contrast-synthetic.toml in the time left (finished cells resume), then probe it
 # at KV f16. From the repo root after `source .device-kit/env.sh`; records and logs into $OUT.
-#   benchmarks/device/session10.sh BUDGET_SECONDS TARGET...   (PROBE_DRAFT=1: the 0.8B's own curve too)
+#   benchmarks/device/active_contrast_probes_and_matrix.sh BUDGET_SECONDS TARGET...   (PROBE_DRAFT=1: the 0.8B's own curve too)
 set -uo pipefail
 budget=$1; shift
 left() { local s=$((budget - SECONDS - $1)); echo $((s < 10 ? 10 : s)); }  # seconds, keeping $1 in reserve
