@@ -10,6 +10,7 @@ from specsweep import __version__
 from specsweep.analysis.command import analyze
 from specsweep.contrib.command import contribute, merge
 from specsweep.errors import SpecsweepError
+from specsweep.matrix.command import keys
 from specsweep.models.commands import fetch, lock, models
 from specsweep.probe.command import probe
 from specsweep.report.command import plot
@@ -46,6 +47,7 @@ def main() -> None:
 main.add_command(synth)
 main.add_command(run)
 main.add_command(check)
+main.add_command(keys)
 main.add_command(fetch)
 main.add_command(lock)
 main.add_command(models)

@@ -28,6 +28,7 @@ P_MIN = {"p_min": Key(0.0, (float, int), minimum=0.0, help="stop drafting below 
 # specsweep's default (unset) gives the draft context the target's `kv`
 DRAFT_KV = {"draft_kv": Key(None, (str,), choices=("q8_0", "f16"),
                             help="KV type of the draft context (-ctkd/-ctvd; unset: the target's kv)")}
+DRAFTER = Key(None, (str,), help="the drafter model that reads the target's hidden states (DFlash, DSpark, EAGLE-3)")
 DRAFT_GPU = {"draft_gpu": Key(None, (int,), minimum=0, help="GPU for the draft model (default: the target's)")}
 
 
@@ -233,17 +234,17 @@ _REGISTRY = [
            title=lambda s: f"ngram-map-k4v n={s['size_n']} m={s['size_m']} hits={s['min_hits']}"),
     # drafters that read the target's hidden states: llama.cpp gives a hybrid target draft_max
     # recurrent-state snapshots for them (common_params_speculative::need_n_rs_seq), hence snapshot
-    Method("dflash", "draft-dflash", "#CC79A7", {"drafter": Key(None, (str,), help="DFlash drafter model name"),
+    Method("dflash", "draft-dflash", "#CC79A7", {"drafter": DRAFTER,
                                                  **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("drafter",), context="drafter", rollback="snapshot", flags=_draft_flags,
            n_max=lambda s: s["draft_max"], make=_make_dflash, check=_check_dflash, title=_model_title("drafter"),
            capped=True),
-    Method("dspark", "draft-dspark", "#AA4499", {"drafter": Key(None, (str,), help="DSpark drafter model name"),
+    Method("dspark", "draft-dspark", "#AA4499", {"drafter": DRAFTER,
                                                  **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("drafter",), context="drafter", rollback="snapshot", flags=_draft_flags,
            n_max=lambda s: s["draft_max"], make=_make_dspark, check=_check_dspark, title=_model_title("drafter"),
            capped=True),
-    Method("eagle3", "draft-eagle3", "#332288", {"drafter": Key(None, (str,), help="EAGLE-3 drafter model name"),
+    Method("eagle3", "draft-eagle3", "#332288", {"drafter": DRAFTER,
                                                  **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("drafter",), context="drafter", rollback="snapshot", flags=_draft_flags,
            n_max=lambda s: s["draft_max"], make=_make_eagle3, check=_check_eagle3, title=_model_title("drafter")),

@@ -36,7 +36,8 @@ COMMON = {
     "n_predict": Key(300, (int,), minimum=1, help="tokens to generate per trial"),
     "trials": Key(5, (int,), minimum=1, help="measured trials per prompt"),
     "warmup": Key(1, (int,), minimum=0, help="unmeasured runs before a cell's trials"),
-    "prompts": Key("default", (str,), help="prompt set: a shipped name or a file next to the matrix"),
+    "prompts": Key("default", (str,), help="prompt set: a shipped name, a TOML file next to the matrix, "
+                   "spec-bench:PATH or hf://datasets/OWNER/NAME/FILE, with ?per_kind=N"),
     "prompt_kinds": Key([], (list,), help="only these kinds of the set (empty: all)"),
     "chat": Key(True, (bool,), help="wrap each prompt in the target's chat template"),
     # unset: llama.cpp's own renderer (llama_chat_apply_template); true/false: the GGUF's template
