@@ -22,7 +22,7 @@ from specsweep.matrix.models import ModelRef
 NOT_IDENTITY = {"trials", "warmup"}
 # keys added after records existed, left out of the id at their neutral value, so that a new key
 # does not turn every recorded cell into a new one (resume and the report match by id)
-NEUTRAL = {"split_mode": "none", "tensor_split": [], "lookup_prior_runs": 0}
+NEUTRAL = {"split_mode": "none", "tensor_split": [], "lookup_prior_runs": 0, "ignore_eos": False}
 # settings that change the generated tokens: the baseline reference is shared over the rest
 REFERENCE_KEYS = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat", "thinking",
                   "ignore_eos")
@@ -52,8 +52,10 @@ class Cell:
         return d
 
     def reference_key(self) -> str:
-        """Cells with the same key must generate the same tokens as the baseline."""
-        d = {k: self.settings.get(k) for k in REFERENCE_KEYS if k != "target"}
+        """Cells with the same key must generate the same tokens as the baseline. Keys added later
+        (thinking, ignore_eos) stay out while unset or neutral, so recorded references still match."""
+        d = {k: self.settings.get(k) for k in REFERENCE_KEYS if k != "target"
+             and not (k in ("thinking", "ignore_eos") and self.settings.get(k) in (None, NEUTRAL.get(k)))}
         d["target"] = self.models["target"].identity
         return _digest(d)
 
