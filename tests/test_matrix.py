@@ -140,3 +140,14 @@ def test_layout_keys_at_their_neutral_value_leave_the_cell_id_alone(tmp_path):
     split = load(write(tmp_path, '[[cell]]\nmethod = "baseline"\ngpus = [[0, 1]]\nsplit_mode = "row"\n')).cells[0]
     assert plain.id == spelled.id != split.id
     assert "split_mode" not in plain.identity() and split.identity()["split_mode"] == "row"
+
+
+def test_the_readme_and_docs_name_every_method_and_key():
+    """The README's methods table lists the registry's methods, with llama.cpp's spec types, and
+    docs/matrix.md's key table every key (it is `specsweep keys --markdown`)."""
+    readme = (ROOT / "README.md").read_text()
+    for m in methods.METHODS.values():
+        assert f"| `{m.name}` | {f'`{m.spec_type}`' if m.spec_type else 'none'} |" in readme, m.name
+    docs = (ROOT / "docs" / "matrix.md").read_text()
+    for key in methods.all_keys():
+        assert f"| `{key}` |" in docs, key
