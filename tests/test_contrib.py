@@ -303,3 +303,17 @@ def merge_into(tmp_path: Path, path: Path) -> Path:
     outcome = merge.merge([path], out)
     assert not outcome.rejected
     return out
+
+
+def test_the_h200_cost_model_run_contributes_its_paired_changes():
+    """Records of the blocks design (H200, results/cost-model-synthetic): the file carries each
+    config's change against its block's baseline with both intervals, as `analyze` computes them."""
+    doc, _ = contribute.build(load.load([REPO / "results" / "cost-model-synthetic"]), today="2026-12-02")
+    assert problem(doc) is None
+    rows = {r["cell"]: r for r in doc["paired"]}
+    assert len(rows) == 20 and all(r["design"] == "blocks" and r["n_blocks"] == 3 and r["synthetic"]
+                                   for r in rows.values())
+    mtp2 = rows["mtp n=2 p=0.697"]
+    lo, hi = mtp2["t_interval"]
+    assert lo < mtp2["change"] < hi and mtp2["change"] > 0  # the head pays at this acceptance
+    assert rows["draft n=128 p=0.697"]["change"] < -0.8

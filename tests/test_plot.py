@@ -413,3 +413,25 @@ def test_plot_command_writes_the_page_and_errors_are_one_line(tmp_path):
     other = CliRunner().invoke(main, ["plot", str(d), "--card", "H100", "-o", str(tmp_path / "none.html")])
     assert other.exit_code == 2 and other.output.strip().count("\n") == 0 and "named like 'H100'" in other.output
     assert not (tmp_path / "none.html").exists()
+
+
+def test_the_page_shows_draft_economy_throttling_and_uneven_stops(tmp_path):
+    """The config table carries drafted tokens and checkpoint MB per generated token and a throttled
+    badge; at a glance warns when arms with ignore_eos off stopped at different lengths."""
+    trials = sample_trials()
+    hot = {"available": True, "throttled": True}
+    for t in trials:
+        if t["cell"] == "draft d max=4":
+            t["ckpt"] = {"saves": 10, "restores": 5, "bytes": 64 * 2_000_000}
+            t["telemetry"] = hot
+        if t["cell"] == "ngram-mod n=8" and t["prompt"] == "chat":
+            t["n_generated"] = 20  # stopped at an end-of-generation token; the baseline ran on
+    text = page.render(sources_for(tmp_path, trials))
+    assert "<th class=''>drafted/tok</th>" in text and "<th class=''>ckpt MB/tok</th>" in text
+    assert "<td>0.62</td>" in text and "<td>2.00</td>" in text  # 40 drafted / 64 tokens; 128 MB / 64
+    assert text.count("throttled 4/4</span>") == 1
+    assert "ran while the GPU throttled" in text
+    assert "with ignore_eos off, arms stopped at different lengths on 1 prompt(s)" in text
+    for t in trials:
+        t["settings"]["ignore_eos"] = True
+    assert "arms stopped at different lengths" not in page.render(sources_for(tmp_path / "again", trials))

@@ -189,6 +189,21 @@ def lossless_summary(trials: list[dict]) -> dict:
             "cells": [{"cell": c, "trials": n, "lossless": k} for c, (n, k) in per.items() if k < n]}
 
 
+def paired_summary(trials: list[dict]) -> list[dict]:
+    """Each speculative config's change against the baseline of its own block (or trial index, in
+    the sequential design) with its 95% t- and block-bootstrap intervals: specsweep analyze's
+    paired rows, so that a reader of the file has them without recomputing."""
+    from specsweep.analysis.paired import paired_rows
+    from specsweep.analysis.records import kept
+
+    rows, _ = paired_rows(kept(trials))
+    interval = lambda ci: None if ci is None else [round(ci[0], 6), round(ci[1], 6)]  # noqa: E731
+    return [{"cell": r.cell, "cell_id": r.cell_id, "design": r.design, "n_blocks": r.n_blocks,
+             "change": None if r.change is None else round(r.change, 6), "t_interval": interval(r.t_interval),
+             "bootstrap_interval": interval(r.bootstrap_interval), "synthetic": r.synthetic}
+            for r in rows]
+
+
 def build(sources: list[Source], card: str | None = None, power_limit_w: float | None = None,
           graphics_mhz: float | None = None, memory_mhz: float | None = None, notes: str | None = None,
           drop_unmatched: bool = False, today: str | None = None) -> tuple[dict, list[str]]:
@@ -246,6 +261,7 @@ def build(sources: list[Source], card: str | None = None, power_limit_w: float |
         "trials": [strip_trial(t) for t in trials],
         "probes": [strip_probe(p) for p in probes],
         "lossless": lossless,
+        "paired": paired_summary(trials),
     }
     if notes:
         doc["notes"] = notes

@@ -34,6 +34,7 @@ from specsweep import __version__, methods
 from specsweep.report import shape
 from specsweep.report.bundle import plotly_bundle
 from specsweep.report.load import Source
+from specsweep.report.summary import uneven_stops
 
 PART_COLORS = {"draft": "#56B4E9", "verify": "#D55E00", "rollback": "#882255", "host": "#BBBBBB"}
 PART_NAMES = {"draft": "draft", "verify": "verify (target decode)", "rollback": "rollback", "host": "host (Python)"}
@@ -388,6 +389,7 @@ table.outputs td { white-space: normal; vertical-align: top; }
 table.outputs td.ex { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px;
                       max-width: 640px; text-align: left; word-break: break-all; }
 table.outputs mark { background: #ffe08a; }
+ul.verdicts li.warn { color: #8a6d00; }
 table.outputs span.note { color: var(--muted); }
 table.outputs pre { white-space: pre-wrap; word-break: break-all; max-width: 640px; max-height: 320px;
                     overflow-y: auto; margin: 4px 0; font-size: 12px; background: var(--bg); padding: 6px; }
@@ -526,7 +528,8 @@ def _change_cls(x: float | None) -> str:
 def _config_table(panel: shape.Panel, sources: list[str]) -> str:
     many = len(sources) > 1
     head = (["card"] if many else []) + ["config", "method", "trials", "tok/s mean", "min", "max", "vs base",
-                                         "accept", "lossless"] + [f"{p} ms/tok" for p in shape.TIME_PARTS]
+                                         "accept", "drafted/tok", "ckpt MB/tok", "lossless"] + [
+        f"{p} ms/tok" for p in shape.TIME_PARTS]
     out = ["<table class='data'><tr>" + "".join(f"<th class='{'l' if h in ('card', 'config', 'method') else ''}'>"
                                                  f"{esc(h)}</th>" for h in head) + "</tr>"]
     for k in panel.rows:
@@ -535,12 +538,16 @@ def _config_table(panel: shape.Panel, sources: list[str]) -> str:
             if cfg is None:
                 continue
             cells = ([_cell(esc(src), "l")] if many else []) + [
-                _cell(esc(cfg.key) + (SYNTHETIC_BADGE if cfg.n_synthetic else ""), "l"),
+                _cell(esc(cfg.key) + (SYNTHETIC_BADGE if cfg.n_synthetic else "")
+                      + (f" <span class='badge warn' title='telemetry saw a throttle reason'>throttled "
+                         f"{cfg.n_throttled}/{cfg.n_trials}</span>" if cfg.n_throttled else ""), "l"),
                 _cell(f'<span class="dot" style="background:{method_color(cfg.method)}"></span>{esc(cfg.method)}', "l"),
                 _cell(str(cfg.n_trials)), _cell(_num(cfg.mean)), _cell(_num(cfg.lo)), _cell(_num(cfg.hi)),
                 _cell("" if cfg.method == "baseline" else (_pct(cfg.change) or "n/a"), _change_cls(cfg.change)
                       if cfg.method != "baseline" else ""),
                 _cell("" if cfg.acceptance is None else f"{cfg.acceptance:.1%}"),
+                _cell("" if cfg.method == "baseline" or cfg.drafted_per_token is None else f"{cfg.drafted_per_token:.2f}"),
+                _cell("" if cfg.ckpt_mb_per_token is None else f"{cfg.ckpt_mb_per_token:.2f}"),
                 _cell(esc(cfg.lossless), "" if cfg.all_lossless else "down"),
             ] + [_cell(f"{cfg.ms_per_token[p]:.3f}") for p in shape.TIME_PARTS]
             out.append("<tr>" + "".join(cells) + "</tr>")
@@ -711,6 +718,16 @@ def render(sources: list[Source], title: str | None = None) -> str:
                 if any(s == src for s, _ in p.configs):
                     who = f"{esc(src)}, " if len(trial_sources) > 1 else ""
                     items.append(f"<li><b>{who}{esc(p.title)}</b>: {esc(shape.verdict(p, src))}</li>")
+        for src in sources:
+            uneven = uneven_stops(src.trials)
+            throttled = sum(bool((t.get("telemetry") or {}).get("throttled")) for t in src.trials)
+            if uneven:
+                items.append(f"<li class='warn'><b>{esc(src.label)}</b>: with ignore_eos off, arms stopped at "
+                             f"different lengths on {len(uneven)} prompt(s) (e.g. {esc(uneven[0])}): their tok/s "
+                             f"cover different texts</li>")
+            if throttled:
+                items.append(f"<li class='warn'><b>{esc(src.label)}</b>: {throttled} trial(s) ran while the GPU "
+                             f"throttled (marked in the tables)</li>")
         parts.append("<h2>At a glance</h2>\n<ul class='verdicts'>" + "".join(items) + "</ul>\n")
     parts.append("<h2>Runs shown</h2>\n<div class='cards'>"
                  + "".join(_header_html(shape.header(s)) for s in sources) + "</div>\n")

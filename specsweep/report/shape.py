@@ -55,6 +55,9 @@ class Config:
     ms_per_token: dict  # TIME_PARTS -> mean ms per generated token
     order: int = 0
     n_synthetic: int = 0  # synthetic-acceptance trials (no lossless verdict)
+    drafted_per_token: float | None = None  # draft economy (summary.CellStats)
+    ckpt_mb_per_token: float | None = None
+    n_throttled: int = 0  # trials whose GPU telemetry saw a throttle reason
 
     @property
     def lossless(self) -> str:
@@ -137,7 +140,8 @@ def configs(sources: list[Source]) -> list[Config]:
             rows.append(Config(source.label, _panel_of(first), first["cell"], cell_id, first["cell"], first["method"],
                                first.get("settings") or {}, first.get("models") or {}, first.get("reference_key", ""),
                                s.tps, s.n_drafted, s.n_accepted, s.n_lossless, s.n_trials,
-                               baselines.get(s.reference_key), s.vs_baseline, _ms_per_token(ts), order, s.n_synthetic))
+                               baselines.get(s.reference_key), s.vs_baseline, _ms_per_token(ts), order, s.n_synthetic,
+                               s.drafted_per_token, s.ckpt_mb_per_token if s.ckpt_bytes else None, s.n_throttled))
         same: dict[tuple, list[Config]] = defaultdict(list)
         for c in rows:
             same[(c.panel, c.name)].append(c)

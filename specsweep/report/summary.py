@@ -132,3 +132,16 @@ def table(stats: list[CellStats]) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def uneven_stops(trials: list[dict]) -> list[str]:
+    """Prompts on which trials with ignore_eos off, compared with one baseline, ended at different
+    lengths below n_predict (an end-of-generation token cut some short): '<cell> / <prompt>'."""
+    lengths: dict[tuple, dict[str, int]] = {}
+    for t in trials:
+        s = t.get("settings") or {}
+        if s.get("ignore_eos", False) or t.get("synthetic"):
+            continue
+        n = min(int(t.get("n_generated") or 0), int(s.get("n_predict") or 0))
+        lengths.setdefault((t.get("reference_key"), t.get("prompt_id")), {})[str(t.get("cell"))] = n
+    return [f"{min(v, key=v.get)} / {k[1]}" for k, v in lengths.items() if len(set(v.values())) > 1]

@@ -20,7 +20,7 @@ from specsweep.records import manifest
 from specsweep.records.store import ResultsDir
 from specsweep.analysis.paired import paired_rows
 from specsweep.analysis.records import kept
-from specsweep.report.summary import cell_stats, table, with_paired
+from specsweep.report.summary import cell_stats, table, uneven_stops, with_paired
 from specsweep.run.plan import describe, make_plan, model_refs, parse_shard, select_targets
 from specsweep.run.runner import Runner
 
@@ -148,19 +148,6 @@ def _run_fresh_processes(runs: int, child: list[str], matrix, results: ResultsDi
                        f"recorded, run the same command again to resume", err=True)
             sys.exit(proc.returncode)
     _summary(matrix, results)
-
-
-def uneven_stops(trials: list[dict]) -> list[str]:
-    """Prompts on which trials with ignore_eos off, compared with one baseline, ended at different
-    lengths below n_predict (an end-of-generation token cut some short): '<cell> / <prompt>'."""
-    lengths: dict[tuple, dict[str, int]] = {}
-    for t in trials:
-        s = t.get("settings") or {}
-        if s.get("ignore_eos", False) or t.get("synthetic"):
-            continue
-        n = min(int(t.get("n_generated") or 0), int(s.get("n_predict") or 0))
-        lengths.setdefault((t.get("reference_key"), t.get("prompt_id")), {})[str(t.get("cell"))] = n
-    return [f"{min(v, key=v.get)} / {k[1]}" for k, v in lengths.items() if len(set(v.values())) > 1]
 
 
 def _summary(matrix, results: ResultsDir) -> None:
