@@ -152,17 +152,35 @@ def _check_draft(models, s, path_of, overrides_of):
                       draft_overrides=overrides_of(d))
 
 
+def _check_block_synth(s, drafter_name: str, limit: int) -> None:
+    """Synthetic acceptance against the draft limit a block drafter really has (llama.cpp clamps
+    draft_max to its block), before anything loads."""
+    if s.get("synth_len") is None and not s.get("synth_rates"):
+        return
+    from specsweep.engine.synthetic import resolve_rates
+    from specsweep.errors import SpecsweepError
+    try:
+        resolve_rates(s.get("synth_len"), s.get("synth_rates"), min(s["draft_max"], limit))
+    except SpecsweepError as e:
+        raise SpecsweepError(f"{e.message} (drafter {drafter_name} drafts at most {limit} tokens per block)") from None
+
+
 def _check_dflash(models, s, path_of, overrides_of):
     from specsweep.models.drafter_fit import check_dflash
+    from specsweep.models.header import field, open_gguf
     t, d = models["target"], models["drafter"]
-    return check_dflash(t.name, path_of(t), d.name, path_of(d), overrides_of(t), overrides_of(d))
+    out = check_dflash(t.name, path_of(t), d.name, path_of(d), overrides_of(t), overrides_of(d))
+    _check_block_synth(s, d.name, int(field(open_gguf(path_of(d), d.name), "dflash.block_size", 16)) - 1)
+    return out
 
 
 def _check_dspark(models, s, path_of, overrides_of):
-    from specsweep.models.drafter_fit import check_dspark
+    from specsweep.models.drafter_fit import check_dspark, dspark_layout
     t, d = models["target"], models["drafter"]
-    return check_dspark(t.name, path_of(t), d.name, path_of(d), overrides_of(t), overrides_of(d),
-                        p_min=float(s.get("p_min", 0.0)))
+    out = check_dspark(t.name, path_of(t), d.name, path_of(d), overrides_of(t), overrides_of(d),
+                       p_min=float(s.get("p_min", 0.0)))
+    _check_block_synth(s, d.name, dspark_layout(path_of(d), d.name).n_draft_max)
+    return out
 
 
 def _check_eagle3(models, s, path_of, overrides_of):

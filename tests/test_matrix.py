@@ -104,6 +104,21 @@ def test_shipped_matrices_load():
     ('[[cell]]\nmethod = "baseline"\nkv = "q5_1"\n', "kv = 'q5_1' is not one of q8_0, f16"),
     ('[[cell]]\nmethod = "draft"\n', "needs a draft model"),
     ('[[cell]]\nmethod = "baseline"\n[[cell]]\nmethod = "baseline"\nname="again"\n', "are the same configuration"),
+    # the new methods' own keys, and synthetic acceptance, with llama.cpp's own wording
+    ('[[cell]]\nmethod = "ngram-simple"\nmin_hits = 2\n', "method 'ngram-simple' has no parameter 'min_hits'"),
+    ('[[cell]]\nmethod = "ngram-map-k4v"\nsize_m = 2000\n', "size_m = 2000 is above 1024"),
+    ('[[cell]]\nmethod = "eagle3"\n', "needs a drafter model"),
+    ('[[cell]]\nmethod = "mtp"\nsynth_len = 2.0\nsynth_rates = [0.5, 0.4, 0.3]\n',
+     "synthetic acceptance length and rates are mutually exclusive"),
+    ('[[cell]]\nmethod = "mtp"\ndraft_max = 3\nsynth_rates = [0.5, 0.4]\n',
+     "synthetic acceptance rates must contain 3 values, got 2"),
+    ('[[cell]]\nmethod = "mtp"\ndraft_max = 2\nsynth_rates = [0.4, 0.5]\n',
+     "synthetic acceptance rates must be monotonically non-increasing"),
+    ('[[cell]]\nmethod = "mtp"\ndraft_max = 2\nsynth_rates = [1.5, 0.5]\n',
+     "synthetic acceptance rates must be finite and within [0, 1]"),
+    ('[[cell]]\nmethod = "mtp"\ndraft_max = 2\nsynth_len = 3.5\n',
+     "synthetic acceptance length must be finite and within [1, 3]"),
+    ('[[cell]]\nmethod = "baseline"\nsynth_len = 2.0\n', "method 'baseline' has no parameter 'synth_len'"),
 ])
 def test_bad_matrices_are_refused_with_one_line(tmp_path, body, message):
     path = write(tmp_path, body)
@@ -151,3 +166,19 @@ def test_the_readme_and_docs_name_every_method_and_key():
     docs = (ROOT / "docs" / "matrix.md").read_text()
     for key in methods.all_keys():
         assert f"| `{key}` |" in docs, key
+
+
+def test_synthetic_rates_are_checked_against_a_block_drafters_real_limit(tmp_path):
+    """DFlash clamps draft_max 16 to its block size - 1 = 15: 16 rates pass the matrix and are
+    refused from the drafter's header before anything loads (llama.cpp resolves them after the cap)."""
+    rates = ", ".join(["0.5"] * 16)
+    head = HEAD.replace('tgt = { synth = "qwen3-30b-a3b", scale = "tiny" }',
+                        'tgt = { synth = "qwen3.6-35b-a3b", scale = "tiny" }\n'
+                        'df = { synth = "qwen3.6-35b-a3b-dflash", scale = "tiny" }')
+    path = write(tmp_path, f'[[cell]]\nmethod = "baseline"\n[[cell]]\nmethod = "dflash"\ndrafter = "df"\n'
+                           f'draft_max = 16\nsynth_rates = [{rates}]\n', head)
+    load(path)  # the matrix alone cannot know the block size
+    r = CliRunner().invoke(main, ["run", str(path), "--results", str(tmp_path / "r")])
+    assert r.exit_code == 2, r.output
+    assert "synthetic acceptance rates must contain 15 values, got 16" in r.output
+    assert "drafts at most 15 tokens per block" in r.output
