@@ -82,11 +82,13 @@ class Method:
 @dataclass
 class DrafterContexts:
     """What a drafter is built from: the draft context (if the method has one), the target's
-    context, the matrix's folder (for cache files) and, for ngram-cache's prior runs, texts."""
+    context, the matrix's folder (for cache files), for ngram-cache's prior runs, texts, and the
+    stream (sequence) the drafter serves when several share the contexts (`parallel`)."""
     draft: object | None
     target: object
     matrix_dir: object = None
     prior_texts: list = field(default_factory=list)
+    seq: int = 0
 
 
 def _n(s: dict) -> dict:
@@ -95,7 +97,7 @@ def _n(s: dict) -> dict:
 
 def _make_draft(s, c):
     from specsweep.engine.drafters.draft_model import DraftModel
-    return DraftModel(c.draft, **_n(s))
+    return DraftModel(c.draft, **_n(s), seq=c.seq)
 
 
 def _make_dflash(s, c):

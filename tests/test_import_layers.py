@@ -14,7 +14,8 @@ PKG = Path(__file__).resolve().parent.parent / "specsweep"
 # package -> packages it must not import (anywhere in its modules, lazily included)
 FORBIDDEN = {
     "models": ("matrix", "run", "report", "analysis", "contrib", "probe"),
-    "engine": ("matrix", "run", "report", "analysis", "contrib", "probe"),
+    "engine": ("matrix", "run", "report", "analysis", "contrib", "probe", "backends"),
+    "backends": ("run", "report", "analysis", "contrib", "probe"),
     "records": ("run", "report", "analysis", "matrix"),
     "analysis": ("run", "engine"),
     "report": ("run", "engine"),

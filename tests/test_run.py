@@ -187,7 +187,7 @@ def test_context_too_small_is_one_line_and_keeps_records(tmp_path):
 def test_a_missing_reference_comes_from_plain_decoding(tmp_path, monkeypatch):
     """With no baseline cell, the tokens a speculative trial is checked against are generated once
     by plain decoding, not by the speculative config under test."""
-    from specsweep.run import runner
+    from specsweep.backends import inprocess as runner
 
     made = []
     real = runner.make_drafter

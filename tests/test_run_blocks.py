@@ -21,7 +21,7 @@ from specsweep.cli import main
 from specsweep.engine.speculative import TrialResult
 from specsweep.records.store import read_jsonl
 from specsweep.run import blocks as blocks_mod
-from specsweep.run import runner as runner_mod
+from specsweep.backends import inprocess as runner_mod
 
 MATRIX = """
 name = "blk"

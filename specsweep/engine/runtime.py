@@ -322,17 +322,23 @@ class Context:
         params.n_threads = params.n_threads_batch = opts.n_threads or default_threads()
         self._sampler = None
         self._banned = np.array(model.eog_tokens, dtype=np.int64) if opts.ignore_eos else None
-        if opts.backend_sampling:
-            self._sampler = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        self._samplers = []
+        if opts.backend_sampling:  # one greedy chain per sequence (llama.cpp samples each sequence's outputs apart)
             if self._banned is not None and len(self._banned):
                 self._bias = (ll.llama_logit_bias * len(self._banned))(
                     *(ll.llama_logit_bias(int(t), float("-inf")) for t in self._banned))
-                ll.llama_sampler_chain_add(self._sampler, ll.llama_sampler_init_logit_bias(
-                    model.n_vocab, len(self._banned), self._bias))
-            ll.llama_sampler_chain_add(self._sampler, ll.llama_sampler_init_greedy())
-            self._sampler_cfg = (ll.llama_sampler_seq_config * 1)(ll.llama_sampler_seq_config(0, ctypes.cast(self._sampler, ctypes.c_void_p)))
+            for _ in range(opts.n_seq_max):
+                chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+                if self._banned is not None and len(self._banned):
+                    ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_logit_bias(
+                        model.n_vocab, len(self._banned), self._bias))
+                ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
+                self._samplers.append(chain)
+            self._sampler = self._samplers[0]
+            self._sampler_cfg = (ll.llama_sampler_seq_config * len(self._samplers))(
+                *(ll.llama_sampler_seq_config(seq, ctypes.cast(c, ctypes.c_void_p)) for seq, c in enumerate(self._samplers)))
             params.samplers = self._sampler_cfg
-            params.n_samplers = 1
+            params.n_samplers = len(self._samplers)
         _recent.clear()
         self.ptr = ll.llama_init_from_model(model.ptr, params)
         if not self.ptr:
@@ -342,8 +348,10 @@ class Context:
         self.opts = opts
         self.n_vocab = model.n_vocab
         self._batch = ll.llama_batch_init(opts.n_batch, 0, 1)
-        self._seq = None  # the sequence every slot of the batch is set up for
-        self._state = None  # checkpoint buffer, reused
+        for i in range(opts.n_batch):  # one sequence per token, always
+            self._batch.n_seq_id[i] = 1
+        self._seq = None  # the sequence every slot of the batch is set up for (None: mixed)
+        self._states: dict[int, ctypes.Array] = {}  # checkpoint buffer per sequence, reused
         self._ext: ExtBatch | None = None
 
     def decode(self, tokens: list[int], pos0: int, all_logits: bool = False, seq: int = 0) -> None:
@@ -375,6 +383,30 @@ class Context:
         rc = ll.llama_decode(self.ptr, b)
         if rc != 0:
             raise SpecsweepError(f"llama_decode failed ({rc}): {last_error('see --verbose')}")
+
+    def decode_streams(self, entries: list[tuple[int, list[int], int]], logits: bool = True) -> list[int]:
+        """Decode several sequences' tokens in one batch, (seq, tokens, pos0) each, with an output
+        for every token (logits=False: none); returns the batch index where each entry starts."""
+        n = sum(len(tokens) for _, tokens, _ in entries)
+        if n > self.opts.n_batch:
+            raise ValueError(f"batch of {n} exceeds n_batch {self.opts.n_batch}")
+        b = self._batch
+        token, pos, out, seq_id = b.token, b.pos, b.logits, b.seq_id
+        starts, i = [], 0
+        for seq, tokens, pos0 in entries:
+            starts.append(i)
+            for k, t in enumerate(tokens):
+                token[i] = t
+                pos[i] = pos0 + k
+                out[i] = logits
+                seq_id[i][0] = seq
+                i += 1
+        self._seq = None
+        b.n_tokens = n
+        rc = ll.llama_decode(self.ptr, b)
+        if rc != 0:
+            raise SpecsweepError(f"llama_decode failed ({rc}): {last_error('see --verbose')}")
+        return starts
 
     def ext_batch(self) -> ExtBatch:
         """The context's extended batch, cleared (one per context, reused)."""
@@ -470,10 +502,11 @@ class Context:
         verify step): the returned checkpoint is valid until the next save."""
         flags = ll.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
         size = ll.llama_state_seq_get_size_ext(self.ptr, seq, flags)
-        if self._state is None or len(self._state) < size:
-            self._state = (ctypes.c_uint8 * size)()
-        ll.llama_state_seq_get_data_ext(self.ptr, self._state, size, seq, flags)
-        return (self._state, size)
+        state = self._states.get(seq)
+        if state is None or len(state) < size:
+            state = self._states[seq] = (ctypes.c_uint8 * size)()
+        ll.llama_state_seq_get_data_ext(self.ptr, state, size, seq, flags)
+        return (state, size)
 
     def load_partial_state(self, checkpoint, seq: int = 0) -> None:
         buf, size = checkpoint
@@ -498,9 +531,9 @@ class Context:
             ll.llama_batch_free(self._batch)
             ll.llama_free(self.ptr)
             self.ptr = None
-            if self._sampler is not None:
-                ll.llama_sampler_free(self._sampler)
-                self._sampler = None
+            for chain in self._samplers:
+                ll.llama_sampler_free(chain)
+            self._samplers, self._sampler = [], None
 
     def __enter__(self):
         return self

@@ -22,10 +22,16 @@ from specsweep.matrix.models import ModelRef
 NOT_IDENTITY = {"trials", "warmup"}
 # keys added after records existed, left out of the id at their neutral value, so that a new key
 # does not turn every recorded cell into a new one (resume and the report match by id)
-NEUTRAL = {"split_mode": "none", "tensor_split": [], "lookup_prior_runs": 0, "ignore_eos": False}
-# settings that change the generated tokens: the baseline reference is shared over the rest
+NEUTRAL = {"split_mode": "none", "tensor_split": [], "lookup_prior_runs": 0, "ignore_eos": False,
+           "backend": "inprocess", "parallel": 1, "loop": "simple"}
+# what a cell is measured and checked against: the baseline of the same reference key gives its
+# reference tokens and its paired speed. The settings that change the generated tokens, and the
+# backend and the number of streams (a server's tokens and speed are compared with a server
+# baseline's, four streams with four streams).
 REFERENCE_KEYS = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat", "thinking",
-                  "ignore_eos")
+                  "ignore_eos", "backend", "parallel")
+# keys added after references existed: out of the key while unset or neutral
+LATER_REFERENCE_KEYS = ("thinking", "ignore_eos", "backend", "parallel")
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,17 @@ class Cell:
         d.update({role: ref.identity for role, ref in self.models.items()})
         return d
 
+    @property
+    def draft_gpus(self) -> tuple[int, ...]:
+        """Where the draft model (or drafter) goes: `draft_gpu`, else with the target."""
+        gpu = self.settings.get("draft_gpu")
+        return (gpu,) if gpu is not None and self.settings.get("gpus") else tuple(self.settings.get("gpus", ()))
+
     def reference_key(self) -> str:
         """Cells with the same key must generate the same tokens as the baseline. Keys added later
         (thinking, ignore_eos) stay out while unset or neutral, so recorded references still match."""
         d = {k: self.settings.get(k) for k in REFERENCE_KEYS if k != "target"
-             and not (k in ("thinking", "ignore_eos") and self.settings.get(k) in (None, NEUTRAL.get(k)))}
+             and not (k in LATER_REFERENCE_KEYS and self.settings.get(k) in (None, NEUTRAL.get(k)))}
         d["target"] = self.models["target"].identity
         return _digest(d)
 
@@ -80,6 +92,7 @@ def make_cell(name: str | None, values: dict, models: dict[str, ModelRef], label
                              f"n_batch {values['n_batch']}")
     if spec.speculative:
         _check_synth(values, n_max, label)
+    _check_backend(values, spec, n_max, label)
     gpus = values["gpus"]
     if not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus) or len(set(gpus)) != len(gpus):
         raise SpecsweepError(f"{label}: gpus must be a list of distinct GPU indices, e.g. [0] or [0, 1]")
@@ -99,6 +112,22 @@ def make_cell(name: str | None, values: dict, models: dict[str, ModelRef], label
     cell = Cell(cell_name, fields, roles, "")
     object.__setattr__(cell, "id", _digest(cell.identity()))
     return cell
+
+
+def _check_backend(values: dict, spec, n_max: int, label: str) -> None:
+    """What each backend can run (specsweep/backends/)."""
+    streams, server = values.get("parallel", 1), values.get("backend") == "server"
+    if server and values.get("lookup_prior_runs"):
+        raise SpecsweepError(f"{label}: lookup_prior_runs cannot run through llama-server (it keeps its own "
+                             f"n-gram cache); use backend = \"inprocess\"")
+    if streams > 1 and not server:
+        if spec.context in ("drafter", "mtp"):
+            raise SpecsweepError(f"{label}: parallel = {streams} in process runs the methods whose drafters keep "
+                                 f"their own state (baseline, draft, the n-gram methods); {spec.name} reads the "
+                                 f"target's hidden states per stream, so run it with backend = \"server\"")
+        if streams * (n_max + 1) > values["n_batch"]:
+            raise SpecsweepError(f"{label}: {streams} streams' verify batches of {n_max} drafted + 1 tokens do not "
+                                 f"fit one decode of n_batch {values['n_batch']}")
 
 
 def _check_synth(values: dict, n_max: int, label: str) -> None:
@@ -127,6 +156,10 @@ def _format_name(template: str, values: dict, label: str) -> str:
 
 def _default_name(values: dict) -> str:
     name = methods.get(values["method"]).title(values)
+    if values.get("backend") == "server":
+        name += " [server]"
+    if values.get("parallel", 1) > 1:
+        name += f" x{values['parallel']}"
     if values.get("synth_len") is not None:
         name += f" synth L={values['synth_len']:g}"
     elif values.get("synth_rates"):

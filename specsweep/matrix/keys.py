@@ -14,6 +14,8 @@ from dataclasses import dataclass
 KV_TYPES = ("q8_0", "f16")
 ROLLBACKS = ("checkpoint", "snapshot")
 SPLIT_MODES = ("layer", "row", "tensor")
+BACKENDS = ("inprocess", "server")
+LOOPS = ("simple", "server")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,16 @@ COMMON = {
     # an H100 baseline measured 0.968 of llama-bench that way against 0.987 with it
     "backend_sampling": Key(True, (bool,), help="pick greedy tokens on the device (llama.cpp's backend "
                             "sampling): token ids come back instead of a row of logits per token"),
+    # what runs the trials (specsweep/backends/): specsweep's engine in process, or llama.cpp's own
+    # llama-server started per cell with the matching flags (what a server user sees)
+    "backend": Key("inprocess", (str,), choices=BACKENDS,
+                   help="inprocess: specsweep's engine; server: llama-server started per cell (--llama-server PATH)"),
+    "parallel": Key(1, (int,), minimum=1, maximum=64,
+                    help="concurrent streams, each on its own prompt (server: -np N; in process: N sequences of one context)"),
+    # in process, which llama.cpp loop a single stream runs: llama-speculative-simple's, or a
+    # llama-server slot's (synthetic acceptance and parallel streams always run the server's)
+    "loop": Key("simple", (str,), choices=LOOPS,
+                help="in process: simple (llama-speculative-simple's loop) or server (a llama-server slot's)"),
     "rollback": Key("checkpoint", (str,), choices=ROLLBACKS,
                     help="how a hybrid target drops rejected tokens (drafters that read the target's hidden states: snapshot, as llama.cpp)"),
 }

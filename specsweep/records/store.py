@@ -8,7 +8,9 @@ appending, and skipped when read.
 Layout of `results/<matrix name>/`:
 - `trials.jsonl` (or `trials.shard-I-of-N.jsonl` under `--shard`): one record per measured trial;
 - `references.jsonl`: the baseline tokens each speculative trial is checked against;
-- `manifests.jsonl`: one line per `specsweep run` invocation (machine, versions, matrix hash).
+- `manifests.jsonl`: one line per `specsweep run` invocation (machine, versions, matrix hash);
+- `failures.jsonl`: a cell whose llama-server failed, with the one-line cause (its trials stay to
+  do: the next run retries it); `server-logs/<cell id>.log`: each server cell's llama-server log.
 Resume reads every `trials*.jsonl`, so the shards of one matrix merge by living side by side.
 """
 
@@ -100,6 +102,7 @@ class ResultsDir:
         self.trials = JsonlFile(self.dir / f"trials{suffix}.jsonl")
         self.references = JsonlFile(self.dir / f"references{suffix}.jsonl")
         self.manifests = JsonlFile(self.dir / "manifests.jsonl")
+        self.failures = JsonlFile(self.dir / "failures.jsonl")
 
     def read_trials(self) -> list[dict]:
         return [r for p in sorted(self.dir.glob("trials*.jsonl")) for r in read_jsonl(p)]
@@ -108,5 +111,5 @@ class ResultsDir:
         return [r for p in sorted(self.dir.glob("references*.jsonl")) for r in read_jsonl(p)]
 
     def close(self) -> None:
-        for f in (self.trials, self.references, self.manifests):
+        for f in (self.trials, self.references, self.manifests, self.failures):
             f.close()

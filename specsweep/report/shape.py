@@ -110,8 +110,9 @@ def _panel_of(trial: dict) -> tuple[str, str]:
 def _ms_per_token(trials: list[dict]) -> dict:
     out = {}
     for part in TIME_PARTS:
-        vals = [t["time_s"].get(part, 0.0) * 1e3 / t["n_generated"] for t in trials
-                if isinstance(t.get("time_s"), dict) and t.get("n_generated")]
+        # a server's records have no split (None): they stay out of the parts they lack
+        vals = [(t["time_s"].get(part) or 0.0) * 1e3 / t["n_generated"] for t in trials
+                if isinstance(t.get("time_s"), dict) and t.get("n_generated") and t["time_s"].get(part, 0.0) is not None]
         out[part] = statistics.fmean(vals) if vals else 0.0
     return out
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from specsweep.engine import runtime
+from specsweep.engine.llama_server import find_binary
 from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, model_overrides, resolve
@@ -70,9 +71,12 @@ def _check_pairings(groups, files) -> None:
 @click.option("--runs", type=int, default=1, show_default=True,
               help="Repeat the matrix N times, each in a fresh process (run-to-run spread).")
 @click.option("--run-index", type=int, default=None, hidden=True, help="The run this process is (--runs).")
+@click.option("--llama-server", "llama_server", metavar="PATH", default=None,
+              help="The llama-server binary for backend = \"server\" cells (default: $SPECSWEEP_LLAMA_SERVER, "
+                   "else llama-server on PATH).")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
 def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path, targets: tuple[str, ...],
-        runs: int, run_index: int | None, verbose: bool) -> None:
+        runs: int, run_index: int | None, llama_server: str | None, verbose: bool) -> None:
     """Measure every cell of MATRIX and append one record per trial under results/."""
     if runs < 1:
         raise SpecsweepError(f"--runs {runs}: give at least 1")
@@ -83,7 +87,8 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     results = ResultsDir(results_root, matrix.name, shard_t)
     if runs > 1 and run_index is None and not dry_run:
         child = [str(matrix_file), "--results", str(results_root), *(["--shard", shard] if shard else []),
-                 *[a for t in targets for a in ("--target", t)], *(["--verbose"] if verbose else [])]
+                 *[a for t in targets for a in ("--target", t)], *(["--verbose"] if verbose else []),
+                 *(["--llama-server", llama_server] if llama_server else [])]
         _run_fresh_processes(runs, child, matrix, results)
         return
     index = run_index or 0
@@ -105,8 +110,10 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     refs = model_refs(groups)
     files = _prepare_models(refs, matrix.path)
     _check_pairings(groups, files)
+    if any(g.backend == "server" for g in groups if g.live):
+        find_binary(llama_server)  # before any trial: a missing binary is one line, not a failed cell each
     runner = Runner(results, matrix, files, "", progress=None, run_index=index,
-                    log=lambda line: click.echo(f"\n{line}", err=True))
+                    log=lambda line: click.echo(f"\n{line}", err=True), llama_server=llama_server)
     runner.preflight(groups)
     info = manifest.collect(matrix.path, matrix.text, {n: {"path": str(f["path"]), "sha256": f["sha256"]}
                                                        for n, f in files.items()}, sys.argv)
@@ -135,6 +142,10 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
         results.close()
     if run_index is None:
         _summary(matrix, results)
+    if runner.failed:
+        click.echo(f"specsweep: {len(runner.failed)} cell(s) failed (causes in {results.dir / 'failures.jsonl'}); "
+                   f"their trials stay to do: run the same command again to retry them", err=True)
+        sys.exit(1)
 
 
 def _run_fresh_processes(runs: int, child: list[str], matrix, results: ResultsDir) -> None:

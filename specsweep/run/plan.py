@@ -45,6 +45,7 @@ class Group:
     tensor_split: tuple[float, ...] = ()
     cells: list[CellPlan] = field(default_factory=list)
     design: str = "sequential"
+    backend: str = "inprocess"  # a server group loads nothing in process but the target's vocabulary
     blocks: list[BlockTodo] = field(default_factory=list)  # blocks design: the blocks still to run
     block_plan: BlockPlan | None = None
 
@@ -98,8 +99,9 @@ def _group(cells: list[Cell], matrix: Matrix) -> list[Group]:
         target = cell.models["target"]
         layout = (tuple(cell.gpus), cell.split_mode if len(cell.gpus) > 1 else "layer",
                   tuple(cell.tensor_split) if len(cell.gpus) > 1 else ())
-        key = (json.dumps(target.identity, sort_keys=True), layout)
-        group = groups.setdefault(key, Group(target, *layout, design=matrix.design))
+        backend = cell.settings.get("backend", "inprocess")
+        key = (json.dumps(target.identity, sort_keys=True), layout, backend)
+        group = groups.setdefault(key, Group(target, *layout, design=matrix.design, backend=backend))
         group.cells.append(CellPlan(cell, load_set(cell.prompts, matrix.path, cell.prompt_kinds), []))
     for group in groups.values():  # baselines first: they give the reference tokens
         group.cells.sort(key=lambda c: c.cell.method != "baseline")
@@ -150,8 +152,7 @@ def _check_pairable(group: Group, matrix_path: Path) -> None:
 
 def draft_gpus(cell: Cell) -> tuple[int, ...]:
     """Where a cell's draft model (or DFlash drafter) goes: `draft_gpu`, else with the target."""
-    gpu = cell.settings.get("draft_gpu")
-    return (gpu,) if gpu is not None and cell.gpus else tuple(cell.gpus)
+    return cell.draft_gpus
 
 
 def model_refs(groups: list[Group]) -> dict[str, ModelRef]:
@@ -170,7 +171,8 @@ def describe(groups: list[Group], matrix_path: Path, resolve_path) -> list[str]:
         where = "CPU" if not g.gpus else "GPU " + "+".join(map(str, g.gpus))
         if len(g.gpus) > 1:
             where += f" (split {g.split_mode}" + (f" {list(g.tensor_split)}" if g.tensor_split else "") + ")"
-        lines.append(f"group {n}: load on {where}:")
+        lines.append(f"group {n}: llama-server on {where} (a server per cell):" if g.backend == "server"
+                     else f"group {n}: load on {where}:")
         for ref in g.models.values():
             kv = f" override_kv={list(ref.override_kv)}" if ref.override_kv else ""
             lines.append(f"  model {ref.name}: {ref.describe()}{kv} -> {resolve_path(ref)}")

@@ -1,32 +1,35 @@
-"""Run planned cells through the engine and append one record per trial.
+"""Run planned cells through their backend and append one record per trial.
 
-Per group the models load once; per cell the contexts are made once, the cell is warmed up, the
-baseline reference for each prompt is found (or generated once and recorded), then the trials run.
-Every speculative trial is compared token by token with the reference: greedy speculative
-decoding is lossless, so a difference is recorded and counted, never hidden. (On random-weight
-models, batched and one-by-one decoding can round a near-tie differently; a mismatch there is a
-numerical fact about the kernels, which is why it is shown rather than treated as a crash.)
+Per group, the backend prepares what the cells share (backends/: in process, the models load
+once; through llama-server, the target's vocabulary and the binary); per cell a session is opened
+(contexts made, or a server started), warmed up, the baseline reference for each prompt found (or
+generated once and recorded), then the trials run in the design's order (run/blocks.py). Every
+speculative trial is compared token by token with the reference: greedy speculative decoding is
+lossless, so a difference is recorded and counted, never hidden. (On random-weight models,
+batched and one-by-one decoding can round a near-tie differently; a mismatch there is a numerical
+fact about the kernels, which is why it is shown rather than treated as a crash.)
+
+A cell whose server fails (does not start, dies, answers an error) is marked failed in
+`failures.jsonl` with the one-line cause, and the run goes on with the next cell; its trials stay
+to do, so the next run retries it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 from specsweep import methods
-from specsweep.engine import runtime, synthetic
-from specsweep.engine.server_loop import Synth, run_trial_server
-from specsweep.engine.speculative import TrialResult, run_trial
+from specsweep.backends import Measured, inprocess, server, stream_prompts
+from specsweep.engine import runtime
 from specsweep.errors import SpecsweepError
-from specsweep.matrix.cells import Cell
 from specsweep.matrix.prompts import Prompt
 from specsweep.records import outputs
 from specsweep.records.store import ResultsDir
 from specsweep.records.telemetry import Telemetry
-from specsweep.run.plan import CellPlan, Group, draft_gpus
+from specsweep.run.plan import CellPlan, Group
 
 
 def tokens_sha(tokens: list[int]) -> str:
@@ -55,69 +58,15 @@ def think_block(prompt_text: str, output: str, pieces: list[str]) -> dict | None
             "tokens": closed_at if closed_at is not None else len(pieces)}
 
 
-def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOptions:
-    # snapshot rollback keeps one recurrent-state snapshot per draftable token, as llama.cpp sizes
-    # n_rs_seq to the draft's n_max; checkpoint rollback keeps none
-    n_max = methods.get(cell.method).n_max(cell.settings)
-    n_rs = n_max if hybrid_snapshots and cell.rollback == "snapshot" else 0
-    # output rows as llama.cpp's tools size them: a verify batch of the draft limit + 1
-    return runtime.ContextOptions(n_ctx=cell.n_ctx, n_batch=cell.n_batch, type_kv=cell.kv,
-                                  flash_attn=cell.flash_attn, n_threads=cell.threads, n_rs_seq=n_rs,
-                                  backend_sampling=cell.backend_sampling, n_outputs=n_max + 1,
-                                  ignore_eos=cell.settings.get("ignore_eos", False))
-
-
-def make_drafter(cell: Cell, draft_ctx: runtime.Context | None, target_ctx: runtime.Context, matrix_dir,
-                 prior_texts: list[list[int]] = ()):
-    """The cell's drafter for one trial (None for the baseline); `prior_texts` are the earlier runs
-    an ngram-cache cell's `lookup_prior_runs` folds into its dynamic cache."""
-    make = methods.get(cell.method).make
-    if make is None:
-        return None
-    return make(cell.settings, methods.DrafterContexts(draft_ctx, target_ctx, matrix_dir, list(prior_texts)))
-
-
-def draft_context(cell: Cell, target: runtime.Model, target_ctx: runtime.Context, draft: runtime.Model | None,
-                  opts: runtime.ContextOptions) -> runtime.Context | None:
-    """The second context a model-based drafter decodes in: the draft model's (with the target's
-    options), a drafter's that reads the target's context (DFlash, DSpark, EAGLE-3), or the MTP
-    head's (on the target's own model). llama.cpp gives these last two no recurrent snapshots."""
-    m = methods.get(cell.method)
-    # one output row per step, except a block drafter's n_max + 1 (common_base_params_to_speculative);
-    # a drafter's own sampling does not ban end-of-generation tokens (llama.cpp's draft samplers)
-    rows = m.n_max(cell.settings) + 1 if m.capped else 1
-    opts = dataclasses.replace(opts, ignore_eos=False, type_kv=cell.settings.get("draft_kv") or opts.type_kv)
-    if m.context == "draft":
-        return runtime.Context(draft, dataclasses.replace(opts, n_outputs=rows))
-    if m.context == "drafter":
-        return runtime.Context(draft, dataclasses.replace(opts, n_rs_seq=0, n_outputs=rows), other=target_ctx)
-    if m.context == "mtp":
-        return runtime.Context(target, dataclasses.replace(opts, n_rs_seq=0, ctx_type="mtp", n_outputs=rows),
-                               other=target_ctx)
-    return None
-
-
-def synth_of(cell: Cell, drafter) -> Synth | None:
-    """A cell's synthetic acceptance, resolved against its drafter's actual draft limit (after the
-    drafter's own caps, as llama.cpp resolves it after initialising its implementations)."""
-    s = cell.settings
-    if drafter is None or (s.get("synth_len") is None and not s.get("synth_rates")):
-        return None
-    try:
-        rates = synthetic.resolve_rates(s.get("synth_len"), s.get("synth_rates"), drafter.n_max)
-    except SpecsweepError as e:
-        raise SpecsweepError(f"cell {cell.name!r}: {e.message}") from None
-    seed = s.get("synth_seed")
-    return Synth(synthetic.conditional(rates), methods.SYNTH_SEED if seed is None else seed)
-
-
-def target_shape(model: runtime.Model) -> dict:
-    """The target's facts the analysis needs (expert count and routing), from its header."""
-    arch = model.meta("general.architecture") or ""
-    experts = int(model.meta(f"{arch}.expert_count") or 0)
-    used = int(model.meta(f"{arch}.expert_used_count") or 0)
-    return {"arch": arch, "n_layer": model.n_layer, "n_expert": experts, "n_expert_used": used,
-            "hybrid": model.has_recurrent_state}
+def compare(tokens: list[int], reference: list[int] | None, n_predict: int) -> tuple[bool | None, int | None]:
+    """(lossless, first mismatch) of generated tokens against the reference (None: no reference)."""
+    if reference is None:
+        return None, None
+    n = min(n_predict, len(tokens), len(reference))
+    mismatch = next((i for i in range(n) if tokens[i] != reference[i]), None)
+    if mismatch is None and len(tokens) < n_predict and len(reference) != len(tokens):
+        mismatch = n  # one stopped at end-of-generation and the other did not
+    return mismatch is None, mismatch
 
 
 @dataclass
@@ -130,85 +79,56 @@ class Slot:
 
 
 class CellRun:
-    """One cell made ready to measure: its contexts (made once), its prompts tokenized, its
-    rollback way decided; `trial()` runs and records one trial. The blocks design keeps every
-    cell of a group ready at once and interleaves their trials."""
+    """A cell's session with what the runner keeps beside it: the prompts in order, telemetry."""
 
-    def __init__(self, runner: "Runner", plan: CellPlan, target: runtime.Model, draft: runtime.Model | None):
+    def __init__(self, runner: "Runner", plan: CellPlan, prepare, vocab: runtime.Model):
         self.runner, self.plan, self.cell = runner, plan, plan.cell
-        cell = self.cell
-        self.prompts = runner.tokenized(plan, target)
-        self.stack = ExitStack()
-        hybrid = target.has_recurrent_state
-        try:
-            opts = context_options(cell, hybrid)
-            self.tctx = self.stack.enter_context(runtime.Context(target, opts))
-            self.dctx = draft_context(cell, target, self.tctx, draft, opts)
-            if self.dctx is not None:
-                self.stack.enter_context(self.dctx)
-        except BaseException:
-            self.stack.close()
-            raise
-        if not hybrid:
-            self.rollback = "seq_rm"
-        else:
-            self.rollback = "snapshot" if self.tctx.can_remove_partially() else "checkpoint"
-        self.ref_key = cell.reference_key()
-        self.prior_runs = cell.settings.get("lookup_prior_runs", 0)
-        self.telemetry = Telemetry(sorted(set(cell.gpus) | ({cell.settings["draft_gpu"]}
-                                                             if cell.settings.get("draft_gpu") is not None else set())))
+        self.prompt_ids = [p.id for p in plan.prompts]
+        self.ref_key = self.cell.reference_key()
+        self.prompts = runner.tokenized(plan, vocab)
+        self.vocab = vocab
+        self.session = prepare(plan, self.prompts, lambda pid: runner.references.get((self.ref_key, pid)))
+        self.telemetry = Telemetry(self.session.telemetry_gpus())
+        self.parallel = int(self.cell.settings.get("parallel", 1))
+        self.is_open = False
+
+    def open(self) -> None:
+        self.session.open()
+        self.is_open = True
 
     def close(self) -> None:
-        self.stack.close()
+        if self.is_open:
+            self.is_open = False
+            self.session.close()
 
-    def pieces(self, tokens: list[int]) -> list[str]:
-        """Each generated token's text as the target's tokenizer renders it (special tokens included)."""
-        model = self.tctx.model
-        return [model.piece_bytes(t).decode("utf-8", errors="replace") for t in tokens]
-
-    def prompt_text(self, prompt: Prompt) -> str:
-        model = self.tctx.model
-        return b"".join(model.piece_bytes(t) for t in self.prompts[prompt.id][-8:]).decode("utf-8", errors="replace")
-
-    def reference(self, prompt: Prompt) -> list[int] | None:
-        reference = self.runner.references.get((self.ref_key, prompt.id))
-        if reference is None and self.cell.method != "baseline":  # plain decoding, once per prompt
-            self.tctx.clear()
-            plain = run_trial(self.tctx, self.prompts[prompt.id], self.cell.n_predict)
-            reference = self.runner.keep_reference(self.ref_key, prompt, plain.tokens)
+    def reference(self, prompt_id: str) -> list[int] | None:
+        """The reference tokens of a prompt: recorded, else plain decoding once (when the session
+        can; a server running a speculative method cannot, its baseline's server gives them)."""
+        reference = self.runner.references.get((self.ref_key, prompt_id))
+        if reference is None and self.cell.method != "baseline":
+            tokens = self.session.plain(prompt_id)
+            if tokens is not None:
+                reference = self.runner.keep_reference(self.ref_key, prompt_id, tokens)
         return reference
 
-    def _run(self, prompt: Prompt, reference: list[int] | None) -> TrialResult:
-        cell, tokens = self.cell, self.prompts[prompt.id]
-        self.tctx.clear()
-        if self.dctx is not None:
-            self.dctx.clear()
-        prior = [tokens + reference] * self.prior_runs if self.prior_runs and reference else []
-        drafter = make_drafter(cell, self.dctx, self.tctx, self.runner.matrix.path.parent, prior)
-        synth = synth_of(cell, drafter)
-        use_ckpt = self.rollback == "checkpoint"
-        if synth is not None:  # llama.cpp has synthetic acceptance in its server's loop only
-            return run_trial_server(self.tctx, tokens, cell.n_predict, drafter, synth, use_checkpoints=use_ckpt)
-        return run_trial(self.tctx, tokens, cell.n_predict, drafter, use_checkpoints=use_ckpt and drafter is not None)
-
-    def warmup(self) -> None:
-        first = self.plan.prompts[0]
-        for _ in range(self.cell.warmup):
-            self._run(first, self.reference(first) if self.prior_runs else None)
+    def prompt_text(self, prompt_id: str) -> str:
+        return b"".join(self.vocab.piece_bytes(t) for t in self.prompts[prompt_id][-8:]).decode("utf-8", errors="replace")
 
     def trial(self, prompt: Prompt, slot: Slot) -> None:
-        reference = self.reference(prompt)
+        streams = stream_prompts(self.prompt_ids, prompt.id, self.parallel)
+        references = [self.reference(p) for p in streams]
         with self.telemetry.trial() as telemetry:
-            result = self._run(prompt, reference)
-        if reference is None:  # the first baseline trial is the reference
-            reference = self.runner.keep_reference(self.ref_key, prompt, result.tokens)
-        self.runner.record(self, prompt, slot, result, reference, telemetry)
+            measured = self.session.measure(streams)
+        for k, p in enumerate(streams):  # the first baseline trial of a prompt is its reference
+            if references[k] is None and self.cell.method == "baseline":
+                references[k] = self.runner.keep_reference(self.ref_key, p, measured.streams[k].tokens)
+        self.runner.record(self, prompt, streams, slot, measured, references, telemetry)
         self.runner.progress(self.cell.name, 1)
 
 
 class Runner:
     def __init__(self, results: ResultsDir, matrix, model_files: dict, manifest_id: str, progress=None,
-                 run_index: int = 0, log=None):
+                 run_index: int = 0, log=None, llama_server: str | Path | None = None):
         self.results = results
         self.matrix = matrix
         self.model_files = model_files  # ref name -> {"path", "sha256"}
@@ -216,70 +136,119 @@ class Runner:
         self.progress = progress or (lambda cell_name, n: None)
         self.log = log or (lambda line: None)  # one-line notes for the user (fallbacks, rounding)
         self.run_index = run_index
+        self.llama_server = llama_server
         self.references = {(r["reference_key"], r["prompt_id"]): r["tokens"]
                            for r in results.read_references() if "tokens" in r}
         self.n_recorded = 0
+        self.failed: list[str] = []
+
+    def _backend(self, group: Group):
+        if group.backend == "server":
+            return server.group(group, self.model_files, self.results.dir, self.llama_server)
+        return inprocess.group(group, self.model_files, self.matrix.path.parent)
 
     def run_group(self, group: Group) -> None:
         if not group.live:
             return
-        with ExitStack() as stack:
-            tfile = self.model_files[group.target.name]
-            target_path, target_kv = tfile["path"], tuple(tfile.get("override_kv", ()))
-            target = stack.enter_context(runtime.Model(target_path, group.gpus, split_mode=group.split_mode,
-                                                       tensor_split=group.tensor_split, load_mtp=group.load_mtp,
-                                                       override_kv=target_kv))
-            loaded = {(target_path, group.gpus, target_kv): target}
-            self.shape = target_shape(target)
-
-            def load(plan: CellPlan) -> runtime.Model | None:
-                ref = plan.cell.models.get("draft") or plan.cell.models.get("drafter")
-                if ref is None:
-                    return None
-                f, gpus = self.model_files[ref.name], draft_gpus(plan.cell)
-                key = (f["path"], gpus, tuple(f.get("override_kv", ())))
-                if key not in loaded:  # a draft identical to the target (same overrides) shares its weights
-                    loaded[key] = stack.enter_context(runtime.Model(f["path"], gpus, override_kv=key[2]))
-                return loaded[key]
-
-            if group.design == "blocks" and self._run_blocks(group, target, load):
+        with self._backend(group) as prepare:
+            self.shape = inprocess.target_shape(prepare.vocab)
+            runs = {}
+            try:
+                for plan in group.cells:
+                    runs[plan.cell.id] = CellRun(self, plan, prepare, prepare.vocab)
+            except SpecsweepError as e:
+                if group.backend != "server":
+                    raise
+                self._fail(plan.cell, e)
+                return
+            if group.backend == "server":
+                self._server_references(group, runs)
+            if group.design == "blocks" and self._run_blocks(group, runs):
                 return
             for plan in group.live:  # sequential, or blocks that do not fit at once
-                run = CellRun(self, plan, target, load(plan))
-                try:
-                    run.warmup()
-                    for prompt, index in plan.todo:
-                        run.trial(prompt, Slot(index))
-                finally:
-                    run.close()
+                self._run_cell(runs[plan.cell.id], plan.todo)
 
-    def _run_blocks(self, group: Group, target: runtime.Model, load) -> bool:
-        """Every cell of the group ready at once, then block after block in the planned orders.
-        False (after saying so) when the group's models and contexts do not fit together: it then
-        runs cell after cell."""
+    def _run_cell(self, run: CellRun, todo: list[tuple[Prompt, int]], slots=None) -> None:
+        """Open a cell, warm it up, run `todo`, close it; a failing server marks the cell failed."""
+        try:
+            run.open()
+            run.session.warmup()
+            for k, (prompt, index) in enumerate(todo):
+                run.trial(prompt, slots[k] if slots else Slot(index))
+        except SpecsweepError as e:
+            if not run.session.exclusive:
+                raise
+            self._fail(run.cell, e)
+        finally:
+            run.close()
+
+    def _fail(self, cell, error: SpecsweepError) -> None:
+        self.failed.append(cell.id)
+        self.log(f"cell {cell.name!r} failed: {error.message}; going on with the next cell")
+        self.results.failures.append({"kind": "failure", "cell_id": cell.id, "cell": cell.name, "run": self.run_index,
+                                      "error": error.message, "manifest": self.manifest_id,
+                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def _server_references(self, group: Group, runs: dict[str, CellRun]) -> None:
+        """A speculative server cannot decode plainly: before the trials, each reference key's
+        baseline server decodes the prompts that have no reference yet (unmeasured, once)."""
+        for plan in group.cells:
+            run = runs[plan.cell.id]
+            if plan.cell.method != "baseline" or run.cell.id in self.failed:
+                continue
+            missing = [p for p in run.prompt_ids if (run.ref_key, p) not in self.references]
+            needed = any(c.todo and c.cell.reference_key() == run.ref_key and c.cell.method != "baseline"
+                         for c in group.cells)
+            if not missing or not needed:
+                continue
+            try:
+                run.open()
+                for p in missing:
+                    self.keep_reference(run.ref_key, p, run.session.plain(p))
+            except SpecsweepError as e:
+                self._fail(run.cell, e)
+            finally:
+                run.close()
+
+    def _run_blocks(self, group: Group, runs: dict[str, CellRun]) -> bool:
+        """Block after block in the planned orders. In process every cell of the group is opened at
+        once and the trials interleave as planned; False (after saying so) when they do not fit
+        together, and the cells then run one after another. A server holds its devices alone, so
+        within a block each cell's server starts once and runs its trials of the block."""
         if group.block_plan is not None and group.block_plan.note:
             self.log(f"group {group.target.name}: {group.block_plan.note}")
-        runs: dict[str, CellRun] = {}
+        prompts = {p.id: p for p in group.cells[0].prompts}
+        index = {c.cell.id: i for i, c in enumerate(group.cells)}
+        if group.backend == "server":
+            for todo in group.blocks:
+                for cell_id, trials in _by_cell(todo.trials):
+                    if cell_id in self.failed:
+                        continue
+                    position = todo.order.index(index[cell_id])
+                    slots = [Slot(todo.block, todo.attempt, position)] * len(trials)
+                    self._run_cell(runs[cell_id], [(prompts[p], todo.block) for p in trials], slots)
+            return True
+        opened = []
         try:
             for plan in group.cells:
-                runs[plan.cell.id] = CellRun(self, plan, target, load(plan))
+                runs[plan.cell.id].open()
+                opened.append(runs[plan.cell.id])
         except SpecsweepError as e:
-            for run in runs.values():
+            for run in opened:
                 run.close()
             self.log(f"group {group.target.name}: its models and contexts do not fit at once ({e.message}); "
                      f"running its cells one after another (sequential design) instead")
             group.design = "sequential"
             return False
         try:
-            for run in runs.values():
-                run.warmup()
-            prompts = {p.id: p for p in group.cells[0].prompts}
+            for run in opened:
+                run.session.warmup()
             for todo in group.blocks:
                 for cell_id, prompt_id in todo.trials:
-                    position = todo.order.index(next(i for i, c in enumerate(group.cells) if c.cell.id == cell_id))
+                    position = todo.order.index(index[cell_id])
                     runs[cell_id].trial(prompts[prompt_id], Slot(todo.block, todo.attempt, position))
         finally:
-            for run in runs.values():
+            for run in opened:
                 run.close()
         return True
 
@@ -304,38 +273,42 @@ class Runner:
                                      f"n_predict {cell.n_predict} + a draft do not fit n_ctx {cell.n_ctx}")
         return prompts
 
-    def keep_reference(self, ref_key: str, prompt: Prompt, tokens: list[int]) -> list[int]:
-        self.references[(ref_key, prompt.id)] = tokens
-        self.results.references.append({"kind": "reference", "reference_key": ref_key, "prompt_id": prompt.id,
+    def keep_reference(self, ref_key: str, prompt_id: str, tokens: list[int]) -> list[int]:
+        self.references[(ref_key, prompt_id)] = tokens
+        self.results.references.append({"kind": "reference", "reference_key": ref_key, "prompt_id": prompt_id,
                                         "tokens": tokens, "manifest": self.manifest_id})
         return tokens
 
-    def record(self, run: CellRun, prompt: Prompt, slot: Slot, r: TrialResult, reference: list[int],
-               telemetry: dict) -> None:
-        cell, ref_key, n_prompt = run.cell, run.ref_key, len(run.prompts[prompt.id])
-        pieces = run.pieces(r.tokens)
-        n = min(cell.n_predict, len(r.tokens), len(reference))
-        mismatch = next((i for i in range(n) if r.tokens[i] != reference[i]), None)
-        if mismatch is None and len(r.tokens) < cell.n_predict and len(reference) != len(r.tokens):
-            mismatch = n  # one stopped at end-of-generation and the other did not
+    def record(self, run: CellRun, prompt: Prompt, streams: list[str], slot: Slot, measured: Measured,
+               references: list[list[int] | None], telemetry: dict) -> None:
+        cell = run.cell
+        first = measured.streams[0]
+        pieces = run.session.pieces(first.tokens)
+        verdicts = [compare(r.tokens, ref, cell.n_predict) for r, ref in zip(measured.streams, references)]
         # synthetic acceptance keeps drafted tokens the target did not choose: not text, not lossless
         synthetic_run = cell.settings.get("synth_len") is not None or bool(cell.settings.get("synth_rates"))
-        lossless = None if synthetic_run else mismatch is None
+        lossless = None if synthetic_run or verdicts[0][0] is None else all(v[0] for v in verdicts)
         models = {}
         for role, ref in cell.models.items():
             f = self.model_files[ref.name]
             models[role] = {"name": ref.name, "ref": ref.describe(), "file": f["path"].name, "sha256": f["sha256"]}
             if f.get("override_kv"):
                 models[role]["override_kv"] = list(f["override_kv"])
-        self.results.trials.append({
+        many = len(measured.streams) > 1
+        times = measured.loop_times or first
+        n_drafted = sum(r.n_drafted for r in measured.streams)
+        n_accepted = sum(r.n_accepted for r in measured.streams)
+        n_prompt = len(run.prompts[prompt.id])
+        record = {
             "kind": "trial",
             "matrix": self.matrix.name,
             "cell_id": cell.id,
             "cell": cell.name,
             "method": cell.method,
+            "backend": cell.settings.get("backend", "inprocess"),
             "settings": cell.settings,
             "models": models,
-            "reference_key": ref_key,
+            "reference_key": run.ref_key,
             "prompt_id": prompt.id,
             "prompt": prompt.name,
             "prompt_kind": prompt.kind,
@@ -345,33 +318,66 @@ class Runner:
             "design": "blocks" if slot.position is not None else "sequential",
             **({"block": slot.index, "attempt": slot.attempt, "position": slot.position}
                if slot.position is not None else {}),
-            "prefill_ms": r.t_prefill * 1e3,
-            "prefill_tps": (n_prompt - 1) / r.t_prefill if r.t_prefill > 0 else None,
-            "decode_tps": r.decode_tps,
-            "n_generated": len(r.tokens),
-            "n_drafted": r.n_drafted,
-            "n_accepted": r.n_accepted,
-            "acceptance": r.acceptance,
-            "drafted_by_pos": r.drafted_by_pos,
-            "accepted_by_pos": r.accepted_by_pos,
-            "n_drafted_llama": r.n_drafted_llama,
-            "n_accepted_llama": r.n_accepted_llama,
-            "n_steps": r.n_steps,
-            "n_rollbacks": r.n_rollbacks,
-            "rollback": run.rollback,
-            "ckpt": {"saves": r.ckpt_saves, "restores": r.ckpt_restores, "bytes": r.ckpt_bytes},
-            "time_s": {"decode": r.t_decode, "draft": r.t_draft, "verify": r.t_verify,
-                       "rollback": r.t_rollback, "host": r.t_host},
+            "prefill_ms": first.t_prefill * 1e3,
+            "prefill_tps": (n_prompt - 1) / first.t_prefill if first.t_prefill > 0 else None,
+            # parallel streams: the aggregate over the trial's window (what a server's users get in all)
+            "decode_tps": measured.aggregate_tps if many else first.decode_tps,
+            "n_generated": sum(len(r.tokens) for r in measured.streams),
+            "n_drafted": n_drafted,
+            "n_accepted": n_accepted,
+            "acceptance": n_accepted / n_drafted if n_drafted else None,
+            "drafted_by_pos": _sum_lists(r.drafted_by_pos for r in measured.streams),
+            "accepted_by_pos": _sum_lists(r.accepted_by_pos for r in measured.streams),
+            "n_drafted_llama": sum(r.n_drafted_llama for r in measured.streams),
+            "n_accepted_llama": sum(r.n_accepted_llama for r in measured.streams),
+            "n_steps": (None if not measured.split_times else times.n_steps if measured.loop_times
+                        else sum(r.n_steps for r in measured.streams)),
+            "n_rollbacks": sum(r.n_rollbacks for r in measured.streams),
+            "rollback": measured.rollback,
+            "ckpt": {"saves": sum(r.ckpt_saves for r in measured.streams),
+                     "restores": sum(r.ckpt_restores for r in measured.streams),
+                     "bytes": sum(r.ckpt_bytes for r in measured.streams)},
+            "time_s": ({"decode": times.t_decode, "draft": times.t_draft, "verify": times.t_verify,
+                        "rollback": times.t_rollback, "host": times.t_host} if measured.split_times
+                       else {"decode": times.t_decode, "draft": None, "verify": None, "rollback": None, "host": None}),
             "lossless": lossless,
-            "first_mismatch": mismatch,
+            "first_mismatch": verdicts[0][1],
             "synthetic": synthetic_run,
-            "loop": r.loop,
+            "loop": first.loop,
             "target_shape": self.shape,
             "telemetry": telemetry,
-            "tokens_sha": tokens_sha(r.tokens[: cell.n_predict]),
-            "output": outputs.pack(r.tokens, "".join(pieces)),
-            "think": think_block(run.prompt_text(prompt), "".join(pieces), pieces),
+            "tokens_sha": tokens_sha(first.tokens[: cell.n_predict]),
+            "output": outputs.pack(first.tokens, "".join(pieces)),
+            "think": think_block(run.prompt_text(prompt.id), "".join(pieces), pieces),
+            **measured.extra,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "manifest": self.manifest_id,
-        })
+        }
+        if many:
+            record["parallel"] = len(measured.streams)
+            record["streams"] = [{"prompt_id": p, "n_generated": len(r.tokens), "decode_tps": r.decode_tps,
+                                  "prefill_ms": r.t_prefill * 1e3, "n_drafted": r.n_drafted,
+                                  "n_accepted": r.n_accepted, "acceptance": r.acceptance,
+                                  "lossless": None if synthetic_run else v[0], "first_mismatch": v[1],
+                                  "tokens_sha": tokens_sha(r.tokens[: cell.n_predict])}
+                                 for p, r, v in zip(streams, measured.streams, verdicts)]
+        self.results.trials.append(record)
         self.n_recorded += 1
+
+
+def _sum_lists(lists) -> list[int]:
+    out: list[int] = []
+    for xs in lists:
+        if len(out) < len(xs):
+            out.extend([0] * (len(xs) - len(out)))
+        for i, x in enumerate(xs):
+            out[i] += x
+    return out
+
+
+def _by_cell(trials: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """A block's trials as (cell id, its prompts), cells in the block's order of first appearance."""
+    out: dict[str, list[str]] = {}
+    for cell_id, prompt_id in trials:
+        out.setdefault(cell_id, []).append(prompt_id)
+    return list(out.items())

@@ -5,6 +5,10 @@ top token has probability below `p_min` (softmax over its top 10 logits, as the 
 top-k 10 leaves them), and throw the draft away if it is shorter than `n_min`. The draft context
 also decodes every target batch (`process`), so it stays in step with the accepted text.
 Defaults are llama.cpp's: n_max 3, n_min 0, p_min 0.
+
+With several streams (`parallel`), each stream's DraftModel owns one sequence of a shared draft
+context, and `draft_many`/`process_many` batch the streams' draft steps and target batches into one
+decode each, as llama.cpp's draft-simple does for a server's slots.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ def top_token(ctx: Context, i: int, p_min: float) -> tuple[int, float]:
 class DraftModel(Drafter):
     name = "draft"
 
-    def __init__(self, ctx: Context, n_max: int = 3, n_min: int = 0, p_min: float = 0.0):
-        self.ctx, self.n_max, self.n_min, self.p_min = ctx, n_max, n_min, p_min
+    def __init__(self, ctx: Context, n_max: int = 3, n_min: int = 0, p_min: float = 0.0, seq: int = 0):
+        self.ctx, self.n_max, self.n_min, self.p_min, self.seq = ctx, n_max, n_min, p_min, seq
         # A hybrid draft cannot drop its own drafted tokens with seq_rm: they were decoded one at a
         # time and a recurrent-state snapshot only undoes the last decode, so it checkpoints its
         # recurrent state instead (llama.cpp does the same; its draft contexts have n_rs_seq = 0).
@@ -44,29 +48,50 @@ class DraftModel(Drafter):
         self._ckpt: bytes | None = None
 
     def process(self, tokens: list[int], pos0: int) -> None:
-        self.ctx.decode(tokens, pos0)
+        self.ctx.decode(tokens, pos0, seq=self.seq)
 
     def draft(self, prompt: list[int], id_last: int, pos0: int, n_max: int) -> list[int]:
-        out: list[int] = []
-        self.ctx.decode([id_last], pos0)
-        while True:
-            token, p = top_token(self.ctx, -1, self.p_min)
-            if p < self.p_min:
-                break
-            out.append(token)
-            if self.n_max <= len(out) or 0 < n_max <= len(out):
-                break
-            self.ctx.decode([token], pos0 + len(out))
-        return out if len(out) >= self.n_min else []  # the loop already stopped at n_max
+        return DraftModel.draft_many([(self, (prompt, id_last, pos0, n_max))])[0]
+
+    def _keeps(self, out: list[int], token: int, p: float, n_max: int) -> bool:
+        """Take `token` into `out` unless p_min stops the draft; True while it may go on."""
+        if p < self.p_min:
+            return False
+        out.append(token)
+        return not (self.n_max <= len(out) or 0 < n_max <= len(out))
+
+    @staticmethod
+    def draft_many(jobs: list[tuple["DraftModel", tuple]]) -> list[list[int]]:
+        """Drafts for several streams of one draft context, (drafter, (prompt, id_last, pos0,
+        n_max)) each: every step decodes the next token of each stream still drafting in one batch."""
+        ctx = jobs[0][0].ctx
+        outs: list[list[int]] = [[] for _ in jobs]
+        step = [(k, [request[1]], request[2]) for k, (_, request) in enumerate(jobs)]
+        while step:
+            starts = ctx.decode_streams([(jobs[k][0].seq, tokens, pos) for k, tokens, pos in step])
+            going = []
+            for (k, _, _), at in zip(step, starts):
+                drafter, request = jobs[k]
+                token, p = top_token(ctx, at, drafter.p_min)
+                if drafter._keeps(outs[k], token, p, request[3]):
+                    going.append((k, [token], request[2] + len(outs[k])))
+            step = going
+        # the loop already stopped at n_max; a draft shorter than n_min is thrown away
+        return [out if len(out) >= d.n_min else [] for out, (d, _) in zip(outs, jobs)]
+
+    @staticmethod
+    def process_many(jobs: list[tuple["DraftModel", list[int], int]]) -> None:
+        """The target's batches of several streams, (drafter, tokens, pos0) each, in one decode."""
+        jobs[0][0].ctx.decode_streams([(d.seq, tokens, pos0) for d, tokens, pos0 in jobs], logits=False)
 
     def save_checkpoint(self) -> None:
         if self.use_checkpoints:
-            self._ckpt = self.ctx.save_partial_state()
+            self._ckpt = self.ctx.save_partial_state(self.seq)
 
     def restore_checkpoint(self, pos: int) -> None:
         if self.use_checkpoints and self._ckpt is not None:
-            self.ctx.load_partial_state(self._ckpt)
-        self.ctx.seq_rm(pos, -1)
+            self.ctx.load_partial_state(self._ckpt, self.seq)
+        self.ctx.seq_rm(pos, -1, self.seq)
 
     def trim(self, n_past: int) -> None:
-        self.ctx.seq_rm(n_past, -1)  # fails silently on a hybrid draft, as in llama.cpp
+        self.ctx.seq_rm(n_past, -1, self.seq)  # fails silently on a hybrid draft, as in llama.cpp

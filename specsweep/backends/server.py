@@ -1,0 +1,200 @@
+"""The `server` backend: a cell's trials through llama.cpp's own `llama-server`.
+
+Per cell, one server process (engine/llama_server.py) started with the cell's flags
+(backends/server_flags.py) on a free loopback port, its log kept beside the records
+(`results/<matrix>/server-logs/<cell id>.log`, appended to by every start). A trial sends each
+stream's prompt as token ids to `/completion` (greedy, `ignore_eos` as the cell says, no prompt
+cache); `parallel = N` sends N requests at once to a server with N slots.
+
+What a record gets from the server, and what it means:
+- tokens: the server's own (`return_tokens`), checked against the server baseline's.
+- decode tok/s: generated tokens / the server's `predicted_ms` (the time from its first generated
+  token, which comes from the prompt's logits, to its last): the same span specsweep's in-process
+  server loop times. The server's own `predicted_per_second` counts one token less and is kept
+  in `server.timings`.
+- drafted/accepted: the server's `draft_n`/`draft_n_accepted` (absent when it did not draft);
+  accepted per draft position and the verify steps from `/metrics` (counters read before and after
+  the trial; with parallel streams they cover the whole trial, not one stream).
+- parallel: the aggregate tok/s over the window from the first stream's first generated token to
+  the last stream's last, placed on the client's clock as (answer received - predicted_ms).
+- no draft/verify/rollback split: the server does not report one (`time_s` has only `decode`),
+  nor its number of target decodes (`n_steps` is null; the verify steps that carried a draft are
+  `server.metrics.spec_decode_num_drafts_total`).
+
+Synthetic acceptance is a server-wide setting (`--spec-synth-*`), so it comes with the cell's own
+server start; cells never share a server.
+
+A server that does not start, dies, or answers an error raises one SpecsweepError line naming the
+cause and the log; the runner marks the cell failed and goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from pathlib import Path
+
+from specsweep.backends import Measured
+from specsweep.backends.server_flags import server_flags
+from specsweep.engine import runtime
+from specsweep.engine.llama_server import LlamaServer, find_binary
+from specsweep.engine.speculative import TrialResult
+from specsweep.errors import SpecsweepError
+from specsweep.matrix.cells import Cell
+
+_METRIC = re.compile(r'^llamacpp:(\w+)(?:\{position="(\d+)"\})?\s+(\S+)$')
+
+
+def parse_metrics(text: str) -> dict:
+    """The counters of llama-server's /metrics that a trial needs: totals by name, and accepted
+    tokens per draft position as a list."""
+    totals: dict[str, float] = {}
+    per_pos: dict[int, float] = {}
+    for line in text.splitlines():
+        m = _METRIC.match(line.strip())
+        if not m:
+            continue
+        name, pos, value = m.group(1), m.group(2), float(m.group(3))
+        if pos is not None:
+            per_pos[int(pos)] = value
+        else:
+            totals[name] = value
+    totals["accepted_per_pos"] = [per_pos[i] for i in range(len(per_pos))] if per_pos else []
+    return totals
+
+
+def metrics_delta(before: dict, after: dict) -> dict:
+    out = {k: after[k] - before.get(k, 0.0) for k in ("n_decode_total", "spec_decode_num_drafts_total",
+                                                    "spec_decode_num_draft_tokens_total",
+                                                    "spec_decode_num_accepted_tokens_total") if k in after}
+    a, b = after.get("accepted_per_pos", []), before.get("accepted_per_pos", [])
+    out["accepted_per_pos"] = [int(x - (b[i] if i < len(b) else 0)) for i, x in enumerate(a)]
+    return out
+
+
+def result_of(answer: dict) -> TrialResult:
+    """One stream's TrialResult from the server's answer."""
+    timings = answer.get("timings") or {}
+    tokens = [int(t) for t in answer.get("tokens") or []]
+    r = TrialResult(tokens=tokens, loop="llama-server")
+    r.n_drafted = r.n_drafted_llama = int(timings.get("draft_n", 0))
+    r.n_accepted = r.n_accepted_llama = int(timings.get("draft_n_accepted", 0))
+    r.t_prefill = float(timings.get("prompt_ms", 0.0)) / 1e3
+    r.t_decode = float(timings.get("predicted_ms", 0.0)) / 1e3
+    return r
+
+
+class ServerCell:
+    """One cell through its own llama-server process."""
+
+    exclusive = True
+
+    def __init__(self, cell: Cell, prompts: dict[str, list[int]], vocab: runtime.Model, files: dict,
+                 binary: Path, log_dir: Path):
+        self.cell, self.prompts, self.vocab = cell, prompts, vocab
+        self.args = server_flags(cell, files)
+        self.binary = binary
+        self.log_path = Path(log_dir) / f"{cell.id}.log"
+        self.server: LlamaServer | None = None
+
+    # --- lifetime ---
+    def open(self) -> None:
+        self.server = LlamaServer(self.binary, self.args, self.log_path).start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def telemetry_gpus(self) -> list[int]:
+        gpus = set(self.cell.gpus)
+        if self.cell.settings.get("draft_gpu") is not None:
+            gpus.add(self.cell.settings["draft_gpu"])
+        return sorted(gpus)
+
+    def warmup(self) -> None:
+        first = next(iter(self.prompts))
+        for _ in range(self.cell.warmup):
+            self.measure([first] * int(self.cell.settings.get("parallel", 1)))
+
+    def plain(self, prompt_id: str) -> list[int] | None:
+        """A baseline cell's server decodes plainly; a speculative one cannot (no per-request switch)."""
+        if self.cell.method != "baseline":
+            return None
+        return self.measure([prompt_id]).streams[0].tokens
+
+    def pieces(self, tokens: list[int]) -> list[str]:
+        return [self.vocab.piece_bytes(t).decode("utf-8", errors="replace") for t in tokens]
+
+    # --- one trial ---
+    def _request(self, prompt_id: str) -> tuple[dict, float]:
+        assert self.server is not None, "session not open"
+        cell = self.cell
+        answer = self.server.complete(self.prompts[prompt_id], cell.n_predict, seed=_seed(cell),
+                                      ignore_eos=bool(cell.settings.get("ignore_eos", False)))
+        return answer, time.perf_counter()
+
+    def measure(self, streams: list[str]) -> Measured:
+        assert self.server is not None, "session not open"
+        before = parse_metrics(self.server.metrics())
+        if len(streams) == 1:
+            answers = [self._request(streams[0])]
+        else:
+            answers = _concurrently(self._request, streams)
+        after = parse_metrics(self.server.metrics())
+        results = [result_of(a) for a, _ in answers]
+        delta = metrics_delta(before, after)
+        if len(results) == 1:
+            results[0].accepted_by_pos = delta.get("accepted_per_pos", [])
+        window = None
+        if len(streams) > 1:
+            starts = [done - r.t_decode for (_, done), r in zip(answers, results)]
+            window = max(done for _, done in answers) - min(starts)
+        extra = {"server": {"timings": [a.get("timings") or {} for a, _ in answers], "metrics": delta,
+                            "log": self.log_path.name}}
+        return Measured(results, window, extra, rollback=None, split_times=False)
+
+
+def _seed(cell: Cell) -> int:
+    seed = cell.settings.get("synth_seed")
+    return 42 if seed is None else int(seed)
+
+
+def _concurrently(fn, items: list[str]) -> list[tuple[dict, float]]:
+    """fn(item) for every item at once, one thread each (the server queues nothing: it has a slot
+    per stream). The first failure is raised after all threads end."""
+    out: list = [None] * len(items)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(items))
+
+    def work(i: int, item: str) -> None:
+        try:
+            barrier.wait(timeout=30)
+            out[i] = fn(item)
+        except BaseException as e:  # noqa: BLE001 - re-raised below, in the caller's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i, it), daemon=True) for i, it in enumerate(items)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        first = next((e for e in errors if isinstance(e, SpecsweepError)), errors[0])
+        raise first
+    return out
+
+
+@contextlib.contextmanager
+def group(group, files: dict, results_dir: Path, binary: str | Path | None = None):
+    """What a group's server cells share: the target's vocabulary, loaded in process (no weights)
+    to tokenize prompts and render generated tokens, and the server binary."""
+    path = find_binary(binary)
+    tfile = files[group.target.name]
+    with runtime.Model(tfile["path"], (), vocab_only=True, override_kv=tfile.get("override_kv", ())) as vocab:
+        def prepare(plan, prompts: dict[str, list[int]], reference_for=None) -> ServerCell:
+            return ServerCell(plan.cell, prompts, vocab, files, path, Path(results_dir) / "server-logs")
+        prepare.vocab = vocab
+        yield prepare
