@@ -20,6 +20,7 @@ import pytest
 from specsweep import methods
 from specsweep.engine import runtime, synthetic
 from specsweep.engine.llama_server import LlamaServer
+from specsweep.engine.native import native_env
 from specsweep.engine.server_loop import Synth, run_trial_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ def served(tmp_path: Path, target: Path, tokens: list[int], settings: dict, draf
     args = ["-m", str(target), "-c", str(N_CTX), "-b", str(N_BATCH), "-ub", str(N_BATCH), "-t", str(THREADS),
             "-tb", str(THREADS), "-fa", "on", "-ctk", "f16", "-ctv", "f16", "-ngl", "0", "-np", "1", "--fit", "off",
             *(["-md", str(draft), "-ngld", "0"] if draft else []), *methods.native_flags(settings)]
-    with LlamaServer(SERVER, args, tmp_path / "server.log") as server:
+    with LlamaServer(SERVER, args, tmp_path / "server.log", env=native_env(SERVER)) as server:
         answer = server.complete(tokens, N_PREDICT, SEED)
     timings = answer["timings"]
     return {"tokens": answer["tokens"], "drafted": timings.get("draft_n", 0),

@@ -19,7 +19,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from specsweep.engine.native import native_env
 from specsweep.errors import SpecsweepError
 
 START_TIMEOUT_S = 300.0
@@ -30,6 +29,11 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def own_env(binary: Path) -> dict[str, str]:
+    old = os.environ.get("LD_LIBRARY_PATH")
+    return dict(os.environ, LD_LIBRARY_PATH=f"{Path(binary).parent}" + (f":{old}" if old else ""))
 
 
 def find_binary(explicit: str | Path | None = None) -> Path:
@@ -49,9 +53,12 @@ def find_binary(explicit: str | Path | None = None) -> Path:
 class LlamaServer:
     def __init__(self, binary: Path, args: list[str], log_path: Path, port: int | None = None,
                  env: dict | None = None):
+        """`env`: the server's environment; by default the user's, with the binary's own folder
+        first on LD_LIBRARY_PATH (a server runs on the libraries it was built with; the parity
+        tests pass `native_env` to run it on the engine's)."""
         self.binary, self.args, self.log_path = Path(binary), list(args), Path(log_path)
         self.port = port or free_port()
-        self.env = env if env is not None else native_env(self.binary)
+        self.env = env if env is not None else own_env(self.binary)
         self.proc: subprocess.Popen | None = None
         self._log = None
 

@@ -108,7 +108,7 @@ def make_cell(name: str | None, values: dict, models: dict[str, ModelRef], label
         values["split_mode"], values["tensor_split"] = "none", []
     roles = {role: models[values[role]] for role in MODEL_KEYS if role in values}
     fields = {k: values[k] for k in values}
-    cell_name = _format_name(name, values, label) if name else _default_name(values)
+    cell_name = _format_name(name, values, label) + _run_by(values, name) if name else _default_name(values)
     cell = Cell(cell_name, fields, roles, "")
     object.__setattr__(cell, "id", _digest(cell.identity()))
     return cell
@@ -154,12 +154,19 @@ def _format_name(template: str, values: dict, label: str) -> str:
         raise SpecsweepError(f"{label}: name {template!r} names an unknown field {e}") from None
 
 
+def _run_by(values: dict, template: str) -> str:
+    """" [server]" and " xN" (streams), unless the name template places them itself: the same
+    config through two backends or at several concurrencies keeps apart in tables."""
+    out = ""
+    if values.get("backend") == "server" and "{backend" not in template:
+        out += " [server]"
+    if values.get("parallel", 1) > 1 and "{parallel" not in template:
+        out += f" x{values['parallel']}"
+    return out
+
+
 def _default_name(values: dict) -> str:
-    name = methods.get(values["method"]).title(values)
-    if values.get("backend") == "server":
-        name += " [server]"
-    if values.get("parallel", 1) > 1:
-        name += f" x{values['parallel']}"
+    name = methods.get(values["method"]).title(values) + _run_by(values, "")
     if values.get("synth_len") is not None:
         name += f" synth L={values['synth_len']:g}"
     elif values.get("synth_rates"):
