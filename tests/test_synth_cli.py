@@ -50,7 +50,7 @@ def test_like_identical_is_byte_identical_and_perturb_touches_only_the_head(tmp_
     [
         (["synth", "qwen9-1t", "--scale", "tiny"], "qwen9-1t"),
         (["synth", "qwen3-0.6b", "--scale", "huge"], "huge"),
-        (["synth", "qwen3-0.6b", "--scale", "tiny", "--wtype", "Q5_K"], "Q5_K"),
+        (["synth", "qwen3-0.6b", "--scale", "tiny", "--wtype", "Q2_K"], "Q2_K"),
         (["synth", "qwen3-0.6b", "--scale", "tiny", "--perturb", "0.5"], "--like"),
         (["synth", "--like", "{target}", "--perturb", "1.5"], "[0, 1]"),
         (["synth", "--like", "{target}", "--perturb", "-0.1"], "[0, 1]"),

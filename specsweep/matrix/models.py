@@ -29,12 +29,15 @@ from specsweep.models import cache
 from specsweep.models import overrides as kv
 from specsweep.synth.cards import CARDS, DRAFTER_OPTIONS, SCALES, option_error
 from specsweep.synth.fill import FILE_TYPE
+from specsweep.synth.quants import mix_error
 
 SYNTH_KEYS = {"synth": str, "scale": str, "wtype": str, "seed": int, "perturb": (float, int), "perturb_seed": int,
               "branch_scale": (float, int), "mtp": bool}
 # drafter variants (synth/writer.py Recipe): only in an entry's identity when written, so entries
 # without them keep their cell ids
 SYNTH_KEYS.update({"conf_head": bool, "sample_from_anchor": bool, "own_embeddings": bool})
+# a per-tensor quantization mix instead of wtype: likewise only in the identity when written
+SYNTH_KEYS["quant"] = str
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class ModelRef:
         extra = "".join(f" {k}={d[k]}" for k in ("seed", "perturb", "branch_scale") if d.get(k) not in (None, 0, 1))
         extra += " +mtp" if d.get("mtp") else ""
         extra += "".join(f" {k}={str(d[k]).lower()}" for k in DRAFTER_OPTIONS if k in d)
-        return f"synth {d['synth']} ({d.get('scale', 'full')}, {d.get('wtype', 'Q4_0')}{extra})"
+        return f"synth {d['synth']} ({d.get('scale', 'full')}, {d.get('quant') or d.get('wtype', 'Q4_0')}{extra})"
 
 
 def parse_models(table: object, matrix_path: Path) -> dict[str, ModelRef]:
@@ -118,8 +121,15 @@ def _check_synth(value: dict, where: str) -> dict:
         raise SpecsweepError(f"{where}: unknown card {value['synth']!r} (one of {', '.join(CARDS)})")
     if value.get("scale", "full") not in SCALES:
         raise SpecsweepError(f"{where}: scale must be one of {', '.join(SCALES)}")
+    card = CARDS[value["synth"]]
+    if value.get("scale", "full") not in card.scales:
+        raise SpecsweepError(f"{where}: {card.name} has no {value['scale']} scale (it has {', '.join(card.scales)})")
     if value.get("wtype", "Q4_0") not in FILE_TYPE:
         raise SpecsweepError(f"{where}: wtype must be one of {', '.join(FILE_TYPE)}")
+    if "quant" in value and "wtype" in value:
+        raise SpecsweepError(f"{where}: give wtype (one type for every matrix) or quant (a per-tensor mix), not both")
+    if "quant" in value and (error := mix_error(card, value["quant"])):
+        raise SpecsweepError(f"{where}: {error}")
     if not 0.0 <= value.get("perturb", 0.0) <= 1.0:
         raise SpecsweepError(f"{where}: perturb must be between 0 and 1")
     if not 0.0 < value.get("branch_scale", 1.0) <= 1.0:
@@ -166,8 +176,8 @@ def _synth(ref: ModelRef, create: bool) -> Path:
     scale, wtype = d.get("scale", "full"), d.get("wtype", "Q4_0")
     recipe = Recipe(CARDS[d["synth"]].at_scale(scale), scale, wtype, d.get("seed", 0),
                     float(d.get("perturb", 0.0)), d.get("perturb_seed", 1), float(d.get("branch_scale", 1.0)),
-                    bool(d.get("mtp", False)), **{k: d[k] for k in DRAFTER_OPTIONS if k in d})
-    stem = f"{d['synth']}-{scale}-{wtype}-s{recipe.seed}"
+                    bool(d.get("mtp", False)), **{k: d[k] for k in DRAFTER_OPTIONS if k in d}, quant=d.get("quant"))
+    stem = f"{d['synth']}-{scale}-{recipe.types}-s{recipe.seed}"
     if recipe.perturb:
         stem += f"-p{recipe.perturb:g}-ps{recipe.perturb_seed}"
     if recipe.branch_scale != 1.0:

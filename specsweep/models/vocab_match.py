@@ -427,6 +427,8 @@ def suggest_draft(t: VocabInfo, target_name: str, draft_name: str, lock_path: Pa
             if same:
                 smallest = min(same, key=lambda c: c.n_embd * c.n_layer)
                 scale = t.synth.get("scale", "full")
+                if scale not in smallest.scales:  # tiny256 has the tiny vocabulary
+                    scale = "tiny"
                 return (f"use a draft of the target's vocabulary family, e.g. "
                         f"{{ synth = \"{smallest.name}\", scale = \"{scale}\" }}")
     drafts = _lock_drafts_for(t, target_name, draft_name, lock_path)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-SCALES = ("full", "tiny")
+# tiny256: the tiny layout with every matrix row a multiple of 256 weights (QK_K), so that K-quant
+# types and mixes (synth/quants.py) store real K-quant blocks; only cards that define it have it
+SCALES = ("full", "tiny", "tiny256")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class ShapeCard:
     conf_head: bool = False
     sample_from_anchor: bool = True
     tiny: dict = field(default_factory=dict, compare=False, repr=False)
+    tiny256: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         if self.arch != "dflash":
@@ -108,12 +111,16 @@ class ShapeCard:
         # after the trunk are full attention
         return self.is_hybrid and il < self.n_layer and (il + 1) % self.full_attn_interval != 0
 
+    @property
+    def scales(self) -> tuple[str, ...]:
+        return ("full", "tiny") + (("tiny256",) if self.tiny256 else ())
+
     def at_scale(self, scale: str) -> "ShapeCard":
+        if scale not in self.scales:
+            raise ValueError(f"{self.name} has no scale {scale!r} (it has {', '.join(self.scales)})")
         if scale == "full":
             return self
-        if scale == "tiny":
-            return dataclasses.replace(self, **self.tiny, tiny={})
-        raise ValueError(f"unknown scale {scale!r}")
+        return dataclasses.replace(self, **getattr(self, scale), tiny={}, tiny256={})
 
 
 # Tiny vocabularies: each family keeps its own size, so a cross-family draft is refused in CI
@@ -135,6 +142,9 @@ _CARDS = [
         n_expert=256, n_expert_used=8, n_ff_exp=512, n_ff_shexp=512,
         ssm_d_conv=4, ssm_d_state=128, ssm_n_group=16, ssm_dt_rank=32, full_attn_interval=4,
         tiny=dict(_TINY_HYBRID, n_expert=16, n_expert_used=4, n_ff_exp=64, n_ff_shexp=64),
+        # rows of 256: hidden, q heads x head dim, delta-net value dim (64 x 4), expert widths
+        tiny256=dict(_TINY_HYBRID, n_embd=256, ssm_d_state=64, n_expert=16, n_expert_used=4, n_ff_exp=256,
+                     n_ff_shexp=256),
     ),
     ShapeCard(
         name="qwen3.6-27b", arch="qwen35", family="qwen35",

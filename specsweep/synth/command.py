@@ -11,6 +11,7 @@ import click
 from specsweep.errors import SpecsweepError
 from specsweep.synth.cards import CARDS, DRAFTER_OPTIONS, SCALES, card_help, option_error
 from specsweep.synth.fill import WEIGHT_TYPES
+from specsweep.synth.quants import MIXES, mix_error
 from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, write_model
 
 
@@ -19,9 +20,14 @@ from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, wr
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="GGUF file to write (written under a temporary name, then renamed).")
 @click.option("--scale", type=click.Choice(SCALES), default=None,
-              help="full: the published shape (default); tiny: the same layout, CPU-sized, for tests.")
+              help="full: the published shape (default); tiny: the same layout, CPU-sized, for tests; "
+                   "tiny256: tiny with rows of 256 weights, so K-quants apply (qwen3.6-35b-a3b).")
 @click.option("--wtype", type=click.Choice(sorted(WEIGHT_TYPES)), default=None,
-              help="Storage type of the matrices (default Q4_0). Norms and routers stay F32.")
+              help="Storage type of the matrices (default Q4_0). Norms and routers stay F32. A K-quant "
+                   "(Q4_K, Q5_K, Q6_K) needs rows of 256 weights; shorter rows fall back to Q8_0.")
+@click.option("--quant", type=click.Choice(sorted(MIXES)), default=None,
+              help="A per-tensor type mix instead of --wtype: ud-q4_k_xl is Unsloth's UD-Q4_K_XL of the "
+                   "35B-A3B (K-quant experts, Q8_0 elsewhere; docs/models.md says where it comes from).")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Weight seed (default 0). Another seed of the same family: a vocab-matched, unrelated draft.")
 @click.option("--like", "like", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -46,7 +52,7 @@ from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, wr
 @click.option("--own-embeddings/--no-own-embeddings", "own_embeddings", default=None,
               help="EAGLE-3 cards: write the drafter's own token_embd/output (full vocabulary) instead of "
                    "borrowing the target's (the default).")
-def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_scale, mtp, conf_head,
+def synth(card, output, scale, wtype, quant, seed, like, identical, perturb, branch_scale, mtp, conf_head,
           sample_from_anchor, own_embeddings):
     """Write a random-weight GGUF of a real shape that llama.cpp loads and runs.
 
@@ -55,10 +61,10 @@ def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_sca
     """
     options = {k: v for k, v in (("conf_head", conf_head), ("sample_from_anchor", sample_from_anchor),
                                  ("own_embeddings", own_embeddings)) if v is not None}
-    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale, mtp, options)
+    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale, mtp, options, quant)
     _check_writable(output)
     size = planned_bytes(recipe)
-    click.echo(f"writing {output} ({recipe.card.name}, {recipe.scale}, {recipe.wtype}, "
+    click.echo(f"writing {output} ({recipe.card.name}, {recipe.scale}, {recipe.types}, "
                f"{size / 2**30:.2f} GiB)", err=True)
     try:
         with click.progressbar(length=size, label="synth", file=sys.stderr) as bar:
@@ -71,8 +77,10 @@ def synth(card, output, scale, wtype, seed, like, identical, perturb, branch_sca
 
 
 def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=None, mtp=False,
-            options: dict | None = None) -> Recipe:
+            options: dict | None = None, quant: str | None = None) -> Recipe:
     options = options or {}
+    if wtype is not None and quant is not None:
+        raise SpecsweepError("give --wtype (one type for every matrix) or --quant (a per-tensor mix), not both")
     if perturb is not None and not 0.0 <= perturb <= 1.0:
         raise SpecsweepError(f"--perturb must be within [0, 1], got {perturb}")
     if (identical or perturb is not None) and like is None:
@@ -81,13 +89,17 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
         if card is None:
             raise SpecsweepError(f"name a shape card ({', '.join(sorted(CARDS))}) or give --like TARGET.gguf")
         scale = scale or "full"
+        if scale not in CARDS[card].scales:
+            raise SpecsweepError(f"{card} has no {scale} scale (it has {', '.join(CARDS[card].scales)})")
+        if quant is not None and (error := mix_error(CARDS[card], quant)):
+            raise SpecsweepError(error)
         if mtp and CARDS[card].arch not in ("qwen35", "qwen35moe"):
             raise SpecsweepError(f"--mtp needs a Qwen3.5/3.6 card (qwen35 or qwen35moe), not {card}")
         error = option_error(CARDS[card], **options)
         if error:
             raise SpecsweepError(error)
         return Recipe(CARDS[card].at_scale(scale), scale, wtype or "Q4_0", seed or 0,
-                      branch_scale=branch_scale or 1.0, mtp=mtp, **options)
+                      branch_scale=branch_scale or 1.0, mtp=mtp, quant=quant, **options)
 
     if identical == (perturb is not None):
         raise SpecsweepError("with --like, give exactly one of --identical or --perturb FRACTION")
@@ -101,9 +113,12 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
     if base not in CARDS:
         raise SpecsweepError(f"{like} names an unknown shape card {base!r}")
     have_branch = float(fields.get("branch_scale", 1.0))  # files written before it existed: 1
+    have_quant = fields.get("quant")  # files without a mix have no key
+    have_types = f"mix {have_quant}" if have_quant else fields["wtype"]
     for name, given, have in (("card", card, base), ("--scale", scale, fields["scale"]),
-                              ("--wtype", wtype, fields["wtype"]), ("--seed", seed, fields["seed"]),
-                              ("--branch-scale", branch_scale, have_branch)):
+                              ("--wtype", wtype, have_types), ("--seed", seed, fields["seed"]),
+                              ("--branch-scale", branch_scale, have_branch),
+                              ("--quant", quant, have_quant or "no mix")):
         if given is not None and given != have:
             raise SpecsweepError(f"{name} {given} contradicts the target's {have}: a --like draft copies it")
     if mtp:
@@ -112,9 +127,12 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
         raise SpecsweepError(f"--{next(iter(options)).replace('_', '-')} shapes a new drafter; a --like draft "
                              f"copies its model's options")
     copied = {k: bool(fields[k]) for k in DRAFTER_OPTIONS if k in fields}
+    if fields["scale"] not in CARDS[base].scales or (have_quant is not None and mix_error(CARDS[base], have_quant)):
+        raise SpecsweepError(f"{like} names a recipe this version cannot write ({base}, {fields['scale']}, "
+                             f"{have_quant or fields['wtype']})")
     return Recipe(CARDS[base].at_scale(fields["scale"]), fields["scale"], fields["wtype"], int(fields["seed"]),
                   perturb=0.0 if identical else perturb, branch_scale=have_branch, mtp=bool(fields.get("mtp", False)),
-                  **copied)
+                  quant=have_quant, **copied)
 
 
 def _check_writable(output: Path) -> None:

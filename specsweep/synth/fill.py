@@ -3,8 +3,12 @@
 Quantised weights are never built as floats and quantised: a Q4_0 block is 2 bytes of f16 scale and
 16 bytes of random nibbles, so the bytes come straight from a pool of random bytes with the scale
 written over the first two bytes of each block. That is what makes a 20 GB model take about a
-minute. The scale is chosen so that every matrix keeps activations at unit scale (std of a weight
-= 1/sqrt(fan_in)), which keeps a random model's logits finite through any depth.
+minute. K-quant blocks (Q4_K, Q5_K, Q6_K: 256 weights each) are written the same way: random code
+bytes, with the super-block scale (and min) and every sub-block scale written over them. The
+sub-block scales are all 1, so a K-quant block dequantises like a legacy block (d * code - dmin);
+the kernels llama.cpp runs, and so the speed, are those of the real type whatever the values.
+The scale is chosen so that every matrix keeps activations at unit scale (std of a weight =
+1/sqrt(fan_in)), which keeps a random model's logits finite through any depth.
 
 Every tensor's bytes are a window of the pool at an offset derived from (seed, salt, tensor name),
 so writing the same card with the same seed reproduces a file bit for bit, and a different salt for
@@ -15,14 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
+from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as Q
 
 from specsweep.synth.tensors import BIAS, CONV, DENSE_F32, EMBED, MATRIX, NORM, PASS_FIRST_HALF, SSM_A, TensorSpec
 
-WEIGHT_TYPES = {"Q4_0": Q.Q4_0, "Q8_0": Q.Q8_0, "F16": Q.F16}
-FILE_TYPE = {"F16": 1, "Q4_0": 2, "Q8_0": 7}  # llama_ftype values for general.file_type
+WEIGHT_TYPES = {"Q4_0": Q.Q4_0, "Q8_0": Q.Q8_0, "F16": Q.F16, "Q4_K": Q.Q4_K, "Q5_K": Q.Q5_K, "Q6_K": Q.Q6_K}
+# llama_ftype values for general.file_type; a uniform K-quant is llama.cpp's "_S" (mostly that type)
+FILE_TYPE = {"F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K": 14, "Q5_K": 16, "Q6_K": 18}
 
 _BLOCK = 32
 _Q4_0_BYTES, _Q8_0_BYTES = 18, 34
@@ -40,19 +47,24 @@ def stable_hash(*parts: object) -> int:
 def storage_type(spec: TensorSpec, wtype: str) -> Q:
     if spec.kind not in (MATRIX, EMBED):
         return Q.F32
-    qtype = WEIGHT_TYPES[wtype]
-    if qtype != Q.F16 and spec.shape[0] % _BLOCK:
-        return Q.F16  # rows that do not fill whole blocks cannot be block-quantised
-    return qtype
+    return fitting_type(spec, WEIGHT_TYPES[wtype])
+
+
+def fitting_type(spec: TensorSpec, qtype: Q) -> Q:
+    """`qtype`, or what llama.cpp's quantizer falls back to when the rows do not fill whole blocks:
+    a K-quant (256-weight blocks) becomes Q8_0 (llama.cpp picks Q5_0/Q5_1 for Q4_K/Q5_K, which
+    this writer does not produce; Q8_0 for Q6_K), and a row that does not fill 32-weight blocks
+    either stays F16."""
+    if qtype in (Q.F16, Q.F32) or spec.shape[0] % GGML_QUANT_SIZES[qtype][0] == 0:
+        return qtype
+    if spec.shape[0] % _BLOCK == 0:
+        return Q.Q8_0
+    return Q.F16
 
 
 def nbytes(spec: TensorSpec, qtype: Q) -> int:
-    n = spec.n_elements
-    if qtype == Q.Q4_0:
-        return n // _BLOCK * _Q4_0_BYTES
-    if qtype == Q.Q8_0:
-        return n // _BLOCK * _Q8_0_BYTES
-    return n * (2 if qtype == Q.F16 else 4)
+    block, size = GGML_QUANT_SIZES[qtype]
+    return spec.n_elements // block * size
 
 
 class RandomPool:
@@ -108,12 +120,53 @@ def tensor_bytes(spec: TensorSpec, qtype: Q, pool: RandomPool, salt: int, branch
         scales = np.frombuffer(np.array([d, -d], dtype=np.float16).tobytes(), dtype=np.uint8).reshape(2, 2)
         blocks[:, 0:2] = scales[blocks[:, 2] & 1]
         return blocks.reshape(-1)
+    if qtype in _KQUANT:
+        return _kquant_blocks(spec, qtype, std, pool, key)
     # F16: random sign and mantissa under one exponent: |w| uniform in [2^k, 2^(k+1)), rms ~1.53 * 2^k
     exponent = int(round(math.log2(std / 1.53))) + 15
     halves = pool.window(spec.n_elements * 2, key).view(np.uint16)
     halves &= np.uint16(0x83FF)
     halves |= np.uint16(exponent << 10)
     return halves.view(np.uint8)
+
+
+@dataclass(frozen=True)
+class _KLayout:
+    """Where a K-quant block keeps its scales (ggml-common.h block_q4_K, block_q5_K, block_q6_K)."""
+
+    size: int  # bytes per 256 weights
+    d_at: int  # offset of the f16 super-block scale
+    scales: slice  # the sub-block scales, written as all ones
+    scale_ones: bytes
+    sign_byte: int  # a random code byte whose low bit gives the block's sign
+    code_std: float  # std of a uniformly random code, centred
+    min_codes: float  # dmin / d that centres the codes (0: the type is symmetric)
+
+
+# Q4_K/Q5_K: d, dmin, then 12 bytes packing 8 six-bit scales and 8 six-bit mins (llama.cpp's
+# get_scale_min_k4: bytes 0-7 hold the low 6 bits of scales 0-3 and mins 0-3, bytes 8-11 the low
+# 4 bits of scales and mins 4-7); all ones is 0x01 x 8, 0x11 x 4. Q6_K: 128 + 64 code bytes, 16
+# int8 scales, then d.
+_K_SCALES_ONE = bytes([1] * 8 + [0x11] * 4)
+_KQUANT = {
+    Q.Q4_K: _KLayout(144, 0, slice(4, 16), _K_SCALES_ONE, 16, math.sqrt((16 * 16 - 1) / 12), 7.5),
+    Q.Q5_K: _KLayout(176, 0, slice(4, 16), _K_SCALES_ONE, 16, math.sqrt((32 * 32 - 1) / 12), 15.5),
+    Q.Q6_K: _KLayout(210, 208, slice(192, 208), bytes([1] * 16), 0, math.sqrt((64 * 64 - 1) / 12), 0.0),
+}
+
+
+def _kquant_blocks(spec: TensorSpec, qtype: Q, std: float, pool: RandomPool, key: int) -> np.ndarray:
+    """Random K-quant blocks of weight std `std`: a weight is d * code - dmin (sub-block scales 1),
+    with dmin = d * mean code, so the codes are centred; d has a random sign per block, for the
+    same reason as Q4_0's (no shared direction in every row)."""
+    k = _KQUANT[qtype]
+    blocks = pool.window(spec.n_elements // 256 * k.size, key).reshape(-1, k.size)
+    blocks[:, k.scales] = np.frombuffer(k.scale_ones, dtype=np.uint8)
+    d = std / k.code_std
+    heads = [[d, d * k.min_codes], [-d, -d * k.min_codes]] if k.min_codes else [[d], [-d]]
+    head = np.frombuffer(np.array(heads, dtype=np.float16).tobytes(), dtype=np.uint8).reshape(2, -1)
+    blocks[:, k.d_at : k.d_at + head.shape[1]] = head[blocks[:, k.sign_byte] & 1]
+    return blocks.reshape(-1)
 
 
 def _f32_values(spec: TensorSpec, key: int) -> np.ndarray:

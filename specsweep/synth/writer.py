@@ -2,7 +2,7 @@
 
 The file is written under a temporary name beside the target and renamed into place only when it
 is complete, so an interrupted or failed write never leaves a half-written model under the real
-name. The recipe (card, scale, weight type, seed, perturbation) is recorded in the GGUF's metadata
+name. The recipe (card, scale, weight type or quantization mix, seed, perturbation) is recorded in the GGUF's metadata
 under `specsweep.synth.*`, which is how `--like TARGET` rebuilds a draft from a target's header
 alone.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ import gguf
 import numpy as np
 
 from specsweep.synth.cards import DRAFTER_OPTIONS, ShapeCard
-from specsweep.synth.fill import (FILE_TYPE, RandomPool, blend_rows, nbytes, pool_size, stable_hash, storage_type,
-                                  tensor_bytes)
+from specsweep.synth.fill import FILE_TYPE, RandomPool, blend_rows, nbytes, pool_size, stable_hash, tensor_bytes
+from specsweep.synth.quants import MIXES, tensor_type
 from specsweep.synth.tensors import tensor_specs
 from specsweep.synth.vocab import CHATML_TEMPLATE, family_vocab
 
@@ -51,6 +52,13 @@ class Recipe:
     conf_head: bool | None = None
     sample_from_anchor: bool | None = None
     own_embeddings: bool | None = None
+    # a per-tensor quantization mix (synth/quants.py MIXES) instead of the uniform wtype; None: wtype
+    quant: str | None = None
+
+    @property
+    def types(self) -> str:
+        """What the weights are stored as: the mix's name or the uniform type."""
+        return self.quant or self.wtype
 
     @property
     def drafter_options(self) -> dict[str, bool]:
@@ -76,32 +84,61 @@ class WriteResult:
 
 def _layout(recipe: Recipe):
     """Each tensor's spec, storage type and size in bytes."""
-    specs = tensor_specs(recipe.shape)
-    qtypes = [storage_type(s, recipe.wtype) for s in specs]
+    card = recipe.shape
+    specs = tensor_specs(card)
+    qtypes = [tensor_type(s, card, recipe.wtype, recipe.quant) for s in specs]
     return specs, qtypes, [nbytes(s, q) for s, q in zip(specs, qtypes)]
 
 
 def planned_bytes(recipe: Recipe) -> int:
+    """The bytes of tensor data the file will hold (no header)."""
     return sum(_layout(recipe)[2])
+
+
+def planned_tensors(recipe: Recipe) -> dict[str, tuple[str, int]]:
+    """Each tensor's storage type name (F32, Q8_0, Q4_K, ...) and bytes, without writing anything."""
+    specs, qtypes, sizes = _layout(recipe)
+    return {s.name: (q.name, n) for s, q, n in zip(specs, qtypes, sizes)}
+
+
+def planned_file_bytes(recipe: Recipe) -> int:
+    """The size the GGUF file will have, exactly, without writing its tensor data: the header
+    (metadata, vocabulary and tensor infos, a few MB) is written to a temporary file and measured,
+    then every tensor's bytes are added at llama.cpp's alignment, as GGUFWriter lays them out."""
+    specs, qtypes, sizes = _layout(recipe)
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = _header_writer(recipe, Path(tmp) / "header.gguf", specs, qtypes, sizes)
+        writer.close()
+        header = (Path(tmp) / "header.gguf").stat().st_size
+    align = writer.data_alignment
+    pad = gguf.GGUFWriter.ggml_pad
+    # the header is padded to the alignment, and so is every tensor's data, the last one's too
+    return pad(header, align) + sum(pad(n, align) for n in sizes)
+
+
+def _header_writer(recipe: Recipe, path: Path, specs, qtypes, sizes) -> gguf.GGUFWriter:
+    """A writer at `path` with the metadata and tensor infos written, ready for the tensor data."""
+    writer = gguf.GGUFWriter(path, recipe.shape.arch)
+    _add_metadata(writer, recipe)
+    for spec, qtype, size in zip(specs, qtypes, sizes):
+        writer.add_tensor_info(spec.name, spec.shape[::-1], np.dtype(np.float32), size, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    return writer
 
 
 def write_model(recipe: Recipe, out: Path, progress: Callable[[int], None] | None = None) -> WriteResult:
     t0 = time.perf_counter()
-    card = recipe.shape
     specs, qtypes, sizes = _layout(recipe)
     # sized by the trunk alone, so that adding the MTP layer leaves every other tensor's bytes as they were
     pool = RandomPool(recipe.seed, pool_size(planned_bytes(dataclasses.replace(recipe, mtp=False))))
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    writer = gguf.GGUFWriter(tmp, card.arch)
+    writer = None
     try:
-        _add_metadata(writer, recipe)
-        for spec, qtype, size in zip(specs, qtypes, sizes):
-            writer.add_tensor_info(spec.name, spec.shape[::-1], np.dtype(np.float32), size, raw_dtype=qtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
+        writer = _header_writer(recipe, tmp, specs, qtypes, sizes)
         n_perturbed = 0
         for spec, qtype in zip(specs, qtypes):
             data = tensor_bytes(spec, qtype, pool, 0, recipe.branch_scale)
@@ -122,7 +159,8 @@ def write_model(recipe: Recipe, out: Path, progress: Callable[[int], None] | Non
         writer.close()
         os.replace(tmp, out)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         if tmp.exists():
             tmp.unlink()
     return WriteResult(
@@ -137,8 +175,8 @@ def write_model(recipe: Recipe, out: Path, progress: Callable[[int], None] | Non
 
 def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
     c = r.shape
-    w.add_name(f"specsweep synthetic {c.name} ({r.scale}, {r.wtype}, seed {r.seed})")
-    w.add_file_type(FILE_TYPE[r.wtype])
+    w.add_name(f"specsweep synthetic {c.name} ({r.scale}, {r.types}, seed {r.seed})")
+    w.add_file_type(MIXES[r.quant].file_type if r.quant else FILE_TYPE[r.wtype])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_context_length(c.n_ctx_train)
     w.add_embedding_length(c.n_embd)
@@ -202,6 +240,8 @@ def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
     w.add_bool(META + "mtp", r.mtp)
     for key, value in r.drafter_options.items():
         w.add_bool(META + key, value)
+    if r.quant:  # only when set, so that files without a mix keep their bytes
+        w.add_string(META + "quant", r.quant)
 
 
 def _add_drafter_metadata(w: gguf.GGUFWriter, c: ShapeCard) -> None:
