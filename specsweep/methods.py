@@ -117,7 +117,7 @@ def _make_eagle3(s, c):
 
 def _make_mtp(s, c):
     from specsweep.engine.drafters.mtp import Mtp
-    return Mtp(c.draft, c.target, **_n(s))
+    return Mtp(c.draft, c.target, **_n(s), seq=c.seq)
 
 
 def _make_ngram_cache(s, c):

@@ -148,6 +148,44 @@ def test_server_backend_runs_the_cells_the_engine_runs(tmp_path, parallel):
     assert keys["server"] != keys["inprocess"]
 
 
+def test_mtp_streams_in_process_match_the_servers_slots(tmp_path):
+    """Two MTP streams: the head reads each stream's rows of the joint verify batch, in its own
+    sequence; greedy and at synthetic acceptance (each slot seeded alike, as the server does)."""
+    results = tmp_path / "results"
+    body = """
+[[cell]]
+method = "baseline"
+backend = ["inprocess", "server"]
+parallel = 2
+[[cell]]
+method = "mtp"
+draft_max = 3
+backend = ["inprocess", "server"]
+parallel = 2
+[[cell]]
+name = "mtp L={synth_len}"
+method = "mtp"
+draft_max = 3
+synth_len = 2.0
+backend = ["inprocess", "server"]
+parallel = 2
+"""
+    path = write(tmp_path, body)
+    path.write_text(path.read_text().replace('target    = { synth = "qwen3.6-35b-a3b", scale = "tiny" }',
+                                             'target    = { synth = "qwen3.6-35b-a3b", scale = "tiny", '
+                                             'branch_scale = 0.05, mtp = true }'))
+    out = run(path, "--results", results)
+    assert out.exit_code == 0, out.output
+    records = read_jsonl(results / "srv" / "trials.jsonl")
+    pairs = by_backend(records)
+    assert len(pairs) == 3 * 2
+    for (name, _), both in pairs.items():
+        mine, theirs = both["inprocess"], both["server"]
+        assert [(s["tokens_sha"], s["n_drafted"], s["n_accepted"]) for s in mine["streams"]] == \
+               [(s["tokens_sha"], s["n_drafted"], s["n_accepted"]) for s in theirs["streams"]], name
+    assert sum(r["n_accepted"] for r in records if r["method"] == "mtp") > 0
+
+
 def test_blocks_design_through_the_server_starts_each_cell_once_per_block(tmp_path):
     results = tmp_path / "results"
     body = """
@@ -253,8 +291,8 @@ def test_bad_server_cells_are_one_line_at_load(tmp_path):
     prior = '[[cell]]\nmethod = "ngram-cache"\nlookup_prior_runs = 2\nbackend = "server"\n'
     out = run(write(tmp_path, prior), "--results", results)
     assert out.exit_code == 2 and "lookup_prior_runs cannot run through llama-server" in out.output
-    mtp = '[[cell]]\nmethod = "mtp"\nparallel = 2\n'
-    out = run(write(tmp_path, mtp), "--results", results)
+    dflash = '[[cell]]\nmethod = "dflash"\ndrafter = "identical"\nparallel = 2\n'
+    out = run(write(tmp_path, dflash), "--results", results)
     assert out.exit_code == 2 and 'run it with backend = "server"' in out.output
     wide = '[[cell]]\nmethod = "ngram-mod"\nparallel = 16\nn_batch = 512\n'
     out = run(write(tmp_path, wide), "--results", results)

@@ -13,9 +13,10 @@ then every step:
 A stream that is done leaves the batch. Its decode time runs from the start of the loop to its
 last token; the trial's window from the start of the loop to the last stream's last token.
 
-Drafters that read the target's hidden states (MTP, DFlash, DSpark, EAGLE-3) take the rows of a
-batch that held only their own tokens, so they run one stream only here: several streams of them
-run through `backend = "server"` (the matrix refuses them in one line, matrix/cells.py).
+The MTP head reads its stream's rows of the joint batch. Drafters that read the target's layer
+features (DFlash, DSpark, EAGLE-3) take the rows of a batch that held only their own tokens, so
+they run one stream only here: several streams of them run through `backend = "server"` (the
+matrix refuses them in one line, matrix/cells.py).
 """
 
 from __future__ import annotations
@@ -45,14 +46,17 @@ def _draft_all(jobs: list[tuple[SlotLoop, tuple]]) -> list[list[int]]:
     return drafts
 
 
-def _process_all(slots: list[SlotLoop], batches: list[tuple[list[int], int]]) -> None:
-    """The drafters see the verify batches: a draft model's streams in one decode."""
+def _process_all(slots: list[SlotLoop], batches: list[tuple[list[int], int]], starts: list[int]) -> None:
+    """The drafters see the verify batches: a draft model's streams in one decode; an MTP head
+    reads its stream's rows of the joint batch (from `row0`)."""
     batched = [(s.drafter, b, p) for s, (b, p) in zip(slots, batches) if type(s.drafter) is DraftModel]
     if batched:
         DraftModel.process_many(batched)
-    for s, (b, p) in zip(slots, batches):
+    for s, (b, p), at in zip(slots, batches, starts):
         if s.drafter is not None and type(s.drafter) is not DraftModel:
+            s.drafter.row0 = at
             s.drafter.process(b, p)
+            s.drafter.row0 = 0
 
 
 def run_streams(target: Context, prompts: list[list[int]], n_predict: int, drafters: list[Drafter | None],
@@ -97,7 +101,7 @@ def run_streams(target: Context, prompts: list[list[int]], n_predict: int, draft
         loop.n_steps += 1
         if any(s.drafter is not None for s in active):
             t = _now()
-            _process_all(active, batches)
+            _process_all(active, batches, starts)
             loop.t_draft += _now() - t
         for s, (b, _), at in zip(active, batches, starts):
             s.verify(at, b, dt)

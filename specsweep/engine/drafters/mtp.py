@@ -13,6 +13,8 @@ head's one attention layer). Step for step as llama.cpp:
   After a checkpoint rollback on a hybrid target llama.cpp does not call accept, so the carried
   state stays the verify batch's last row for the re-decoded batch; specsweep does the same, so
   that its counts match llama.cpp's.
+With several streams (`parallel`), each stream's head decodes in its own sequence of the head's
+context and reads its rows of the target's joint batch, from `row0` on.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ def mtp_layers(model) -> int:
 class Mtp(DraftModel):
     name = "mtp"
 
-    def __init__(self, ctx: Context, target: Context, n_max: int = 3, n_min: int = 0, p_min: float = 0.0):
+    def __init__(self, ctx: Context, target: Context, n_max: int = 3, n_min: int = 0, p_min: float = 0.0,
+                 seq: int = 0):
         heads = mtp_layers(ctx.model)
         if heads != 1:
             raise SpecsweepError(f"{ctx.model.path.name} has {heads} MTP layers; specsweep runs single-head "
                                  f"MTP (Qwen3.5/3.6) only")
-        super().__init__(ctx, n_max=n_max, n_min=n_min, p_min=p_min)
+        super().__init__(ctx, n_max=n_max, n_min=n_min, p_min=p_min, seq=seq)
+        self.row0 = 0  # where this stream's tokens start in the target's last batch
         self.use_checkpoints = False  # the head's memory is a plain KV cache
         self.target = target
         self.n_embd = ctx.n_embd_out
@@ -50,10 +54,10 @@ class Mtp(DraftModel):
 
     def process(self, tokens: list[int], pos0: int) -> None:
         n = len(tokens)
-        h = self.target.hidden_rows(n)  # a view of the target's buffer: copied below
+        h = self.target.hidden_rows(self.row0 + n)[self.row0:]  # a view of the target's buffer: copied below
         batch = self.ctx.ext_batch()
         for k, token in enumerate(tokens):
-            batch.add(pos0 + k, token=token, embd=self.pending if k == 0 else h[k - 1])
+            batch.add(pos0 + k, token=token, embd=self.pending if k == 0 else h[k - 1], seq=self.seq)
         self.ctx.process(batch)
         self.verify_h = h.copy()
         self.pending = self.verify_h[-1].copy()
@@ -63,7 +67,7 @@ class Mtp(DraftModel):
         token, h = id_last, self.pending
         while True:
             batch = self.ctx.ext_batch()
-            batch.add(pos0 + len(out), token=token, embd=h, output=True)
+            batch.add(pos0 + len(out), token=token, embd=h, output=True, seq=self.seq)
             self.ctx.process(batch)
             token, p = top_token(self.ctx, 0, self.p_min)
             if p < self.p_min:
