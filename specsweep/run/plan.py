@@ -13,6 +13,7 @@ from specsweep.matrix.cells import Cell
 from specsweep.matrix.load import Matrix
 from specsweep.matrix.models import ModelRef
 from specsweep.matrix.prompts import Prompt, load_set
+from specsweep.models.placement import TARGET_KEYS
 from specsweep.run.blocks import BlockPlan, BlockTodo, blocks_to_run, plan_blocks
 
 
@@ -47,6 +48,10 @@ class Group:
     design: str = "sequential"
     blocks: list[BlockTodo] = field(default_factory=list)  # blocks design: the blocks still to run
     block_plan: BlockPlan | None = None
+    # the target's placement keys (models/placement.py), shared by the group's cells; a vram_budget's
+    # fit (models/fit.py Fit) once resolved before the run
+    placement: dict = field(default_factory=dict)
+    fitted: object = None
 
     @property
     def load_mtp(self) -> bool:
@@ -92,14 +97,24 @@ def select_targets(cells: list[Cell], targets, matrix_path: Path) -> list[Cell]:
     return [c for c in cells if c.models["target"].name in targets]
 
 
+def placement_of(cell: Cell) -> dict:
+    """The target's placement keys a cell sets; with a vram_budget also what the fit depends on
+    (cells that differ there load the target differently, so they are groups of their own)."""
+    place = {k: cell.settings[k] for k in TARGET_KEYS if cell.settings.get(k) not in (None, [])}
+    if "vram_budget" in place:
+        place.update({k: cell.settings[k] for k in ("gpus", "n_ctx", "kv", "n_batch", "flash_attn")})
+    return place
+
+
 def _group(cells: list[Cell], matrix: Matrix) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for cell in cells:
         target = cell.models["target"]
         layout = (tuple(cell.gpus), cell.split_mode if len(cell.gpus) > 1 else "layer",
                   tuple(cell.tensor_split) if len(cell.gpus) > 1 else ())
-        key = (json.dumps(target.identity, sort_keys=True), layout)
-        group = groups.setdefault(key, Group(target, *layout, design=matrix.design))
+        place = placement_of(cell)
+        key = (json.dumps(target.identity, sort_keys=True), layout, json.dumps(place, sort_keys=True))
+        group = groups.setdefault(key, Group(target, *layout, design=matrix.design, placement=place))
         group.cells.append(CellPlan(cell, load_set(cell.prompts, matrix.path, cell.prompt_kinds), []))
     for group in groups.values():  # baselines first: they give the reference tokens
         group.cells.sort(key=lambda c: c.cell.method != "baseline")
@@ -170,6 +185,8 @@ def describe(groups: list[Group], matrix_path: Path, resolve_path) -> list[str]:
         where = "CPU" if not g.gpus else "GPU " + "+".join(map(str, g.gpus))
         if len(g.gpus) > 1:
             where += f" (split {g.split_mode}" + (f" {list(g.tensor_split)}" if g.tensor_split else "") + ")"
+        if g.placement:
+            where += " (" + ", ".join(f"{k}={v}" for k, v in g.placement.items() if k in TARGET_KEYS) + ")"
         lines.append(f"group {n}: load on {where}:")
         for ref in g.models.values():
             kv = f" override_kv={list(ref.override_kv)}" if ref.override_kv else ""

@@ -23,6 +23,7 @@ from specsweep.engine.speculative import TrialResult, run_trial
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.cells import Cell
 from specsweep.matrix.prompts import Prompt
+from specsweep.models import placement
 from specsweep.records import outputs
 from specsweep.records.store import ResultsDir
 from specsweep.records.telemetry import Telemetry
@@ -155,6 +156,11 @@ class CellRun:
             self.rollback = "snapshot" if self.tctx.can_remove_partially() else "checkpoint"
         self.ref_key = cell.reference_key()
         self.prior_runs = cell.settings.get("lookup_prior_runs", 0)
+        # where the weights went, as llama.cpp reported it: the target's (the group's), the draft's
+        self.placement = dict(runner.placement)
+        if draft is not None and draft is not target:
+            self.placement["draft"] = placement.record_block(placement.draft_spec(cell.settings), draft.loaded,
+                                                             draft=True)
         self.telemetry = Telemetry(sorted(set(cell.gpus) | ({cell.settings["draft_gpu"]}
                                                              if cell.settings.get("draft_gpu") is not None else set())))
 
@@ -219,6 +225,7 @@ class Runner:
         self.references = {(r["reference_key"], r["prompt_id"]): r["tokens"]
                            for r in results.read_references() if "tokens" in r}
         self.n_recorded = 0
+        self.placement: dict = {}  # the loaded target's record block (models/placement.py)
 
     def run_group(self, group: Group) -> None:
         if not group.live:
@@ -226,10 +233,14 @@ class Runner:
         with ExitStack() as stack:
             tfile = self.model_files[group.target.name]
             target_path, target_kv = tfile["path"], tuple(tfile.get("override_kv", ()))
+            spec = placement.target_spec(group.placement)
+            place = placement.load_args(spec, group.fitted)
             target = stack.enter_context(runtime.Model(target_path, group.gpus, split_mode=group.split_mode,
                                                        tensor_split=group.tensor_split, load_mtp=group.load_mtp,
-                                                       override_kv=target_kv))
-            loaded = {(target_path, group.gpus, target_kv): target}
+                                                       override_kv=target_kv, **place))
+            self.placement = placement.record_block(spec, target.loaded, group.fitted, placement.estimate(
+                target_path, place, group.gpus, group.tensor_split, group.load_mtp))
+            loaded = {(target_path, group.gpus, target_kv, place["tensor_overrides"], place["n_gpu_layers"]): target}
             self.shape = target_shape(target)
 
             def load(plan: CellPlan) -> runtime.Model | None:
@@ -237,9 +248,11 @@ class Runner:
                 if ref is None:
                     return None
                 f, gpus = self.model_files[ref.name], draft_gpus(plan.cell)
-                key = (f["path"], gpus, tuple(f.get("override_kv", ())))
+                ot = placement.draft_spec(plan.cell.settings).overrides
+                key = (f["path"], gpus, tuple(f.get("override_kv", ())), ot, None)
                 if key not in loaded:  # a draft identical to the target (same overrides) shares its weights
-                    loaded[key] = stack.enter_context(runtime.Model(f["path"], gpus, override_kv=key[2]))
+                    loaded[key] = stack.enter_context(runtime.Model(f["path"], gpus, override_kv=key[2],
+                                                                    tensor_overrides=ot))
                 return loaded[key]
 
             if group.design == "blocks" and self._run_blocks(group, target, load):
@@ -367,6 +380,7 @@ class Runner:
             "synthetic": synthetic_run,
             "loop": r.loop,
             "target_shape": self.shape,
+            "placement": run.placement,
             "telemetry": telemetry,
             "tokens_sha": tokens_sha(r.tokens[: cell.n_predict]),
             "output": outputs.pack(r.tokens, "".join(pieces)),
