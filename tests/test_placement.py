@@ -99,6 +99,8 @@ def test_matrix_keys_expand_and_leave_unset_cells_as_they_were(tmp_path):
     assert cells[0].id == plain.id and cells[0].reference_key() == plain.reference_key()
     empty = load(_matrix(tmp_path, '[[cell]]\nmethod = "baseline"\noverride_tensor = []\n', "c.toml")).cells[0]
     assert (empty.id, empty.name) == (plain.id, "baseline")  # an empty override list is no placement
+    zero = load(_matrix(tmp_path, '[[cell]]\nmethod = "baseline"\nn_cpu_moe = 0\n', "d.toml")).cells[0]
+    assert zero.id == plain.id and zero.reference_key() == plain.reference_key()  # no expert moves
     assert [c.name for c in cells[1:5]] == ["baseline ncmoe=1", "baseline ncmoe=2", "baseline ot=1", "baseline ot=2"]
     assert cells[3].settings["override_tensor"] == ["a=CPU"]
     # a placement changes where experts are computed, hence the reference the tokens are compared with

@@ -24,7 +24,7 @@ NOT_IDENTITY = {"trials", "warmup"}
 # keys added after records existed, left out of the id at their neutral value, so that a new key
 # does not turn every recorded cell into a new one (resume and the report match by id)
 NEUTRAL = {"split_mode": "none", "tensor_split": [], "lookup_prior_runs": 0, "ignore_eos": False,
-           "override_tensor": []}
+           "override_tensor": [], "n_cpu_moe": 0, "draft_n_cpu_moe": 0}
 # settings that change the generated tokens: the baseline reference is shared over the rest
 # (a placement too: experts computed on the host may round otherwise than on the GPU)
 REFERENCE_KEYS = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat", "thinking",

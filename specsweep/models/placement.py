@@ -119,7 +119,7 @@ def target_spec(settings: dict, label: str = "") -> Spec:
     spec = Spec(settings.get("n_cpu_moe"), overrides, settings.get("n_gpu_layers"), budget, budget_text)
     if budget is not None:
         given = [k for k, v in (("n_gpu_layers", spec.n_gpu_layers), ("override_tensor", overrides),
-                                ("n_cpu_moe", spec.n_cpu_moe)) if v not in (None, ())]
+                                ("n_cpu_moe", spec.n_cpu_moe or None)) if v not in (None, ())]
         if given:  # llama.cpp's fit gives up when -ngl or any -ot is set (common/fit.cpp)
             raise SpecsweepError(f"{where}vram_budget cannot be combined with {given[0]} (llama.cpp's -fit "
                                  f"does nothing once -ngl, -ot or --n-cpu-moe is given): give one or the other")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from specsweep import methods
 from specsweep.errors import SpecsweepError
-from specsweep.matrix.cells import Cell
+from specsweep.matrix.cells import NEUTRAL, Cell
 from specsweep.matrix.load import Matrix
 from specsweep.matrix.models import ModelRef
 from specsweep.matrix.prompts import Prompt, load_set
@@ -100,7 +100,7 @@ def select_targets(cells: list[Cell], targets, matrix_path: Path) -> list[Cell]:
 def placement_of(cell: Cell) -> dict:
     """The target's placement keys a cell sets; with a vram_budget also what the fit depends on
     (cells that differ there load the target differently, so they are groups of their own)."""
-    place = {k: cell.settings[k] for k in TARGET_KEYS if cell.settings.get(k) not in (None, [])}
+    place = {k: cell.settings[k] for k in TARGET_KEYS if cell.settings.get(k) not in (None, [], NEUTRAL.get(k))}
     if "vram_budget" in place:
         place.update({k: cell.settings[k] for k in ("gpus", "n_ctx", "kv", "n_batch", "flash_attn")})
     return place
