@@ -357,3 +357,14 @@ def test_probe_measures_with_experts_on_the_host(tiny_model, tmp_path):
         out = CliRunner().invoke(main, [*map(str, base), *extra])
         assert out.exit_code == 2 and out.output.strip().count("\n") == 0 and message in out.output, out.output
     assert len(read_jsonl(results / "probe" / "probe.jsonl")) == 1
+
+
+def test_check_shows_the_split_and_refuses_from_the_header(tmp_path, synth_cache):
+    path = _matrix(tmp_path, '[[cell]]\nmethod = "baseline"\nn_cpu_moe = [0, 2]\n')
+    out = CliRunner().invoke(main, ["check", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "placement baseline ncmoe=2: target host 0.00 GiB, GPU0 0.00 GiB (6 tensors overridden; estimate)" in out.output
+    assert "placement baseline ncmoe=0" not in out.output  # no expert moves
+    path.write_text(HEAD + '[[cell]]\nmethod = "baseline"\noverride_tensor = ["blk\\\\.9\\\\.=CPU"]\n')
+    out = CliRunner().invoke(main, ["check", str(path)])
+    assert out.exit_code == 2 and "matches no tensor of target t" in out.output.splitlines()[-1]

@@ -104,7 +104,8 @@ class Spec:
 
     @property
     def empty(self) -> bool:
-        return self == Spec()
+        """Nothing moves: no override (n_cpu_moe 0 is none), no -ngl, no budget."""
+        return not self.overrides and self.n_gpu_layers is None and self.vram_budget is None
 
 
 def target_spec(settings: dict, label: str = "") -> Spec:
