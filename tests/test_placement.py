@@ -8,7 +8,6 @@ tensors an override moved (llama.cpp logs each one); bytes per GPU are for the G
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -89,8 +89,8 @@ def fit_placement(req: Request, gpus_seen: list[dict] | None, tool: Path | None)
     else the approximation. A GPU without the tool is refused rather than approximated."""
     if gpus_seen:
         if tool is None or not Path(tool).is_file():
-            raise SpecsweepError(f"vram_budget on a GPU runs llama.cpp's llama-fit-params, which is not built "
-                                 f"(scripts/build-native.sh; or point $SPECSWEEP_NATIVE_BIN at its folder)")
+            raise SpecsweepError("vram_budget on a GPU runs llama.cpp's llama-fit-params, which is not built "
+                                 "(scripts/build-native.sh; or point $SPECSWEEP_NATIVE_BIN at its folder)")
         return run_fit_tool(req, Path(tool))
     return approximate_fit(req)
 

@@ -83,10 +83,6 @@ def parse_size(text: object, what: str = "vram_budget") -> int:
     return n
 
 
-def gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
 @dataclass(frozen=True)
 class Spec:
     """One model's placement keys, parsed."""
