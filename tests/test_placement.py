@@ -8,6 +8,8 @@ tensors an override moved (llama.cpp logs each one); bytes per GPU are for the G
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -226,6 +228,8 @@ def test_the_approximation_takes_the_most_layers_of_a_dense_model_that_fit(tiny_
 
 
 FAKE_TOOL = r'''#!{python}
+import os
+import subprocess
 import sys
 open({log!r}, "a").write(" ".join(sys.argv[1:]) + "\n")
 print("common_params_fit_impl: projected to use 30000 MiB of device memory vs. 24000 MiB of free device memory", file=sys.stderr)
@@ -367,3 +371,29 @@ def test_check_shows_the_split_and_refuses_from_the_header(tmp_path, synth_cache
     path.write_text(HEAD + '[[cell]]\nmethod = "baseline"\noverride_tensor = ["blk\\\\.9\\\\.=CPU"]\n')
     out = CliRunner().invoke(main, ["check", str(path)])
     assert out.exit_code == 2 and "matches no tensor of target t" in out.output.splitlines()[-1]
+
+
+FIT_TOOL = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", Path(__file__).resolve().parent.parent / "build" / "native"
+                               / "bin")) / "llama-fit-params"
+
+
+def test_llama_cpps_own_flag_parser_moves_the_same_tensors(tiny_model):
+    """placement_flags' -ot/--n-cpu-moe, given to a native llama.cpp tool (llama-fit-params loads the
+    model without allocating, logging each override), move exactly the tensors the in-process load moves."""
+    if not FIT_TOOL.is_file():
+        if os.environ.get("SPECSWEEP_REQUIRE_NATIVE") == "1":
+            pytest.fail(f"native llama-fit-params not built ({FIT_TOOL})")
+        pytest.skip(f"native llama-fit-params not built ({FIT_TOOL})")
+    from specsweep.engine.native import native_env
+
+    path = tiny_model(MOE)
+    settings = {"n_cpu_moe": 1, "override_tensor": [r"blk\.3\.attn_(q|k)\.=CPU", r"output\.weight=CPU"]}
+    proc = subprocess.run([str(FIT_TOOL), "-m", str(path), "-c", "512", "-v", *placement_flags(settings)],
+                          capture_output=True, text=True, errors="replace", env=native_env(FIT_TOOL),
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    native = placement.read_load_log((proc.stdout + proc.stderr).splitlines())
+    with runtime.Model(path, (0,), tensor_overrides=target_spec(settings).overrides) as model:
+        assert native.overridden == model.loaded.overridden
+    # output\.weight is searched, so blk.3.attn_output.weight moves too, in both
+    assert len(native.overridden) == 3 + 2 + 2 and "blk.3.attn_output.weight" in native.overridden
