@@ -30,6 +30,10 @@ DRAFT_KV = {"draft_kv": Key(None, (str,), choices=("q8_0", "f16"),
                             help="KV type of the draft context (-ctkd/-ctvd; unset: the target's kv)")}
 DRAFTER = Key(None, (str,), help="the drafter model that reads the target's hidden states (DFlash, DSpark, EAGLE-3)")
 DRAFT_GPU = {"draft_gpu": Key(None, (int,), minimum=0, help="GPU for the draft model (default: the target's)")}
+# the draft model's or drafter's experts in host memory (llama.cpp's -ncmoed); the MTP head runs
+# on the target's own weights, which the target's placement keys place
+DRAFT_PLACEMENT = {"draft_n_cpu_moe": Key(None, (int,), minimum=0,
+                                          help="keep the experts of the draft model's first N layers in host memory (-ncmoed)")}
 
 
 def _ngram_map(n: int = 12, m: int = 48, hits: int | None = 1) -> dict[str, Key]:
@@ -218,7 +222,7 @@ def _model_title(role: str):
 _REGISTRY = [
     Method("baseline", None, "#6b6b6b", title=lambda s: "baseline"),
     Method("draft", "draft-simple", "#0072B2", {"draft": Key(None, (str,), help="draft model name"),
-                                                **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
+                                                **DRAFT_GPU, **DRAFT_PLACEMENT, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("draft",), context="draft", flags=_draft_flags, n_max=lambda s: s["draft_max"],
            make=_make_draft, check=_check_draft, title=_model_title("draft")),
     # llama.cpp fixes ngram-cache drafts at 8 tokens (create_state_ngram_cache) and reads neither
@@ -255,17 +259,17 @@ _REGISTRY = [
     # drafters that read the target's hidden states: llama.cpp gives a hybrid target draft_max
     # recurrent-state snapshots for them (common_params_speculative::need_n_rs_seq), hence snapshot
     Method("dflash", "draft-dflash", "#CC79A7", {"drafter": DRAFTER,
-                                                 **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
+                                                 **DRAFT_GPU, **DRAFT_PLACEMENT, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("drafter",), context="drafter", rollback="snapshot", flags=_draft_flags,
            n_max=lambda s: s["draft_max"], make=_make_dflash, check=_check_dflash, title=_model_title("drafter"),
            capped=True),
     Method("dspark", "draft-dspark", "#AA4499", {"drafter": DRAFTER,
-                                                 **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
+                                                 **DRAFT_GPU, **DRAFT_PLACEMENT, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("drafter",), context="drafter", rollback="snapshot", flags=_draft_flags,
            n_max=lambda s: s["draft_max"], make=_make_dspark, check=_check_dspark, title=_model_title("drafter"),
            capped=True),
     Method("eagle3", "draft-eagle3", "#332288", {"drafter": DRAFTER,
-                                                 **DRAFT_GPU, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
+                                                 **DRAFT_GPU, **DRAFT_PLACEMENT, **DRAFT_KV, **_draft_n(3, 0), **P_MIN},
            roles=("drafter",), context="drafter", rollback="snapshot", flags=_draft_flags,
            n_max=lambda s: s["draft_max"], make=_make_eagle3, check=_check_eagle3, title=_model_title("drafter")),
     Method("mtp", "draft-mtp", "#D55E00", {**DRAFT_KV, **_draft_n(3, 0), **P_MIN}, context="mtp", rollback="snapshot",

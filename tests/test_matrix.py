@@ -166,6 +166,8 @@ def test_the_readme_and_docs_name_every_method_and_key():
     docs = (ROOT / "docs" / "matrix.md").read_text()
     for key in methods.all_keys():
         assert f"| `{key}` |" in docs, key
+    table = CliRunner().invoke(main, ["keys", "--markdown"]).output
+    assert table.strip() in docs  # the whole table, defaults and meanings too
 
 
 def test_synthetic_rates_are_checked_against_a_block_drafters_real_limit(tmp_path):

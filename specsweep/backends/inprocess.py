@@ -22,6 +22,7 @@ from specsweep.engine.server_loop import Synth, run_trial_server
 from specsweep.engine.speculative import run_trial
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.cells import Cell
+from specsweep.models import placement
 
 
 def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOptions:
@@ -105,6 +106,7 @@ class InProcessCell:
         self.tctx = self.dctx = None
         self.rollback: str | None = None
         self.prior_runs = cell.settings.get("lookup_prior_runs", 0)
+        self.placement: dict = {}  # the record's placement block (the group sets it)
 
     def open(self) -> None:
         cell, target = self.cell, self.target
@@ -179,27 +181,41 @@ class InProcessCell:
 
 @contextlib.contextmanager
 def group(group, files: dict, matrix_dir):
-    """Load a group's target (and, on first use, each draft) once; yields prepare(plan, prompts)."""
+    """Load a group's target where its placement says (and, on first use, each draft) once;
+    yields prepare(plan, prompts, reference_for)."""
     with ExitStack() as stack:
         tfile = files[group.target.name]
         target_path, target_kv = tfile["path"], tuple(tfile.get("override_kv", ()))
+        spec = placement.target_spec(group.placement)
+        place = placement.load_args(spec, group.fitted)
         target = stack.enter_context(runtime.Model(target_path, group.gpus, split_mode=group.split_mode,
                                                    tensor_split=group.tensor_split, load_mtp=group.load_mtp,
-                                                   override_kv=target_kv))
-        loaded = {(target_path, group.gpus, target_kv): target}
+                                                   override_kv=target_kv, **place))
+        # where the weights went, as llama.cpp reported it, beside the header's estimate
+        target_block = placement.record_block(spec, target.loaded, group.fitted, placement.estimate(
+            target_path, place, group.gpus, group.tensor_split, group.load_mtp))
+        loaded = {(target_path, group.gpus, target_kv, place["tensor_overrides"], place["n_gpu_layers"]): target}
 
         def load(cell: Cell) -> runtime.Model | None:
             ref = cell.models.get("draft") or cell.models.get("drafter")
             if ref is None:
                 return None
             f, gpus = files[ref.name], cell.draft_gpus
-            key = (f["path"], gpus, tuple(f.get("override_kv", ())))
+            ot = placement.draft_spec(cell.settings).overrides
+            key = (f["path"], gpus, tuple(f.get("override_kv", ())), ot, None)
             if key not in loaded:  # a draft identical to the target (same overrides) shares its weights
-                loaded[key] = stack.enter_context(runtime.Model(f["path"], gpus, override_kv=key[2]))
+                loaded[key] = stack.enter_context(runtime.Model(f["path"], gpus, override_kv=key[2],
+                                                                tensor_overrides=ot))
             return loaded[key]
 
         def prepare(plan, prompts: dict[str, list[int]], reference_for) -> InProcessCell:
-            return InProcessCell(plan.cell, prompts, target, load(plan.cell), matrix_dir, reference_for)
+            draft = load(plan.cell)
+            session = InProcessCell(plan.cell, prompts, target, draft, matrix_dir, reference_for)
+            session.placement = dict(target_block)
+            if draft is not None and draft is not target:
+                session.placement["draft"] = placement.record_block(placement.draft_spec(plan.cell.settings),
+                                                                    draft.loaded, draft=True)
+            return session
 
         prepare.vocab = target
         yield prepare

@@ -43,6 +43,7 @@ from specsweep.engine.llama_server import LlamaServer, find_binary
 from specsweep.engine.speculative import TrialResult
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.cells import Cell
+from specsweep.models import placement
 
 _METRIC = re.compile(r'^llamacpp:(\w+)(?:\{position="(\d+)"\})?\s+(\S+)$')
 
@@ -92,16 +93,24 @@ class ServerCell:
     exclusive = True
 
     def __init__(self, cell: Cell, prompts: dict[str, list[int]], vocab: runtime.Model, files: dict,
-                 binary: Path, log_dir: Path):
+                 binary: Path, log_dir: Path, fitted=None):
         self.cell, self.prompts, self.vocab = cell, prompts, vocab
-        self.args = server_flags(cell, files)
+        self.args = server_flags(cell, files, fitted)
+        self.spec, self.fitted = placement.target_spec(cell.settings), fitted
+        self.placement: dict = {}
         self.binary = binary
         self.log_path = Path(log_dir) / f"{cell.id}.log"
         self.server: LlamaServer | None = None
 
     # --- lifetime ---
     def open(self) -> None:
+        start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.server = LlamaServer(self.binary, self.args, self.log_path).start()
+        # where the server put the weights: its own load log lines of this start
+        with open(self.log_path, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()
+        self.placement = placement.record_block(self.spec, placement.read_load_log(lines), self.fitted)
 
     def close(self) -> None:
         if self.server is not None:
@@ -195,6 +204,7 @@ def group(group, files: dict, results_dir: Path, binary: str | Path | None = Non
     tfile = files[group.target.name]
     with runtime.Model(tfile["path"], (), vocab_only=True, override_kv=tfile.get("override_kv", ())) as vocab:
         def prepare(plan, prompts: dict[str, list[int]], reference_for=None) -> ServerCell:
-            return ServerCell(plan.cell, prompts, vocab, files, path, Path(results_dir) / "server-logs")
+            return ServerCell(plan.cell, prompts, vocab, files, path, Path(results_dir) / "server-logs",
+                              group.fitted)
         prepare.vocab = vocab
         yield prepare

@@ -10,7 +10,9 @@ What maps, and how (llama.cpp's flag names, common/arg.cpp):
   each stream gets the cell's n_ctx; without -np the server would run 4 slots with a unified
   cache), `-b`/`-ub` n_batch, `-fa`, `-ctk`/`-ctv` the KV type, `-t`/`-tb` the threads.
 - devices: no GPU -> `-dev none -ngl 0`; GPUs -> `-dev CUDA<i>,...`, every layer offloaded, the
-  split mode and tensor split of a multi-GPU target; `draft_gpu` -> `-devd CUDA<i>`.
+  split mode and tensor split of a multi-GPU target; `draft_gpu` -> `-devd CUDA<i>`; the placement
+  keys (`models/placement.py`: `-ngl`, `-ot`, `--n-cpu-moe`, `--spec-draft-n-cpu-moe`, or what a
+  `vram_budget`'s fit chose).
 - sampling: greedy comes with each request (temperature 0); `backend_sampling` -> `-bs`.
 - `override_kv`: `--override-kv`. llama-server copies the target's parameters to its draft model
   (common_base_params_to_speculative), so one list applies to both: specsweep passes the union
@@ -32,6 +34,7 @@ from specsweep import methods
 from specsweep.engine.runtime import default_threads
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.cells import Cell
+from specsweep.models.placement import placement_flags
 
 DEVICE_PREFIX = "CUDA"  # llama.cpp's name for CUDA device i is CUDA<i>
 
@@ -52,9 +55,9 @@ def merged_overrides(target: tuple[str, ...], draft: tuple[str, ...], cell_name:
     return list(by_key.values())
 
 
-def server_flags(cell: Cell, files: dict, extra: list[str] = ()) -> list[str]:
+def server_flags(cell: Cell, files: dict, fitted=None, extra: list[str] = ()) -> list[str]:
     """The command line (without the binary, host and port) for `cell`; `files` maps a model name
-    to {"path", "override_kv"} as the runner resolved it."""
+    to {"path", "override_kv"} as the runner resolved it, `fitted` is a vram_budget's fit."""
     s = cell.settings
     parallel = int(s.get("parallel", 1))
     threads = str(s.get("threads") or default_threads())
@@ -64,7 +67,8 @@ def server_flags(cell: Cell, files: dict, extra: list[str] = ()) -> list[str]:
             "-fa", "on" if cell.flash_attn else "off", "-ctk", cell.kv, "-ctv", cell.kv,
             "--fit", "off", "--metrics", "--cache-ram", "0", "--no-webui"]
     gpus = list(cell.gpus)
-    args += ["-dev", devices(gpus), "-ngl", "999" if gpus else "0"]
+    placed = placement_flags(s, fitted)  # -ngl/-ot/--n-cpu-moe of the placement keys (or their fit)
+    args += ["-dev", devices(gpus), *([] if "-ngl" in placed else ["-ngl", "999" if gpus else "0"]), *placed]
     if len(gpus) > 1:
         args += ["-sm", cell.split_mode]
         if cell.tensor_split:

@@ -14,11 +14,12 @@ What is checked:
 - comparability: a speculative config is compared with the baseline that shares its reference
   key, and that baseline must have been measured with the same settings that change speed apart
   from the method's own (KV type, flash attention, context and batch size, GPUs and split,
-  threads, backend sampling, prompts, chat template, n_predict, the same target file) and on the
-  same software and hardware (GPUs, driver, CUDA, CPU, llama.cpp, llama-cpp-python, specsweep). A
-  speculative config without such a baseline is refused: a baseline measured with other flags is
-  the confound that made a published comparison wrong. `--drop-unmatched` leaves such configs out
-  of the file instead (each one named), rather than letting them in.
+  threads, backend sampling, prompts, chat template, n_predict, the weights' placement, the same
+  target file) and on the same software and hardware (GPUs, driver, CUDA, CPU, llama.cpp,
+  llama-cpp-python, specsweep). A speculative config without such a baseline is refused: a
+  baseline measured with other flags is the confound that made a published comparison wrong.
+  `--drop-unmatched` leaves such configs out of the file instead (each one named), rather than
+  letting them in.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def _setting(settings: dict, key: str):
 
 
 COMPARABLE = ("kv", "flash_attn", "n_ctx", "n_batch", "gpus", "split_mode", "tensor_split", "threads",
-              "backend_sampling", "prompts", "prompt_kinds", "chat", "n_predict")
+              "backend_sampling", "prompts", "prompt_kinds", "chat", "n_predict",
+              "n_cpu_moe", "override_tensor", "n_gpu_layers", "vram_budget")  # where the target's weights live
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

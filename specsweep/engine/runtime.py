@@ -17,12 +17,13 @@ from pathlib import Path
 import llama_cpp as ll
 import numpy as np
 
-from specsweep.engine import ext
+from specsweep.engine import buffer_types, ext
 from specsweep.errors import SpecsweepError
 from specsweep.models import overrides as kv
+from specsweep.models import placement
 
 _GGML_LOG_WARN, _GGML_LOG_ERROR = 3, 4  # ggml_log_level
-_state = {"init": False, "verbose": False}
+_state = {"init": False, "verbose": False, "capture": None}  # capture: a list taking every line (a load's log)
 _recent = collections.deque(maxlen=20)  # the last lines llama.cpp logged, for error messages
 
 
@@ -33,6 +34,8 @@ def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         print(line, end="", flush=True, file=sys.stderr)
     if level in (_GGML_LOG_WARN, _GGML_LOG_ERROR) and line.strip():
         _recent.append((level, line.strip()))
+    if _state["capture"] is not None:
+        _state["capture"].append(line)
 
 
 def init(verbose: bool = False) -> None:
@@ -129,25 +132,33 @@ def gpu_placement(gpus: tuple[int, ...], split_mode: str = "layer", ratios: tupl
 class Model:
     def __init__(self, path: Path, gpus: tuple[int, ...] | list[int] = (0,), vocab_only: bool = False,
                  split_mode: str = "layer", tensor_split: tuple[float, ...] | list[float] = (),
-                 load_mtp: bool = False, override_kv: tuple[str, ...] | list[str] = ()):
+                 load_mtp: bool = False, override_kv: tuple[str, ...] | list[str] = (),
+                 tensor_overrides: tuple | list = (), n_gpu_layers: int | None = None):
         """Load a GGUF. `gpus`: () keeps it on the CPU, (i,) puts all layers on GPU i, more
         indices split the model over those GPUs (`split_mode` layer, row or tensor, in the
         proportions `tensor_split`, even by default). `vocab_only` reads the tokenizer and chat
         template, no weights. `load_mtp` also loads the multi-token-prediction layers (llama.cpp
         skips them otherwise). `override_kv`: "KEY=TYPE:VALUE" strings, llama.cpp's --override-kv
-        (specsweep.models.overrides); one llama.cpp would ignore for its type is refused."""
+        (specsweep.models.overrides); one llama.cpp would ignore for its type is refused.
+        `tensor_overrides`: llama.cpp's -ot (specsweep.models.placement.Override, in order);
+        `n_gpu_layers`: its -ngl on the GPU(s) (None: every layer). What llama.cpp reports it put
+        where (buffer sizes, overridden tensors) is read back from its load log into `loaded`."""
         init(_state["verbose"])
         path = Path(path)
         if not path.is_file():
             raise SpecsweepError(f"model file not found: {path}")
         params = ll.llama_model_default_params()
-        placement = gpu_placement(tuple(gpus), split_mode, tuple(tensor_split), ll.llama_max_devices())
-        params.n_gpu_layers = placement.n_gpu_layers
-        params.split_mode = placement.split_mode
-        params.main_gpu = placement.main_gpu
-        if placement.tensor_split:
-            self._split = (ctypes.c_float * len(placement.tensor_split))(*placement.tensor_split)  # alive while loading
+        layout = gpu_placement(tuple(gpus), split_mode, tuple(tensor_split), ll.llama_max_devices())
+        params.n_gpu_layers = layout.n_gpu_layers if n_gpu_layers is None or not gpus else n_gpu_layers
+        params.split_mode = layout.split_mode
+        params.main_gpu = layout.main_gpu
+        if layout.tensor_split:
+            self._split = (ctypes.c_float * len(layout.tensor_split))(*layout.tensor_split)  # alive while loading
             params.tensor_split = self._split
+        self.tensor_overrides = tuple(tensor_overrides)
+        if self.tensor_overrides:  # a NULL-terminated array, alive while loading
+            self._bufts = buffer_types.override_array(self.tensor_overrides, f"model {path.name}")
+            params.tensor_buft_overrides = ctypes.cast(self._bufts, ctypes.c_void_p)
         params.vocab_only = vocab_only
         params.load_mtp = load_mtp
         overrides = kv.parse_overrides(list(override_kv), f"model {path.name}")
@@ -156,7 +167,12 @@ class Model:
             self._kv = kv.to_llama(overrides)  # alive while loading
             params.kv_overrides = self._kv
         _recent.clear()
-        self.ptr = ll.llama_model_load_from_file(str(path).encode(), params)
+        _state["capture"] = log = []
+        try:
+            self.ptr = ll.llama_model_load_from_file(str(path).encode(), params)
+        finally:
+            _state["capture"] = None
+        self.loaded = placement.read_load_log(log)
         if not self.ptr:
             raise SpecsweepError(f"llama.cpp could not load {path}: {last_error('unknown error')}")
         ignored = next((line for _, line in _recent if "Bad metadata override type" in line), None)

@@ -17,21 +17,24 @@ from specsweep.engine.synthetic import resolve_rates
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.keys import MODEL_KEYS
 from specsweep.matrix.models import ModelRef
+from specsweep.models.placement import TARGET_KEYS, target_spec
 
 # settings that say how much to measure, not what: they stay out of the id
 NOT_IDENTITY = {"trials", "warmup"}
 # keys added after records existed, left out of the id at their neutral value, so that a new key
 # does not turn every recorded cell into a new one (resume and the report match by id)
 NEUTRAL = {"split_mode": "none", "tensor_split": [], "lookup_prior_runs": 0, "ignore_eos": False,
+           "override_tensor": [], "n_cpu_moe": 0, "draft_n_cpu_moe": 0,
            "backend": "inprocess", "parallel": 1, "loop": "simple"}
 # what a cell is measured and checked against: the baseline of the same reference key gives its
-# reference tokens and its paired speed. The settings that change the generated tokens, and the
+# reference tokens and its paired speed. The settings that change the generated tokens (a
+# placement too: experts computed on the host may round otherwise than on the GPU), and the
 # backend and the number of streams (a server's tokens and speed are compared with a server
 # baseline's, four streams with four streams).
 REFERENCE_KEYS = ("target", "kv", "flash_attn", "gpus", "n_predict", "prompts", "prompt_kinds", "chat", "thinking",
-                  "ignore_eos", "backend", "parallel")
+                  "ignore_eos", *TARGET_KEYS, "backend", "parallel")
 # keys added after references existed: out of the key while unset or neutral
-LATER_REFERENCE_KEYS = ("thinking", "ignore_eos", "backend", "parallel")
+LATER_KEYS = ("thinking", "ignore_eos", *TARGET_KEYS, "backend", "parallel")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class Cell:
         """Cells with the same key must generate the same tokens as the baseline. Keys added later
         (thinking, ignore_eos) stay out while unset or neutral, so recorded references still match."""
         d = {k: self.settings.get(k) for k in REFERENCE_KEYS if k != "target"
-             and not (k in LATER_REFERENCE_KEYS and self.settings.get(k) in (None, NEUTRAL.get(k)))}
+             and not (k in LATER_KEYS and self.settings.get(k) in (None, NEUTRAL.get(k)))}
         d["target"] = self.models["target"].identity
         return _digest(d)
 
@@ -102,6 +105,7 @@ def make_cell(name: str | None, values: dict, models: dict[str, ModelRef], label
         raise SpecsweepError(f"{label}: tensor_split must give one non-negative share per GPU of {gpus}")
     if values.get("draft_gpu") is not None and not gpus:
         raise SpecsweepError(f"{label}: draft_gpu needs the target on a GPU too (gpus is empty)")
+    target_spec(values, label)  # placement keys: their syntax, and vram_budget alone
     if not all(isinstance(k, str) for k in values["prompt_kinds"]):
         raise SpecsweepError(f"{label}: prompt_kinds must be a list of strings")
     if len(gpus) < 2:  # nothing to split: one layout, one cell
@@ -171,4 +175,13 @@ def _default_name(values: dict) -> str:
         name += f" synth L={values['synth_len']:g}"
     elif values.get("synth_rates"):
         name += " synth rates=" + ",".join(f"{r:g}" for r in values["synth_rates"])
-    return name
+    return name + placement_label(values)
+
+
+def placement_label(values: dict) -> str:
+    """The placement keys a cell sets, short, for its default name: " ncmoe=20 vram=24GiB"."""
+    short = {"n_cpu_moe": "ncmoe", "n_gpu_layers": "ngl", "vram_budget": "vram", "draft_n_cpu_moe": "draft-ncmoe"}
+    out = "".join(f" {label}={values[k]}" for k, label in short.items() if values.get(k) is not None)
+    if values.get("override_tensor"):
+        out += f" ot={len(values['override_tensor'])}"
+    return out

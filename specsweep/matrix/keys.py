@@ -53,6 +53,13 @@ COMMON = {
     "split_mode": Key("layer", (str,), choices=SPLIT_MODES,
                       help="how a target on several GPUs is split (llama.cpp's --split-mode)"),
     "tensor_split": Key([], (list,), help="the target's share per GPU of `gpus`, e.g. [3, 1] (empty: even)"),
+    # where the target's weights live (specsweep/models/placement.py), as llama.cpp's flags say;
+    # unset: every layer on the GPU(s) of `gpus`
+    "n_cpu_moe": Key(None, (int,), minimum=0, help="keep the experts of the first N layers in host memory (--n-cpu-moe)"),
+    "override_tensor": Key(None, (list,), help='["REGEX=BUFTYPE", ...]: matching tensors to CPU or a device such as CUDA0 (-ot)'),
+    "n_gpu_layers": Key(None, (int,), minimum=0, help="layers on the GPU, the output layer counting as one (-ngl; unset: all)"),
+    "vram_budget": Key(None, (str,), help='"24GiB": the -ngl/-ot llama.cpp\'s -fit picks with that much free on the GPU '
+                       "(1 GiB margin; llama-fit-params, or an approximation without a GPU); excludes the three above"),
     "threads": Key(0, (int,), minimum=0, help="CPU threads (0: every CPU this process may use)"),
     # on by default: host-side greedy copies a row of logits per token (1 MB at a 248k vocabulary);
     # an H100 baseline measured 0.968 of llama-bench that way against 0.987 with it

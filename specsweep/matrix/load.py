@@ -22,7 +22,7 @@ from specsweep.matrix.models import ModelRef, parse_models
 
 TOP_KEYS = {"name", "description", "design", "blocks", "models", "defaults", "cell"}
 DESIGNS = ("blocks", "sequential")
-LIST_VALUED = {"prompt_kinds", "gpus", "tensor_split", "synth_rates"}
+LIST_VALUED = {"prompt_kinds", "gpus", "tensor_split", "synth_rates", "override_tensor"}
 ALL_KEYS = methods.all_keys()  # every key any method reads
 
 

@@ -14,11 +14,18 @@ GGUF), the KV cache and, for hybrid models, the recurrent state, sized as llama.
 Not counted: llama.cpp's compute buffers (hundreds of MiB on large models, depending on n_batch)
 and the CPU repack copies, so treat a fit within ~10% as tight. The estimate for the tiny cards
 matches llama.cpp's own `llama_kv_cache: size` and `llama_memory_recurrent: size` log lines.
+
+Per placement (`placement_memory`): the same bytes split between each GPU and the host under
+n_gpu_layers and tensor overrides (specsweep.models.placement), tensor by tensor as llama.cpp's
+loader assigns them; its list of overridden tensors is what llama.cpp logs when it loads.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -73,10 +80,21 @@ def model_memory(path: Path, kv_type: str = "q8_0", n_ctx: int = 4096, n_seq: in
                  name: str | None = None) -> ModelMemory:
     """Weights + KV cache + recurrent state of one model, in bytes."""
     name = name or Path(path).name
-    paths = shard_paths(Path(path), name)
-    readers = [open_gguf(p, name) for p in paths]
+    readers = [open_gguf(p, name) for p in shard_paths(Path(path), name)]
     weights = sum(int(t.n_bytes) for r in readers for t in r.tensors)
-    r = readers[0]
+    state = layer_state(readers[0], kv_type, n_ctx, n_seq, name, path)
+    return ModelMemory(Path(path), weights, sum(state.kv), sum(state.recurrent),
+                       sum(1 for b in state.kv if b), sum(1 for b in state.recurrent if b))
+
+
+@dataclass(frozen=True)
+class LayerState:
+    kv: list[int]  # KV cache bytes per trunk layer (0 for a recurrent layer)
+    recurrent: list[int]  # recurrent-state bytes per trunk layer (0 for an attention layer)
+
+
+def layer_state(r, kv_type: str, n_ctx: int, n_seq: int, name: str, path) -> LayerState:
+    """Per trunk layer: its KV cache or its recurrent state, sized as llama.cpp sizes them."""
     arch = field(r, "general.architecture")
     if not isinstance(arch, str):
         raise SpecsweepError(f"model {name}: {path} has no general.architecture in its header")
@@ -101,28 +119,24 @@ def model_memory(path: Path, kv_type: str = "q8_0", n_ctx: int = 4096, n_seq: in
             recurrent = [(il + 1) % interval != 0 for il in range(n_layer)]
 
     n_ctx_pad = -(-max(1, n_ctx) // CTX_PAD) * CTX_PAD
-    kv_elems = 0
-    n_attn = 0
+    kv = [0] * n_layer
     for il in range(n_layer):
         if recurrent[il] or n_head_kv[il] == 0:
             continue
         hk = int(head_k) if head_k else (n_embd // n_head[il] if n_head[il] else 0)
         hv = int(head_v) if head_v else hk
-        kv_elems += n_head_kv[il] * (hk + hv)
-        n_attn += 1
-    kv = _bytes(kv_elems * n_ctx_pad, kv_type) if kv_elems else 0
+        kv[il] = _bytes(n_head_kv[il] * (hk + hv) * n_ctx_pad, kv_type)
 
-    rec_bytes = 0
-    n_rec = sum(recurrent)
-    if n_rec:
+    rec = [0] * n_layer
+    if any(recurrent):
         d_conv = int(key("ssm.conv_kernel", 0) or 0)
         d_inner = int(key("ssm.inner_size", 0) or 0)
         d_state = int(key("ssm.state_size", 0) or 0)
         n_group = int(key("ssm.group_count", 0) or 0)
         r_elems = max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state)
         s_elems = d_state * d_inner
-        rec_bytes = n_rec * (r_elems + s_elems) * 4 * max(1, n_seq)
-    return ModelMemory(Path(path), weights, kv, rec_bytes, n_attn, n_rec)
+        rec = [(r_elems + s_elems) * 4 * max(1, n_seq) if recurrent[il] else 0 for il in range(n_layer)]
+    return LayerState(kv, rec)
 
 
 def estimate_cell_bytes(model_paths: Iterable[Path], kv_type: str = "q8_0", n_ctx: int = 4096,
@@ -136,6 +150,105 @@ def estimate_cell_bytes(model_paths: Iterable[Path], kv_type: str = "q8_0", n_ct
         total += m.kv + m.recurrent + (0 if real in seen else m.weights)
         seen.add(real)
     return total
+
+
+# --- per placement: which memory each tensor and each layer's cache lands in ---------------------
+
+HOST = "host"
+
+
+@dataclass(frozen=True)
+class PlacementMemory:
+    """One model's bytes per place ("host", "GPU0", ...) under a placement, as llama.cpp's loader
+    decides it (src/llama-model.cpp load_tensors): the input layer (token embeddings) always on the
+    host; of the block_count layers and the output layer (together n_layer + 1) the last
+    n_gpu_layers on the GPU(s), split over several by their shares; then every tensor an override
+    matches (the first matching one) in that override's memory. A layer's KV cache or recurrent
+    state lives with the layer. Compute buffers are not counted (see the module's note)."""
+    weights: dict[str, int]
+    state: dict[str, int]
+    where: dict[str, str]  # tensor -> place
+    overridden: dict[str, str]  # tensor -> place, for the tensors an override moved (llama.cpp logs them)
+    n_gpu_layers: int  # as llama.cpp resolves it (a negative value: every layer)
+
+    def bytes_on(self, place: str) -> int:
+        return self.weights.get(place, 0) + self.state.get(place, 0)
+
+    @property
+    def host(self) -> int:
+        return self.bytes_on(HOST)
+
+    @property
+    def devices(self) -> dict[str, int]:
+        return {p: self.bytes_on(p) for p in sorted(set(self.weights) | set(self.state)) if p != HOST}
+
+
+def _override_place(buft: str) -> str:
+    """An -ot buffer type's memory: "CPU" the host, a device's ("CUDA1") that GPU."""
+    digits = re.search(r"(\d+)$", buft)
+    return HOST if buft == "CPU" or not digits else f"GPU{int(digits[1])}"
+
+
+def placement_memory(path: Path, overrides: Sequence = (), n_gpu_layers: int | None = None,
+                     gpus: Sequence[int] = (0,), shares: Sequence[float] = (), kv_type: str = "q8_0",
+                     n_ctx: int = 4096, n_seq: int = 1, load_mtp: bool = False,
+                     name: str | None = None) -> PlacementMemory:
+    """Bytes on each GPU and on the host for one model under a placement. `overrides`: objects
+    with .pattern and .buft (models.placement.Override), in llama.cpp's order; `n_gpu_layers`
+    None or negative: every layer; `gpus` () the CPU only; `shares` the split over several GPUs
+    (even when empty)."""
+    from specsweep.models.placement import layer_of, loaded_tensor_names
+
+    name = name or Path(path).name
+    readers = [open_gguf(p, name) for p in shard_paths(Path(path), name)]
+    r = readers[0]
+    arch = field(r, "general.architecture", "")
+    n_layer_all = int(field(r, f"{arch}.block_count", 0) or 0)
+    ngl = n_layer_all + 1 if n_gpu_layers is None or n_gpu_layers < 0 else n_gpu_layers
+    i_gpu_start = max(n_layer_all + 1 - ngl, 0)
+    act = min(ngl, n_layer_all + 1) if gpus else 0
+    shares = list(shares) or [1.0] * len(gpus)
+    splits = list(itertools.accumulate(shares))
+    splits = [x / splits[-1] for x in splits] if splits and splits[-1] > 0 else splits
+
+    def layer_place(il: int) -> str:
+        if il < i_gpu_start or il - i_gpu_start >= act:
+            return HOST
+        # llama.cpp: std::upper_bound over the cumulative shares
+        k = bisect.bisect_right(splits, (il - i_gpu_start) / act)
+        return f"GPU{gpus[min(k, len(gpus) - 1)]}"
+
+    sizes = {t.name: int(t.n_bytes) for rd in readers for t in rd.tensors}
+    loaded = loaded_tensor_names(path, name, load_mtp)
+    compiled = [(re.compile(o.pattern), _override_place(o.buft)) for o in overrides]
+    where, overridden = {}, {}
+    weights: dict[str, int] = {}
+    for t in loaded:
+        il = layer_of(t)
+        if il is not None:
+            place = layer_place(il)
+        elif t.startswith(("output", "cls")):  # the output layer: llama.cpp's layer n_layer_all
+            place = layer_place(n_layer_all)
+        else:  # token embeddings: the input layer stays on the CPU
+            place = HOST
+        for rx, to in compiled:
+            if rx.search(t):
+                place = overridden[t] = to
+                break
+        where[t] = place
+        weights[place] = weights.get(place, 0) + sizes[t]
+    if "output.weight" not in sizes and "token_embd.weight" in sizes:
+        # tied embeddings: llama.cpp duplicates token_embd as the output head, in the output layer's memory
+        out = layer_place(n_layer_all)
+        if out != HOST:
+            weights[out] = weights.get(out, 0) + sizes["token_embd.weight"]
+
+    st = layer_state(r, kv_type, n_ctx, n_seq, name, path)
+    state: dict[str, int] = {}
+    for il, b in enumerate(map(sum, zip(st.kv, st.recurrent))):
+        if b:
+            state[layer_place(il)] = state.get(layer_place(il), 0) + b
+    return PlacementMemory(weights, state, where, overridden, ngl)
 
 
 # ----------------------------------------------------------------------------------------------

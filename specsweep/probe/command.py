@@ -11,11 +11,12 @@ from pathlib import Path
 
 import click
 
-from specsweep.engine import runtime
+from specsweep.engine import buffer_types, runtime
 from specsweep.errors import SpecsweepError
+from specsweep.models import fit, placement
 from specsweep.models.overrides import parse_overrides
 from specsweep.probe import theory
-from specsweep.probe.measure import DEFAULT_KS, Curve, known_bandwidth_gbs, measure_curve
+from specsweep.probe.measure import DEFAULT_KS, SHORT_PROMPT, Curve, context_size, known_bandwidth_gbs, measure_curve
 from specsweep.records import manifest
 from specsweep.records.store import JsonlFile
 
@@ -90,6 +91,13 @@ def _fmt_a(a: float | None) -> str:
               help="Measure the draft cost as this model's single-token decode step instead.")
 @click.option("--override-kv", "override_kv", metavar="KEY=TYPE:VALUE", multiple=True,
               help="llama.cpp's --override-kv, for the model and the draft alike (repeatable).")
+@click.option("--n-cpu-moe", type=int, default=None,
+              help="Keep the experts of the model's first N layers in host memory (llama.cpp's --n-cpu-moe).")
+@click.option("--override-tensor", "override_tensor", metavar="REGEX=BUFTYPE", multiple=True,
+              help="llama.cpp's -ot: matching tensors to CPU or a device such as CUDA0 (repeatable).")
+@click.option("--n-gpu-layers", type=int, default=None, help="Layers on the GPU (llama.cpp's -ngl; default: all).")
+@click.option("--vram-budget", default=None, metavar="SIZE",
+              help='The placement llama.cpp\'s -fit picks with SIZE free on the GPU, e.g. "24GiB".')
 @click.option("--bandwidth-gbs", type=float, default=None,
               help="Peak memory bandwidth, GB/s (default: known GPUs by nvidia-smi name).")
 @click.option("--results", "results_root", metavar="DIR", type=click.Path(path_type=Path), default=Path("results"),
@@ -97,6 +105,7 @@ def _fmt_a(a: float | None) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
 def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int,
           threads: int, draft_ms: float | None, draft_path: Path | None, override_kv: tuple[str, ...],
+          n_cpu_moe: int | None, override_tensor: tuple[str, ...], n_gpu_layers: int | None, vram_budget: str | None,
           bandwidth_gbs: float | None, results_root: Path, verbose: bool) -> None:
     """Time one target decode of K tokens against one ordinary decode step, T(K)/T(1), and set it
     beside the expert-union prediction, the break-even acceptance per draft length and the
@@ -123,15 +132,23 @@ def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outpu
     _check_gguf(model_path, "model")
     if draft_path is not None:
         _check_gguf(draft_path, "draft model")
+    spec = _placement(n_cpu_moe, override_tensor, n_gpu_layers, vram_budget, gpu_ids, model_path)
     mb = theory.read_model_bytes(model_path)
     ctx_train = mb.header.get("context_length")
     if isinstance(ctx_train, int) and depth + max(ks) > ctx_train:
         raise SpecsweepError(f"--depth {depth} + K {max(ks)} exceeds the model's training context {ctx_train}")
 
     runtime.init(verbose)
+    fitted = None
+    if spec.vram_budget is not None:
+        req = fit.Request(model_path, model_path.name, spec.vram_budget, gpu_ids[0], kv,
+                          context_size(depth or SHORT_PROMPT, max(ks)), n_batch)
+        fitted = fit.fit_placement(req, buffer_types.gpu_devices(), fit.native_tool("llama-fit-params"))
+    args = placement.load_args(spec, fitted)
     place = f"GPU {','.join(map(str, gpu_ids))}" if gpu_ids else f"CPU ({_threads(threads or runtime.default_threads())})"
     click.echo(f"probing {model_path.name} on {place}: K = {','.join(map(str, ks))}, {reps} reps", err=True)
-    with runtime.Model(model_path, gpu_ids, override_kv=overrides) as model:
+    with runtime.Model(model_path, gpu_ids, override_kv=overrides, **args) as model:
+        placed = placement.record_block(spec, model.loaded, fitted, placement.estimate(model_path, args, gpu_ids))
         curve = measure_curve(model, ks, depth, reps, outputs, kv, n_batch, threads)
 
     draft_info: dict = {"source": "none", "ms_per_token": 0.0}
@@ -145,7 +162,7 @@ def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outpu
                       "ms_per_token": _ms(dc.median(1)), "times_ms": [_ms(t) for t in dc.times[1]]}
     machine = _machine(gpu_ids, threads)
     record = build_record(model_path, mb, curve, draft_info, machine, gpu_ids, depth, reps, threads,
-                          bandwidth_gbs)
+                          bandwidth_gbs, placed)
     for line in report_lines(record):
         click.echo(line)
     store = JsonlFile(Path(results_root) / "probe" / "probe.jsonl")
@@ -156,9 +173,21 @@ def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outpu
     click.echo(f"recorded in {store.path}", err=True)
 
 
+def _placement(n_cpu_moe, override_tensor, n_gpu_layers, vram_budget, gpu_ids, model_path: Path) -> placement.Spec:
+    """The placement options, as a matrix cell's keys, checked against the model's header."""
+    for name, value in (("--n-cpu-moe", n_cpu_moe), ("--n-gpu-layers", n_gpu_layers)):
+        if value is not None and value < 0:
+            raise SpecsweepError(f"{name} must be non-negative, got {value}")
+    settings = {"n_cpu_moe": n_cpu_moe, "override_tensor": list(override_tensor), "n_gpu_layers": n_gpu_layers,
+                "vram_budget": vram_budget, "gpus": list(gpu_ids)}
+    spec = placement.target_spec(settings, "probe")
+    placement.check_against_header(spec, model_path, model_path.name, "model")
+    return spec
+
+
 def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_info: dict, machine: dict,
                  gpu_ids: tuple[int, ...], depth: int, reps: int, threads: int,
-                 bandwidth_gbs: float | None) -> dict:
+                 bandwidth_gbs: float | None, placed: dict | None = None) -> dict:
     t1 = curve.median(1)
     d_tok = draft_info["ms_per_token"] / 1e3
     kv_pos = curve.pos0 + 1  # a step at position p attends over p + 1 positions
@@ -209,6 +238,8 @@ def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_in
                      "n_batch": curve.n_batch, "threads": machine["threads"], "flash_attn": True,
                      "rollback": curve.rollback},
         "machine": machine,
+        # where the weights were (the placement options, llama.cpp's buffers and overrides)
+        "placement": placed,
         "t1_ms": _ms(t1),
         "curve": rows,
         "union": union,
@@ -243,6 +274,8 @@ def report_lines(r: dict) -> list[str]:
         else:
             line += f" {'-':>13} {'-':>12}"
         lines.append(line)
+    if r.get("placement"):
+        lines.append(placement.describe(r["placement"]))
     lines.append("break-even a: per-token acceptance below which draft length K-1 loses to plain decoding; "
                  "speedup a=1: (K T(1)) / (T(K) + D(K-1))")
     if u:

@@ -17,7 +17,9 @@ from specsweep import methods
 from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, model_overrides, resolve
-from specsweep.models.memory import estimate_cell_bytes, fit_warning, free_device_memory, gib, nvidia_smi_free
+from specsweep.models import placement
+from specsweep.models.memory import (HOST, estimate_cell_bytes, fit_warning, free_device_memory, gib, nvidia_smi_free,
+                                     placement_memory)
 from specsweep.models.drafter_fit import check_cell_models, pairing
 from specsweep.models.vocab_match import VocabRefused
 from specsweep.run.plan import make_plan
@@ -91,8 +93,33 @@ def check(matrix_file: Path) -> None:
             if all(files):
                 needed = estimate_cell_bytes(files, cell.kv, cell.n_ctx)
                 free = free_device_memory(cell.gpus)
+                on_host = _placement(cell, paths[models["target"].name], refused) if cell.gpus else 0
+                if free.where.startswith("GPU"):  # what a placement keeps on the host takes no GPU memory
+                    needed -= on_host
                 warning = fit_warning(f"cell {cell.name!r}", needed, free)
                 click.echo(f"memory {cell.name}: {gib(needed)} of {gib(free.bytes)} free on {free.where}"
                            + (f" -- warning: {warning}" if warning else ""))
     if refused:
         raise SpecsweepError(refused[0] if len(refused) == 1 else f"{refused[0]} (and {len(refused) - 1} more)")
+
+
+def _placement(cell, path: Path, refused: list[str]) -> int:
+    """The cell's target placement against its header, and its split by the estimate, one line;
+    returns the target's bytes in host memory (0 without a placement)."""
+    spec = placement.target_spec(cell.settings)
+    if spec.empty:
+        return 0
+    try:
+        placement.check_against_header(spec, path, cell.models["target"].name, "target", cell.method == "mtp")
+    except SpecsweepError as e:
+        refused.append(e.message)
+        click.echo(f"placement {cell.name}: REFUSED ({e.message})")
+        return 0
+    if spec.vram_budget is not None:
+        click.echo(f"placement {cell.name}: vram_budget {spec.vram_budget_text}, fitted when the run starts")
+        return 0
+    pm = placement_memory(path, spec.overrides, spec.n_gpu_layers, cell.gpus, cell.tensor_split, cell.kv,
+                          cell.n_ctx, load_mtp=cell.method == "mtp")
+    click.echo(f"placement {cell.name}: target " + ", ".join(f"{p} {gib(pm.bytes_on(p))}" for p in (HOST, *pm.devices))
+               + f" ({len(pm.overridden)} tensors overridden; estimate)")
+    return pm.host

@@ -23,6 +23,7 @@ from specsweep.analysis.paired import paired_rows
 from specsweep.analysis.records import kept
 from specsweep.report.summary import cell_stats, table, uneven_stops, with_paired
 from specsweep.run.plan import describe, make_plan, model_refs, parse_shard, select_targets
+from specsweep.run.placing import check_placements
 from specsweep.run.runner import Runner
 
 
@@ -112,6 +113,7 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     _check_pairings(groups, files)
     if any(g.backend == "server" for g in groups if g.live):
         find_binary(llama_server)  # before any trial: a missing binary is one line, not a failed cell each
+    check_placements(groups, files, log=lambda line: click.echo(line, err=True))
     runner = Runner(results, matrix, files, "", progress=None, run_index=index,
                     log=lambda line: click.echo(f"\n{line}", err=True), llama_server=llama_server)
     runner.preflight(groups)

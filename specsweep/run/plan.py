@@ -9,10 +9,11 @@ from pathlib import Path
 
 from specsweep import methods
 from specsweep.errors import SpecsweepError
-from specsweep.matrix.cells import Cell
+from specsweep.matrix.cells import NEUTRAL, Cell
 from specsweep.matrix.load import Matrix
 from specsweep.matrix.models import ModelRef
 from specsweep.matrix.prompts import Prompt, load_set
+from specsweep.models.placement import TARGET_KEYS
 from specsweep.run.blocks import BlockPlan, BlockTodo, blocks_to_run, plan_blocks
 
 
@@ -48,6 +49,10 @@ class Group:
     backend: str = "inprocess"  # a server group loads nothing in process but the target's vocabulary
     blocks: list[BlockTodo] = field(default_factory=list)  # blocks design: the blocks still to run
     block_plan: BlockPlan | None = None
+    # the target's placement keys (models/placement.py), shared by the group's cells; a vram_budget's
+    # fit (models/fit.py Fit) once resolved before the run
+    placement: dict = field(default_factory=dict)
+    fitted: object = None
 
     @property
     def load_mtp(self) -> bool:
@@ -93,6 +98,15 @@ def select_targets(cells: list[Cell], targets, matrix_path: Path) -> list[Cell]:
     return [c for c in cells if c.models["target"].name in targets]
 
 
+def placement_of(cell: Cell) -> dict:
+    """The target's placement keys a cell sets; with a vram_budget also what the fit depends on
+    (cells that differ there load the target differently, so they are groups of their own)."""
+    place = {k: cell.settings[k] for k in TARGET_KEYS if cell.settings.get(k) not in (None, [], NEUTRAL.get(k))}
+    if "vram_budget" in place:
+        place.update({k: cell.settings[k] for k in ("gpus", "n_ctx", "kv", "n_batch", "flash_attn")})
+    return place
+
+
 def _group(cells: list[Cell], matrix: Matrix) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for cell in cells:
@@ -100,8 +114,10 @@ def _group(cells: list[Cell], matrix: Matrix) -> list[Group]:
         layout = (tuple(cell.gpus), cell.split_mode if len(cell.gpus) > 1 else "layer",
                   tuple(cell.tensor_split) if len(cell.gpus) > 1 else ())
         backend = cell.settings.get("backend", "inprocess")
-        key = (json.dumps(target.identity, sort_keys=True), layout, backend)
-        group = groups.setdefault(key, Group(target, *layout, design=matrix.design, backend=backend))
+        place = placement_of(cell)
+        key = (json.dumps(target.identity, sort_keys=True), layout, json.dumps(place, sort_keys=True), backend)
+        group = groups.setdefault(key, Group(target, *layout, design=matrix.design, placement=place,
+                                             backend=backend))
         group.cells.append(CellPlan(cell, load_set(cell.prompts, matrix.path, cell.prompt_kinds), []))
     for group in groups.values():  # baselines first: they give the reference tokens
         group.cells.sort(key=lambda c: c.cell.method != "baseline")
@@ -171,6 +187,8 @@ def describe(groups: list[Group], matrix_path: Path, resolve_path) -> list[str]:
         where = "CPU" if not g.gpus else "GPU " + "+".join(map(str, g.gpus))
         if len(g.gpus) > 1:
             where += f" (split {g.split_mode}" + (f" {list(g.tensor_split)}" if g.tensor_split else "") + ")"
+        if g.placement:
+            where += " (" + ", ".join(f"{k}={v}" for k, v in g.placement.items() if k in TARGET_KEYS) + ")"
         lines.append(f"group {n}: llama-server on {where} (a server per cell):" if g.backend == "server"
                      else f"group {n}: load on {where}:")
         for ref in g.models.values():

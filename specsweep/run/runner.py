@@ -345,6 +345,7 @@ class Runner:
             "synthetic": synthetic_run,
             "loop": first.loop,
             "target_shape": self.shape,
+            "placement": run.session.placement,
             "telemetry": telemetry,
             "tokens_sha": tokens_sha(first.tokens[: cell.n_predict]),
             "output": outputs.pack(first.tokens, "".join(pieces)),
