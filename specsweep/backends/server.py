@@ -36,6 +36,7 @@ import threading
 import time
 from pathlib import Path
 
+from specsweep import methods
 from specsweep.backends import Measured
 from specsweep.backends.server_flags import server_flags
 from specsweep.engine import runtime
@@ -96,21 +97,21 @@ class ServerCell:
                  binary: Path, log_dir: Path, fitted=None):
         self.cell, self.prompts, self.vocab = cell, prompts, vocab
         self.args = server_flags(cell, files, fitted)
-        self.spec, self.fitted = placement.target_spec(cell.settings), fitted
-        self.placement: dict = {}
+        # where the weights go: the keys and the header's estimate. The server's log does not say
+        # (llama.cpp's buffer lines sit below its default verbosity, and raising it adds log work
+        # to every step the record times)
+        target = files[cell.models["target"].name]
+        spec = placement.target_spec(cell.settings)
+        args = placement.load_args(spec, fitted)
+        self.placement = placement.record_block(spec, None, fitted, placement.estimate(
+            target["path"], args, cell.gpus, cell.tensor_split, methods.get(cell.method).context == "mtp"))
         self.binary = binary
         self.log_path = Path(log_dir) / f"{cell.id}.log"
         self.server: LlamaServer | None = None
 
     # --- lifetime ---
     def open(self) -> None:
-        start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.server = LlamaServer(self.binary, self.args, self.log_path).start()
-        # where the server put the weights: its own load log lines of this start
-        with open(self.log_path, "rb") as f:
-            f.seek(start)
-            lines = f.read().decode(errors="replace").splitlines()
-        self.placement = placement.record_block(self.spec, placement.read_load_log(lines), self.fitted)
 
     def close(self) -> None:
         if self.server is not None:
