@@ -75,6 +75,18 @@ PARALLEL
 """
 
 
+SERVER_BASELINE_AND_DRAFT = """
+[[cell]]
+method = "baseline"
+backend = "server"
+[[cell]]
+method = "draft"
+draft = "identical"
+draft_max = 4
+backend = "server"
+"""
+
+
 @pytest.fixture(scope="module", autouse=True)
 def env(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("SPECSWEEP_CACHE", "SPECSWEEP_LLAMA_SERVER")}
@@ -188,18 +200,7 @@ parallel = 2
 
 def test_blocks_design_through_the_server_starts_each_cell_once_per_block(tmp_path):
     results = tmp_path / "results"
-    body = """
-blocks = 2
-[[cell]]
-method = "baseline"
-backend = "server"
-[[cell]]
-method = "draft"
-draft = "identical"
-draft_max = 4
-backend = "server"
-"""
-    path = write(tmp_path, body.replace("blocks = 2\n", ""))
+    path = write(tmp_path, SERVER_BASELINE_AND_DRAFT)
     path.write_text(path.read_text().replace('design = "sequential"', 'design = "blocks"\nblocks = 2'))
     out = run(path, "--results", results)
     assert out.exit_code == 0, out.output
@@ -246,15 +247,7 @@ def test_a_server_killed_mid_trial_fails_its_cell_and_the_run_goes_on(tmp_path, 
     naming the log), the other cells are recorded, the exit code says so, and the next run retries
     only the failed cell."""
     results = tmp_path / "results"
-    body = """
-[[cell]]
-method = "baseline"
-backend = "server"
-[[cell]]
-method = "draft"
-draft = "identical"
-draft_max = 4
-backend = "server"
+    body = SERVER_BASELINE_AND_DRAFT + """
 [[cell]]
 method = "ngram-mod"
 n_match = 1
