@@ -34,8 +34,10 @@ def tokens_sha(tokens: list[int]) -> str:
 
 
 def prompt_tokens(model: runtime.Model, prompt: Prompt, chat: bool) -> list[int]:
+    # add_special: a model that asks for a BOS (Gemma) gets it, as llama.cpp's tools tokenize a
+    # prompt (common_tokenize(..., add_special = true, ...)); without it Gemma degenerates
     text = (model.chat_prompt(prompt.text) if chat else None) or prompt.text
-    return model.tokenize(text)
+    return model.tokenize(text, add_special=True)
 
 
 def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOptions:
