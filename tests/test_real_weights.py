@@ -143,7 +143,7 @@ def test_the_packaged_files_are_the_published_ones_and_resolve_through_models_lo
     assert (shas["smollm2"], shas["gemma3"]) == (rm.SMOLLM2.sha256, rm.GEMMA3.sha256)
 
 
-def test_a_blob_that_is_not_the_published_file_is_refused(real, tmp_path):
+def test_a_blob_that_is_not_the_published_file_is_refused(tmp_path):
     hub = tmp_path / "hub"
     blob = hub / f"models--{rm.SMOLLM2.repo.replace('/', '--')}" / "blobs" / rm.SMOLLM2.sha256
     blob.parent.mkdir(parents=True)
