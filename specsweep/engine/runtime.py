@@ -191,11 +191,13 @@ class Model:
         n = ll.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
 
-    def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
+    def tokenize(self, text: str, parse_special: bool = True, add_special: bool = False) -> list[int]:
+        """Token ids of `text`; `add_special` adds the BOS/EOS the vocabulary asks for
+        (tokenizer.ggml.add_bos_token), as llama.cpp's tools do with a prompt."""
         data = text.encode("utf-8")
         cap = len(data) + 16
         buf = (ll.llama_token * cap)()
-        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, False, parse_special)
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
         if n < 0:
             raise SpecsweepError(f"could not tokenize a prompt of {len(data)} bytes")
         return list(buf[:n])

@@ -37,8 +37,10 @@ def tokens_sha(tokens: list[int]) -> str:
 
 
 def prompt_tokens(model: runtime.Model, prompt: Prompt, chat: bool, thinking: bool | None = None) -> list[int]:
+    # add_special: a model that asks for a BOS (Gemma) gets it, as llama.cpp's tools tokenize a
+    # prompt (common_tokenize(..., add_special = true, ...)); without it Gemma degenerates
     text = (model.chat_prompt(prompt.text, thinking) if chat else None) or prompt.text
-    return model.tokenize(text)
+    return model.tokenize(text, add_special=True)
 
 
 def think_block(prompt_text: str, output: str, pieces: list[str]) -> dict | None:
