@@ -120,6 +120,20 @@ def test_baseline_ms_beside_the_fit_and_families_apart():
     assert by["draft · d08"].baseline_ms == pytest.approx(4.0)
 
 
+def test_server_and_stream_records_get_lines_of_their_own():
+    """A server's token and four streams' aggregate cost otherwise than one in-process stream's:
+    their trials form families of their own instead of bending one line."""
+    one = line_trials([1, 4, 16], lambda x: 20.0 + 2.0 * x)
+    served = [dict(t, cell_id="s" + t["cell_id"], backend="server", settings=dict(t["settings"], backend="server"))
+              for t in line_trials([1, 4, 16], lambda x: 30.0 + 3.0 * x)]
+    four = [dict(t, cell_id="p" + t["cell_id"], settings=dict(t["settings"], parallel=4))
+            for t in line_trials([1, 4, 16], lambda x: 8.0 + 1.0 * x)]
+    by = {f.family: f for f in costmodel.family_fits(one + served + four)}
+    assert sorted(by) == ["draft · d08", "draft · d08 [server]", "draft · d08 x4"]
+    assert by["draft · d08 [server]"].fit.slope == pytest.approx(3.0, abs=0.1)
+    assert by["draft · d08 x4"].fit.intercept == pytest.approx(8.0, abs=0.5)
+
+
 # --- the knee test ---
 
 LENGTHS = [1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128]  # coverage crosses 95% at K = 95 (94 drafted)

@@ -147,12 +147,13 @@ def break_even(rows: list[PairedRow], n_boot: int = BOOTSTRAP, seed: int = SEED)
             sweeps[(row.target_key, row.arm)].append(row)
     swept = {k for k, v in sweeps.items() if len({round(r.acceptance, 3) for r in v}) >= MIN_CONFIGS}
     groups: dict[tuple, list[PairedRow]] = defaultdict(list)
-    for row in usable:
+    for row in usable:  # across arms: one line per target and backend/streams (the arm names them)
         key = (row.target_key, row.arm)
-        groups[key if row.synthetic and key in swept else (row.target_key, "")].append(row)
+        groups[key if row.synthetic and key in swept else (row.target_key, row.run_by)].append(row)
     out = []
     for (_, arm), mine in sorted(groups.items(), key=lambda kv: (kv[1][0].target, kv[0][1])):
-        target = mine[0].target + (f" · {arm} (synthetic acceptance sweep)" if arm else "")
+        swept_arm = arm and (mine[0].target_key, arm) in swept
+        target = mine[0].target + (f" · {arm} (synthetic acceptance sweep)" if swept_arm else arm)
         acc = np.array([r.acceptance for r in mine])
         sp = np.array([r.speedup for r in mine])
         points = [{"cell": r.cell, "acceptance": r.acceptance, "speedup": r.speedup, "synthetic": r.synthetic,

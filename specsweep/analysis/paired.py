@@ -86,6 +86,7 @@ class PairedRow:
     synthetic: bool = False  # acceptance forced by llama.cpp's synthetic acceptance
     ckpt_restores_per_token: float | None = None
     arm: str = ""  # drafter family and draft limit ("mtp n=2"): one curve of an acceptance sweep
+    run_by: str = ""  # " [server]", " x4": what ran it, where not one stream in process
 
     @property
     def speedup(self) -> float | None:
@@ -235,5 +236,5 @@ def paired_rows(trials: list[dict], n_boot: int = BOOTSTRAP,
             runs=runs if len(runs) > 1 else [], run_spread=spread, n_unpaired=n_missing[cid],
             n_throttled=sum(rec.throttled(r) for r in mine), synthetic=any(rec.synthetic(r) for r in mine),
             ckpt_restores_per_token=statistics.fmean(restores) if restores else None,
-            arm=f"{rec.family(first)} n={rec.draft_max(first)}"))
+            arm=f"{rec.family(first)} n={rec.draft_max(first)}", run_by=rec.run_by(first)))
     return rows, missing

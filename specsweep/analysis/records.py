@@ -75,15 +75,27 @@ def target_labels(trials: list[dict]) -> dict[str, str]:
 
 def family(r: dict) -> str:
     """The drafter family: the method and the model that drafts (a draft model or a drafter such as
-    DFlash's), if any. Synthetic-acceptance trials are not split off: the drafter's cost is the same."""
+    DFlash's), if any, and what ran it where that is not one stream in process (a server's token
+    and four streams' aggregate cost otherwise than one stream's). Synthetic-acceptance trials are
+    not split off: the drafter's cost is the same."""
     models = r.get("models") or {}
     method = str(r.get("method") or "?")
+    label = method
     for role in ("draft", "drafter"):
         m = models.get(role) or {}
         name = m.get("name") or m.get("file")
         if name:
-            return f"{method} · {name}"
-    return method
+            label = f"{method} · {name}"
+            break
+    return label + run_by(r)
+
+
+def run_by(r: dict) -> str:
+    """" [server]" and " xN" for a record run through llama-server or with N streams, else ""."""
+    s = r.get("settings") or {}
+    out = " [server]" if (r.get("backend") or s.get("backend")) == "server" else ""
+    streams = int(s.get("parallel") or 1)
+    return out + (f" x{streams}" if streams > 1 else "")
 
 
 def variant(r: dict) -> tuple[str, str]:
