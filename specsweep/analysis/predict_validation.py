@@ -1,0 +1,163 @@
+"""How well `predict` does on the committed device matrices: every config of every matrix that has a
+probe of its target on its card and layout, predicted from that probe and the config's acceptance,
+against its paired measurement.
+
+What a prediction may use, so that it predicts rather than restates: the probe; the config's
+acceptance (the configured rates of synthetic acceptance, else its per-position counts and, for an
+n-gram method, how often and how long it drafted); and the loop's costs fitted from the matrix's
+*other arms* (an arm: the method, its drafter and its draft length), so that neither the config
+nor another acceptance level of the same arm enters its own costs. An arm that is its drafter's
+only one on the card falls back to the other configs of its arm (labelled "same arm"), then to the
+probe's bare draft step; one with none of these is left out and named.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from specsweep.analysis import predict as pr
+from specsweep.analysis import profiles
+from specsweep.analysis import records as rec
+from specsweep.analysis.profiles import Profile
+from specsweep.errors import SpecsweepError
+
+MATRICES = ("a3b-synthetic", "active-contrast-synthetic", "cost-model-synthetic", "dense27-synthetic",
+            "methods-synthetic")
+LEFT_OUT = {"a3b-synthetic-2gpu": "two GPUs: every committed probe ran on one GPU, none of its layouts was probed"}
+THRESHOLD = 0.03  # the goal's sign test counts cells whose measured change is beyond +-3%
+
+
+@dataclass
+class Cell:
+    matrix: str
+    card: str
+    target: str
+    config: str
+    method: str
+    n_max: int
+    rollback: str
+    synthetic: bool
+    acceptance: float | None  # measured accepted / drafted
+    measured: float  # paired change
+    measured_interval: tuple[float, float] | None
+    predicted: float  # predicted change
+    predicted_interval: tuple[float, float] | None
+    error: float  # predicted - measured, in speed-up points (x100)
+    sign_ok: bool | None  # None: measured within +-3%
+    dominant: str
+    costs: str  # "other arms", "same arm", "bare draft step"
+    draft_source: str
+    predicted_ms: dict  # per generated token, by term
+    measured_ms: dict  # per generated token: draft, verify (with shape changes), rollback, host
+
+
+def validate_matrix(name: str, sources, n_boot: int, measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
+    """Every config of one matrix's records that a probe covers, predicted; and what was left out."""
+    trial_sources = [s for s in sources if s.trials]
+    trials = [t for s in trial_sources for t in s.trials]
+    measured = pr.measured_rows(trials)
+    datas = {}
+    for d in pr.card_data(sources):
+        datas[(d.card, d.shape)] = d
+    cells, skipped = [], []
+    by_cell: dict[str, list[dict]] = {}
+    for t in rec.kept(trials):
+        if rec.usable(t) and not rec.is_baseline(t):
+            by_cell.setdefault(str(t.get("cell_id")), []).append(t)
+    for cid, mine in by_cell.items():
+        cell = str(mine[0].get("cell"))
+        if cid not in measured:
+            skipped.append(f"{cell}: no paired baseline")
+            continue
+        data = next((d for d in datas.values() if any(t is x for x in d.trials for t in mine[:1])), None)
+        if data is None:
+            skipped.append(f"{cell}: no probe of its target on its card and layout")
+            continue
+        prof = profiles.from_trials(mine, measured_profiles)
+        if prof is None:
+            skipped.append(f"{cell}: no profile (it never drafted)")
+            continue
+        how = pr.settings_of(mine)
+        arm = pr.arm_of(mine[0])
+        attempts = [("other arms", lambda t, arm=arm: pr.arm_of(t) == arm),
+                    ("same arm", lambda t, cid=cid: str(t.get("cell_id")) == cid)]
+        got = None
+        for label, exclude in attempts:
+            try:
+                got = pr.predict_one(data, prof, how["n_predict"], how["rollback"], how["loop"],
+                                     base_loop=_baseline_loop(data.trials), exclude=exclude, n_boot=n_boot)
+            except SpecsweepError as e:
+                reason = e.message if hasattr(e, "message") else str(e)
+                continue
+            if label == "other arms" and got.sources["draft"].startswith("the probe's") and \
+                    any(str(t.get("cell_id")) != cid and pr.arm_of(t) == arm for t in data.trials):
+                continue  # other configs of its own arm measured it in the loop: prefer them to a bare step
+            break
+        if got is None:
+            skipped.append(f"{cell}: {reason}")
+            continue
+        m = measured[cid]
+        costs = label if not got.sources["draft"].startswith("the probe's bare") else "bare draft step"
+        pc = got.speedup - 1.0
+        ci = None if got.speedup_interval is None else (got.speedup_interval[0] - 1, got.speedup_interval[1] - 1)
+        sign = None if abs(m["change"]) <= THRESHOLD else (pc > 0) == (m["change"] > 0)
+        cells.append(Cell(name, data.card, data.curve.file, cell, prof.method, prof.n_max, got.rollback,
+                          prof.synthetic, m["acceptance"], m["change"], m["interval"], pc, ci,
+                          100 * (pc - m["change"]), sign, got.dominant, costs, got.sources["draft"],
+                          {k: round(v, 4) for k, v in got.ms_per_token.items()}, _measured_ms(mine)))
+    return cells, skipped
+
+
+def _measured_ms(trials: list[dict]) -> dict:
+    n = sum(int(t.get("n_generated") or 0) for t in trials)
+    parts = ("draft", "verify", "rollback", "host")
+    return {k: round(sum(float((t.get("time_s") or {}).get(k) or 0) for t in trials) * 1e3 / n, 4) for k in parts} if n else {}
+
+
+def _baseline_loop(trials: list[dict]) -> str:
+    loops = [str(t.get("loop") or "simple") for t in trials if rec.is_baseline(t)]
+    return loops[0] if loops else "simple"
+
+
+def summary(cells: list[Cell]) -> dict:
+    errs = [abs(c.error) for c in cells]
+    signed = [c for c in cells if c.sign_ok is not None]
+    return {"cells": len(cells), "median_abs_error_points": statistics.median(errs) if errs else None,
+            "mean_abs_error_points": statistics.fmean(errs) if errs else None,
+            "p90_abs_error_points": _quantile(errs, 0.9), "max_abs_error_points": max(errs) if errs else None,
+            "median_error_points": statistics.median([c.error for c in cells]) if cells else None,
+            "sign_cells": len(signed), "sign_right": sum(c.sign_ok for c in signed),
+            "sign_share": (sum(c.sign_ok for c in signed) / len(signed)) if signed else None,
+            "within_interval": sum(1 for c in cells if c.predicted_interval and
+                                   c.predicted_interval[0] <= c.measured <= c.predicted_interval[1])}
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    i = q * (len(v) - 1)
+    lo, hi = math.floor(i), math.ceil(i)
+    return v[lo] + (v[hi] - v[lo]) * (i - lo)
+
+
+def validate(results: Path, matrices=MATRICES, n_boot: int = 100, measured_profiles: bool = False) -> dict:
+    from specsweep.report.load import load
+
+    probe_sources = load([results / "probe"])
+    out = {"kind": "predict-validation", "matrices": {}, "left_out": dict(LEFT_OUT)}
+    every = []
+    for name in matrices:
+        sources = load([results / name]) + probe_sources
+        cells, skipped = validate_matrix(name, sources, n_boot, measured_profiles)
+        every += cells
+        out["matrices"][name] = {"summary": summary(cells), "skipped": skipped, "cells": [asdict(c) for c in cells]}
+    out["summary"] = summary(every)
+    by_costs: dict[str, list[Cell]] = {}
+    for c in every:
+        by_costs.setdefault(c.costs, []).append(c)
+    out["by_costs"] = {k: summary(v) for k, v in by_costs.items()}
+    return out
