@@ -136,15 +136,24 @@ class Curve:
                      self.checkpoint_ms)
 
 
+def _usual(times: list[float]) -> list[float]:
+    """A probe's timed passes of one K without the ones over twice their median: with the probe's
+    single warm-up pass of earlier versions the first timed pass was llama.cpp's CUDA graph capture
+    (5x T(1) on the H200), which a resampled median must not pick up."""
+    med = statistics.median(times)
+    return [x for x in times if x <= 2.0 * med] or times
+
+
 def curve_of(probe: dict, card: str) -> Curve:
     rows = sorted(probe.get("curve") or [], key=lambda r: r["k"])
-    times = {int(r["k"]): [float(x) for x in (r.get("times_ms") or [r["median_ms"]])] for r in rows}
+    times = {int(r["k"]): _usual([float(x) for x in (r.get("times_ms") or [r["median_ms"]])]) for r in rows}
     if 1 not in times:
         raise SpecsweepError(f"probe of {(probe.get('model') or {}).get('file')} has no T(1)")
     s = probe.get("settings") or {}
     ck = probe.get("checkpoint") or {}
     ck_ms = (float(ck["save_ms"]), float(ck["restore_ms"])) if ck.get("save_ms") is not None else None
-    return Curve(sorted(times), times, [float(x) for x in (probe.get("switch") or {}).get("times_ms") or []],
+    switch = [float(x) for x in (probe.get("switch") or {}).get("times_ms") or []]
+    return Curve(sorted(times), times, _usual(switch) if switch else [],
                  bool(s.get("gpus")), s.get("rollback") == "checkpoint", card,
                  str((probe.get("model") or {}).get("file")), str(s.get("kv")), probe, ck_ms)
 
@@ -275,7 +284,10 @@ class UnitsCache:
         return self._units[cid]
 
 
-MIN_SUPPORT = 20.0  # shape changes of a class the trials must hold before their cost is fitted, not the probe's
+# a class of shape changes is fitted (not the probe's figure) only where at least MIN_CONFIGS configs
+# change shape on MIN_SHARE of their passes: the one or two changes at the end of every generation
+# would otherwise soak up whatever else the loop costs per trial
+MIN_SHARE, MIN_CONFIGS = 0.2, 3
 
 
 def fit_verify(trials: list[dict], curve: Curve, b, units: UnitsCache, source: str) -> Fit:
@@ -286,6 +298,7 @@ def fit_verify(trials: list[dict], curve: Curve, b, units: UnitsCache, source: s
     names = ("pass", "token", "switch_small", "switch_large")
     cols, ys, totals = [], [], []
     table: np.ndarray | None = None
+    busy: dict[int, set] = {2: set(), 3: set()}  # configs that change shape often, per class
     for t in trials:
         u = units.of(t)
         if table is None or len(table) < len(u.verify):
@@ -298,11 +311,14 @@ def fit_verify(trials: list[dict], curve: Curve, b, units: UnitsCache, source: s
         top = len(u.switch) - 1
         cols.append([u.passes * scale, u.tokens_verified() * scale, u.switches_into(1, KERNEL_SWITCH_K) * scale,
                      u.switches_into(KERNEL_SWITCH_K + 1, top) * scale])
+        for j in (2, 3):
+            if u.passes and cols[-1][j] / (u.passes * scale) >= MIN_SHARE:
+                busy[j].add(t.get("cell_id"))
     a, y = np.asarray(cols, dtype=float).reshape(-1, len(names)), np.asarray(ys, dtype=float)
     coef = {"pass": 0.0, "token": 0.0, "switch_small": curve.switch, "switch_large": curve.switch}
     fitted = [0, 1]
     for j in (2, 3):
-        if a[:, j].sum() >= MIN_SUPPORT:
+        if len(busy[j]) >= MIN_CONFIGS:
             fitted.append(j)
         else:  # too few such changes in the records: the probe's figure
             y = y - a[:, j] * coef[names[j]]

@@ -164,9 +164,12 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
 
 
 def _names_target(probe: dict, shape: lc.Shape, target: str) -> bool:
-    """--target: a part of the probed file's name, or a synth card / models.lock name of its shape."""
+    """--target: a part of the probed file's name, the models.lock name a stand-in was probed for,
+    or a synth card / models.lock name of its shape."""
     t = target.lower()
     if t in str((probe.get("model") or {}).get("file") or "").lower():
+        return True
+    if t == str((probe.get("stand_in") or {}).get("name") or "").lower():
         return True
     from specsweep.synth.stand_ins import card_of  # a shape card is plain data
 
@@ -386,6 +389,34 @@ def _switch_source(costs: Costs) -> str:
     v = costs.verify
     return (f"{v['switch_small']:.2f} ms per change into a batch of <= {lc.KERNEL_SWITCH_K} tokens, "
             f"{v['switch_large']:.2f} ms into a larger one (probe: {costs.switch:.2f} ms)")
+
+
+HOLDOUT_TIERS = ("other arms", "same arm")
+
+
+def predict_held_out(data: CardData, profile: Profile, config_trials: list[dict], n_boot: int = BOOTSTRAP,
+                     seed: int = SEED, n_predict: int | None = None) -> tuple[Prediction, str]:
+    """A recorded config predicted without its own records: costs from the card's other arms (an
+    arm: method, drafter, draft length), else from the other configs of its own arm; the tier used
+    comes back beside the prediction."""
+    how = settings_of(config_trials)
+    cid = str(config_trials[0].get("cell_id"))
+    arm = arm_of(config_trials[0])
+    own = [t for t in data.trials if str(t.get("cell_id")) != cid and arm_of(t) == arm]
+    base_loops = [str(t.get("loop") or "simple") for t in data.trials if rec.is_baseline(t)]
+    error = None
+    for tier in HOLDOUT_TIERS:
+        exclude = (lambda t: arm_of(t) == arm) if tier == "other arms" else (lambda t: str(t.get("cell_id")) == cid)
+        try:
+            got = predict_one(data, profile, n_predict or how["n_predict"], how["rollback"], how["loop"],
+                              base_loops[0] if base_loops else how["loop"], exclude, n_boot, seed)
+        except SpecsweepError as e:
+            error = e
+            continue
+        if tier == "other arms" and own and got.sources["draft"].startswith("the probe's"):
+            continue  # its own arm measured the drafter in the loop: better than a bare step
+        return got, tier
+    raise error if error else SpecsweepError(f"{profile.label}: no costs to predict it from")
 
 
 # --- measured beside predicted ---

@@ -80,24 +80,10 @@ def validate_matrix(name: str, sources, n_boot: int, measured_profiles: bool = F
         if prof is None:
             skipped.append(f"{cell}: no profile (it never drafted)")
             continue
-        how = pr.settings_of(mine)
-        arm = pr.arm_of(mine[0])
-        attempts = [("other arms", lambda t, arm=arm: pr.arm_of(t) == arm),
-                    ("same arm", lambda t, cid=cid: str(t.get("cell_id")) == cid)]
-        got = None
-        for label, exclude in attempts:
-            try:
-                got = pr.predict_one(data, prof, how["n_predict"], how["rollback"], how["loop"],
-                                     base_loop=_baseline_loop(data.trials), exclude=exclude, n_boot=n_boot)
-            except SpecsweepError as e:
-                reason = e.message if hasattr(e, "message") else str(e)
-                continue
-            if label == "other arms" and got.sources["draft"].startswith("the probe's") and \
-                    any(str(t.get("cell_id")) != cid and pr.arm_of(t) == arm for t in data.trials):
-                continue  # other configs of its own arm measured it in the loop: prefer them to a bare step
-            break
-        if got is None:
-            skipped.append(f"{cell}: {reason}")
+        try:
+            got, label = pr.predict_held_out(data, prof, mine, n_boot)
+        except SpecsweepError as e:
+            skipped.append(f"{cell}: {e}")
             continue
         m = measured[cid]
         costs = label if not got.sources["draft"].startswith("the probe's bare") else "bare draft step"
@@ -115,11 +101,6 @@ def _measured_ms(trials: list[dict]) -> dict:
     n = sum(int(t.get("n_generated") or 0) for t in trials)
     parts = ("draft", "verify", "rollback", "host")
     return {k: round(sum(float((t.get("time_s") or {}).get(k) or 0) for t in trials) * 1e3 / n, 4) for k in parts} if n else {}
-
-
-def _baseline_loop(trials: list[dict]) -> str:
-    loops = [str(t.get("loop") or "simple") for t in trials if rec.is_baseline(t)]
-    return loops[0] if loops else "simple"
 
 
 def summary(cells: list[Cell]) -> dict:

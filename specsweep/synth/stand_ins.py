@@ -13,8 +13,10 @@ has no stand-in to probe; a card name is accepted as well as a lock name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from specsweep.synth.cards import CARDS, ShapeCard
+from specsweep.errors import SpecsweepError
+from specsweep.synth.cards import CARDS, SCALES, ShapeCard
 
 
 @dataclass(frozen=True)
@@ -50,3 +52,31 @@ def card_of(name: str) -> ShapeCard | None:
 def names() -> list[str]:
     """Every name `probe --synth` takes."""
     return sorted(STAND_INS) + sorted(n for n, c in CARDS.items() if c.arch not in ("dflash", "eagle3"))
+
+
+def resolve(name: str) -> StandIn:
+    """The stand-in of a name, or a one-line error listing the names there are."""
+    s = stand_in(name)
+    if s is None:
+        raise SpecsweepError(f"no synthetic stand-in for {name!r}: a models.lock target or draft "
+                             f"({', '.join(sorted(STAND_INS))}) or a shape card ({', '.join(sorted(c for c in CARDS if c in names()))})")
+    return s
+
+
+def write(s: StandIn, scale: str = "full", progress=None) -> Path:
+    """The stand-in's GGUF in the specsweep cache (written once, under the name a matrix's
+    `{ synth = CARD, branch_scale = 0.05 }` entry uses, so either reuses the other's file)."""
+    from specsweep.models import cache
+    from specsweep.synth.writer import Recipe, write_model
+
+    if scale not in SCALES:
+        raise SpecsweepError(f"unknown scale {scale!r} (one of {', '.join(SCALES)})")
+    recipe = Recipe(CARDS[s.card].at_scale(scale), scale, "Q4_0", 0, branch_scale=s.branch_scale, mtp=s.mtp)
+    path = cache.synth_dir() / f"{recipe.file_stem}.gguf"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_model(recipe, path, progress=progress)  # atomic: a temporary name, renamed when complete
+        except OSError as e:
+            raise SpecsweepError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
