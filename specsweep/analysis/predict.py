@@ -70,6 +70,13 @@ class CardData:
     trials: list[dict] = field(default_factory=list, repr=False)
     manifests: list[dict] = field(default_factory=list, repr=False)
     others: list["CardData"] = field(default_factory=list, repr=False)  # other cards, same shape
+    _units: lc.UnitsCache | None = field(default=None, repr=False)
+
+    def units(self) -> lc.UnitsCache:
+        """The expected counts of every recorded config here (built once)."""
+        if self._units is None:
+            self._units = lc.UnitsCache(self.trials)
+        return self._units
 
 
 @dataclass
@@ -204,21 +211,54 @@ def fit_costs(data: CardData, profile: Profile, rollback: str, pool: list[dict],
                                                          f"token ({rollback} rollback, {n_cards})")
         roll = lc.fit_rollback(same_mode, b, f"in-loop, {rollback} rollback, {n_cards}")
     else:
-        verify = lc.Fit({"pass": 0.0, "token": 0.0, "switch_small": curve.switch, "switch_large": curve.switch},
-                        f"the probe's T(K) and shape switch as they are (no trials in {rollback} rollback on this card)")
-        if checkpoint and curve.checkpoint_ms:
-            roll = lc.Fit({"save": curve.checkpoint_ms[0], "restore": curve.checkpoint_ms[1]},
-                          "the probe's checkpoint save and restore")
-        else:
-            roll = lc.Fit({}, "unknown: no trials in this rollback mode on this card, counted as 0"
-                          if checkpoint else "none (nothing to restore)")
-    host = lc.fit_host(spec, b, f"in-loop, {len({t.get('cell_id') for t in spec})} config(s)") if spec else \
-        lc.Fit({}, "unknown: no speculative trials on this card, counted as 0")
+        verify, roll = _other_card(data, rollback, curve) or _probe_only(rollback, curve, checkpoint)
+    host_b, where = b, "on this card"
+    if not spec:  # the host's own work: Python's, the same loop on another card's host
+        other = next((o for o in data.others if any(not rec.is_baseline(t) for t in o.trials)), None)
+        if other is not None:
+            spec = [t for t in other.trials if not rec.is_baseline(t)]
+            host_b, where = lc.session_scales(other.trials, other.curve), f"on {other.card}'s host"
+    host = lc.fit_host(spec, host_b, f"in-loop, {len({t.get('cell_id') for t in spec})} config(s) {where}") if spec \
+        else lc.Fit({}, "unknown: no speculative trials, counted as 0")
     base = [t for t in pool if rec.is_baseline(t)]
     base_steps = sum(int(t.get("n_steps") or 0) for t in base)
     base_host = (sum(lc.t_ms(t, "host") / b(t) for t in base) / base_steps) if base_steps else host["pass"]
     draft = draft_cost(data, profile, pool, curve, b)
     return Costs(verify, roll, host, draft, base_host, curve.switch, checkpoint)
+
+
+def _probe_only(rollback: str, curve: lc.Curve, checkpoint: bool) -> tuple[lc.Fit, lc.Fit]:
+    verify = lc.Fit({"pass": 0.0, "token": 0.0, "switch_small": curve.switch, "switch_large": curve.switch},
+                    f"the probe's T(K) and shape switch as they are (no trials in {rollback} rollback)")
+    if checkpoint and curve.checkpoint_ms:
+        roll = lc.Fit({"save": curve.checkpoint_ms[0], "restore": curve.checkpoint_ms[1]},
+                      "the probe's checkpoint save and restore")
+    else:
+        roll = lc.Fit({}, "unknown: no trials in this rollback mode, counted as 0" if checkpoint
+                      else "none (nothing to restore)")
+    return verify, roll
+
+
+def _other_card(data: CardData, rollback: str, curve: lc.Curve) -> tuple[lc.Fit, lc.Fit] | None:
+    """The loop's verify extras and rollback costs measured on another card with the same target,
+    scaled by the two probes' T(1); the shape changes stay this card's probe's."""
+    for other in data.others:
+        mode = [t for t in other.trials if not rec.is_baseline(t)
+                and (t.get("rollback") or (t.get("settings") or {}).get("rollback")) == rollback]
+        if not mode:
+            continue
+        ratio = curve.t1 / other.curve.t1
+        b = lc.session_scales(other.trials, other.curve)
+        where = f"on {other.card}, scaled by the probes' T(1) ratio {ratio:.2f}"
+        verify = lc.fit_verify(mode, other.curve, b, other.units(),
+                               f"the probe's T(K) plus the loop's own cost per verified token {where}")
+        verify.coef = {"pass": verify["pass"] * ratio, "token": verify["token"] * ratio,
+                       "switch_small": curve.switch, "switch_large": curve.switch}
+        verify.source = verify.source.split("; shape changes")[0] + "; shape changes: this card's probe"
+        roll = lc.fit_rollback(mode, b, f"in-loop {where}, {rollback} rollback")
+        roll.coef = {k: v * ratio for k, v in roll.coef.items()}
+        return verify, roll
+    return None
 
 
 def _resample(pool: list[dict], rng: np.random.Generator) -> list[dict]:
@@ -347,7 +387,7 @@ def break_even(su: _Setup, curve: lc.Curve, costs: Costs, tol: float = 1e-3) -> 
 
 def predict_one(data: CardData, profile: Profile, n_predict: int = N_PREDICT, rollback: str | None = None,
                 loop: str = "server", base_loop: str | None = None, exclude=None, n_boot: int = BOOTSTRAP,
-                seed: int = SEED) -> Prediction:
+                seed: int = SEED, with_break_even: bool = True) -> Prediction:
     """Predict one config on one card. `exclude(trial)`: records not to fit costs from (the
     validation leaves the config's own arm out)."""
     if profile.n_max < 1 or len(profile.cond) != profile.n_max:
@@ -371,7 +411,7 @@ def predict_one(data: CardData, profile: Profile, n_predict: int = N_PREDICT, ro
     q = [50 * (1 - LEVEL), 50 * (1 + LEVEL)]
     tps_ci = tuple(float(x) for x in np.percentile(boots_tps, q)) if n_boot >= 20 else None
     sp_ci = tuple(float(x) for x in np.percentile(boots_sp, q)) if n_boot >= 20 else None
-    be, be_note = break_even(su, data.curve, costs)
+    be, be_note = break_even(su, data.curve, costs) if with_break_even else (None, "not computed")
     per_tok = {k: terms[k] / u.tokens for k in TERMS}
     return Prediction(
         card=data.card, target=data.curve.file, shape=str(data.shape), config=profile.label or profile.method,
@@ -395,7 +435,8 @@ HOLDOUT_TIERS = ("other arms", "same arm")
 
 
 def predict_held_out(data: CardData, profile: Profile, config_trials: list[dict], n_boot: int = BOOTSTRAP,
-                     seed: int = SEED, n_predict: int | None = None) -> tuple[Prediction, str]:
+                     seed: int = SEED, n_predict: int | None = None,
+                     with_break_even: bool = True) -> tuple[Prediction, str]:
     """A recorded config predicted without its own records: costs from the card's other arms (an
     arm: method, drafter, draft length), else from the other configs of its own arm; the tier used
     comes back beside the prediction."""
@@ -409,7 +450,7 @@ def predict_held_out(data: CardData, profile: Profile, config_trials: list[dict]
         exclude = (lambda t: arm_of(t) == arm) if tier == "other arms" else (lambda t: str(t.get("cell_id")) == cid)
         try:
             got = predict_one(data, profile, n_predict or how["n_predict"], how["rollback"], how["loop"],
-                              base_loops[0] if base_loops else how["loop"], exclude, n_boot, seed)
+                              base_loops[0] if base_loops else how["loop"], exclude, n_boot, seed, with_break_even)
         except SpecsweepError as e:
             error = e
             continue

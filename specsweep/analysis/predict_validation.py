@@ -81,7 +81,7 @@ def validate_matrix(name: str, sources, n_boot: int, measured_profiles: bool = F
             skipped.append(f"{cell}: no profile (it never drafted)")
             continue
         try:
-            got, label = pr.predict_held_out(data, prof, mine, n_boot)
+            got, label = pr.predict_held_out(data, prof, mine, n_boot, with_break_even=False)
         except SpecsweepError as e:
             skipped.append(f"{cell}: {e}")
             continue
@@ -125,6 +125,57 @@ def _quantile(values: list[float], q: float) -> float | None:
     return v[lo] + (v[hi] - v[lo]) * (i - lo)
 
 
+CROSS_TARGET = "a3b-synthetic"  # ran on an H100 ...
+CROSS_DONORS = ("methods-synthetic", "cost-model-synthetic", "active-contrast-synthetic")  # ... these on an H200
+
+
+def validate_cross_card(results: Path, n_boot: int = 0, measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
+    """The community case: a card that probed but ran nothing. The H100's a3b-synthetic configs
+    predicted from the H100's probe, their acceptance, and loop costs measured only on the H200
+    (scaled by the two probes' T(1)); none of the H100's own trials enters a cost."""
+    from specsweep.report.load import load
+
+    target = load([results / CROSS_TARGET])
+    donors = load([results / d for d in CROSS_DONORS])
+    datas = pr.card_data(target + donors + load([results / "probe"]))
+    target_ids = {id(t) for s in target for t in s.trials}
+    cells, skipped = [], []
+    for data in datas:
+        own = [t for t in data.trials if id(t) in target_ids]
+        if not own:
+            continue
+        bare = pr.CardData(data.card, data.shape, data.curve, [], [],
+                           [d for d in datas if d is not data and d.shape == data.shape and d.trials])
+        measured = pr.measured_rows(own)
+        by_cell: dict[str, list[dict]] = {}
+        for t in rec.kept(own):
+            if rec.usable(t) and not rec.is_baseline(t):
+                by_cell.setdefault(str(t.get("cell_id")), []).append(t)
+        for cid, mine in by_cell.items():
+            cell = str(mine[0].get("cell"))
+            prof = profiles.from_trials(mine, measured_profiles)
+            if cid not in measured or prof is None:
+                skipped.append(f"{cell}: no paired baseline or no profile")
+                continue
+            how = pr.settings_of(mine)
+            base_loop = next((str(t.get("loop") or "simple") for t in own if rec.is_baseline(t)), "simple")
+            try:
+                got = pr.predict_one(bare, prof, how["n_predict"], how["rollback"], how["loop"], base_loop,
+                                     n_boot=n_boot, with_break_even=False)
+            except SpecsweepError as e:
+                skipped.append(f"{cell}: {e.message}")
+                continue
+            m = measured[cid]
+            pc = got.speedup - 1.0
+            ci = None if got.speedup_interval is None else (got.speedup_interval[0] - 1, got.speedup_interval[1] - 1)
+            sign = None if abs(m["change"]) <= THRESHOLD else (pc > 0) == (m["change"] > 0)
+            cells.append(Cell(CROSS_TARGET, data.card, data.curve.file, cell, prof.method, prof.n_max, got.rollback,
+                              prof.synthetic, m["acceptance"], m["change"], m["interval"], pc, ci,
+                              100 * (pc - m["change"]), sign, got.dominant, "another card", got.sources["draft"],
+                              {k: round(v, 4) for k, v in got.ms_per_token.items()}, _measured_ms(mine)))
+    return cells, skipped
+
+
 def validate(results: Path, matrices=MATRICES, n_boot: int = 100, measured_profiles: bool = False) -> dict:
     from specsweep.report.load import load
 
@@ -141,4 +192,8 @@ def validate(results: Path, matrices=MATRICES, n_boot: int = 100, measured_profi
     for c in every:
         by_costs.setdefault(c.costs, []).append(c)
     out["by_costs"] = {k: summary(v) for k, v in by_costs.items()}
+    cross, skipped = validate_cross_card(results, 0, measured_profiles)
+    out["cross_card"] = {"what": f"{CROSS_TARGET} (H100) from the H100's probe and loop costs measured on the H200 "
+                                 f"({', '.join(CROSS_DONORS)}) only", "summary": summary(cross), "skipped": skipped,
+                         "cells": [asdict(c) for c in cross]}
     return out
