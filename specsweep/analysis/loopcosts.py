@@ -76,7 +76,13 @@ def probe_gpus(probe: dict) -> int:
 
 
 def trial_gpus(trial: dict) -> int:
-    return len((trial.get("settings") or {}).get("gpus") or [])
+    """The GPUs a trial's target ran on; -1 for a layout a one-card probe does not describe (a
+    draft model on another GPU)."""
+    s = trial.get("settings") or {}
+    gpus = list(s.get("gpus") or [])
+    if s.get("draft_gpu") is not None and s.get("draft_gpu") not in gpus:
+        return -1
+    return len(gpus)
 
 
 @dataclass
@@ -199,12 +205,12 @@ def saves_restores(trial: dict) -> tuple[float, float]:
 def session_scales(trials: list[dict], curve: Curve):
     """b(trial): its session's (manifest's) baseline step over the probe's T(1); 1 for a session
     without baseline trials. Dividing a session's times by it puts them on the probe's clock."""
-    steps: dict[str, int] = {}
+    steps: dict[str, float] = {}
     verify: dict[str, float] = {}
     for t in trials:
         if rec.is_baseline(t) and rec.usable(t):
             m = str(t.get("manifest"))
-            steps[m] = steps.get(m, 0) + int(t.get("n_steps") or 0)
+            steps[m] = steps.get(m, 0) + float(t.get("n_steps") or 0)
             verify[m] = verify.get(m, 0.0) + t_ms(t, "verify")
     scale = {m: verify[m] / steps[m] / curve.t1 for m in steps if steps[m] > 0 and verify[m] > 0}
     return lambda t: scale.get(str(t.get("manifest")), 1.0)
@@ -246,14 +252,14 @@ def fit_rollback(trials: list[dict], b, source: str) -> Fit:
     tail with seq_rm) is taken from the trials that saved nothing, so that a checkpoint's cost is
     not spread over the passes of configs that save one every step."""
     plain = [t for t in trials if saves_restores(t) == (0.0, 0.0)]
-    steps = sum(int(t.get("n_steps") or 0) for t in plain)
+    steps = sum(float(t.get("n_steps") or 0) for t in plain)
     per_pass = sum(t_ms(t, "rollback") / b(t) for t in plain) / steps if steps else 0.0
     rows, ys = [], []
     for t in trials:
         saves, restores = saves_restores(t)
         if saves or restores:
             rows.append([saves, restores])
-            ys.append(t_ms(t, "rollback") / b(t) - per_pass * int(t.get("n_steps") or 0))
+            ys.append(t_ms(t, "rollback") / b(t) - per_pass * float(t.get("n_steps") or 0))
     coef = _nnls(rows, ys, ("save", "restore"), _relative(ys)) if rows else {"save": 0.0, "restore": 0.0}
     coef["pass"] = per_pass
     return Fit(coef, source, trials)
@@ -303,7 +309,7 @@ def fit_verify(trials: list[dict], curve: Curve, b, units: UnitsCache, source: s
         u = units.of(t)
         if table is None or len(table) < len(u.verify):
             table = curve.table(max(len(u.verify) - 1, 1))
-        scale = int(t.get("n_steps") or 0) / u.passes if u.passes else 1.0  # the trial's own length
+        scale = float(t.get("n_steps") or 0) / u.passes if u.passes else 1.0  # the trial's own length
         t_sum = u.t_sum(table) + u.t_sum(table, "replay")
         total = t_ms(t, "verify") / b(t)
         totals.append(total)

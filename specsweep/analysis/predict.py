@@ -129,40 +129,40 @@ def _probe_rank(p: dict) -> tuple:
 
 
 def card_data(sources, card: str | None = None, target: str | None = None, kv: str = "q8_0",
-              gpus: int = 1) -> list[CardData]:
-    """One CardData per (card, target shape) that was probed with this KV type on this many GPUs;
+              gpus: int | None = None) -> list[CardData]:
+    """One CardData per (card, target shape, GPU count) probed with this KV type (on `gpus` GPUs
+    when given; 0 is the CPU);
     the probe chosen is the newest with the loop's settings (tokens picked on the device, the
     shallowest depth). A one-line error when none is left."""
     from specsweep.report.load import probe_card, trial_card
 
     found: dict[tuple, list[dict]] = defaultdict(list)
-    shapes: dict[tuple, lc.Shape] = {}
     for s in sources:
         for p in s.probes:
             c = (s.meta.get("card") if s.origin == "contribution" else None) or probe_card(p) or "unknown card"
             sh = lc.probe_shape(p)
             if sh is None or (card and card.lower() not in c.lower()):
                 continue
-            if (p.get("settings") or {}).get("kv") != kv or lc.probe_gpus(p) != gpus:
+            if (p.get("settings") or {}).get("kv") != kv or (gpus is not None and lc.probe_gpus(p) != gpus):
                 continue
             if target and not _names_target(p, sh, target):
                 continue
-            found[(c, sh)].append(p)
-            shapes[(c, sh)] = sh
+            found[(c, sh, lc.probe_gpus(p))].append(p)
     if not found:
         what = " ".join(x for x in (f"of {target}" if target else "", f"on a card named like {card!r}" if card else "")
                         if x)
-        raise SpecsweepError(f"no probe {what + ' ' if what else ''}with KV {kv} on {gpus} GPU(s): run "
+        where = "" if gpus is None else (" on the CPU" if gpus == 0 else f" on {gpus} GPU(s)")
+        raise SpecsweepError(f"no probe {what + ' ' if what else ''}with KV {kv}{where}: run "
                              f"`specsweep probe MODEL` (or `specsweep probe --synth NAME`) on the card first")
     out = []
-    for (c, sh), probes in sorted(found.items(), key=lambda kv_: (kv_[0][0], str(kv_[0][1]))):
+    for (c, sh, n_gpus), probes in sorted(found.items(), key=lambda kv_: (kv_[0][0], str(kv_[0][1]), kv_[0][2])):
         probe = max(probes, key=_probe_rank)
         data = CardData(c, sh, lc.curve_of(probe, c))
         for s in sources:
             for t in s.trials:
                 tc = (s.meta.get("card") if s.origin == "contribution" else None) or trial_card(t, s.manifests)
                 if tc == c and lc.trial_shape(t) == sh and (t.get("settings") or {}).get("kv") == kv \
-                        and lc.trial_gpus(t) == gpus and rec.usable(t):
+                        and lc.trial_gpus(t) == n_gpus and rec.usable(t):
                     data.trials.append(t)
         out.append(data)
     for d in out:
@@ -221,7 +221,7 @@ def fit_costs(data: CardData, profile: Profile, rollback: str, pool: list[dict],
     host = lc.fit_host(spec, host_b, f"in-loop, {len({t.get('cell_id') for t in spec})} config(s) {where}") if spec \
         else lc.Fit({}, "unknown: no speculative trials, counted as 0")
     base = [t for t in pool if rec.is_baseline(t)]
-    base_steps = sum(int(t.get("n_steps") or 0) for t in base)
+    base_steps = sum(float(t.get("n_steps") or 0) for t in base)
     base_host = (sum(lc.t_ms(t, "host") / b(t) for t in base) / base_steps) if base_steps else host["pass"]
     draft = draft_cost(data, profile, pool, curve, b)
     return Costs(verify, roll, host, draft, base_host, curve.switch, checkpoint)

@@ -84,7 +84,7 @@ def to_json(groups) -> dict:
 @click.option("--target", default=None,
               help="The probed target: a part of its file name, a models.lock name or a synth card.")
 @click.option("--kv", type=click.Choice(["q8_0", "f16"]), default="q8_0", show_default=True, help="KV cache type.")
-@click.option("--gpus", "n_gpus", type=int, default=1, show_default=True, help="GPUs the probe ran on.")
+@click.option("--gpus", "n_gpus", type=int, default=None, help="GPUs the probe ran on (0: the CPU; default: any).")
 @click.option("--n-predict", type=int, default=None,
               help="Tokens per generation (default: a recorded config's own, else 512).")
 @click.option("--rollback", type=click.Choice(["checkpoint", "snapshot"]), default=None,

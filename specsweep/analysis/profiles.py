@@ -171,7 +171,7 @@ def from_trials(trials: list[dict], measured: bool = False) -> Profile | None:
     else:
         total = drafted[0]
         lengths = tuple((drafted[i] - (drafted[i + 1] if i + 1 < n else 0)) / total for i in range(n))
-        chances = sum(int(t.get("n_steps") or 0) - int(t.get("n_rollbacks") or 0) for t in trials)
+        chances = sum(float(t.get("n_steps") or 0) - float(t.get("n_rollbacks") or 0) for t in trials)
         rate = min(total / chances, 1.0) if chances > 0 else 1.0
     if synthetic and not measured and (s.get("synth_len") is not None or s.get("synth_rates")):
         rates = acceptance.resolve_rates(s.get("synth_len"), s.get("synth_rates"), n)
@@ -188,13 +188,13 @@ def from_trials(trials: list[dict], measured: bool = False) -> Profile | None:
                    "measured draws" if synthetic else "measured per position", synthetic)
 
 
-def _summed(trials: list[dict], key: str) -> list[int]:
-    out: list[int] = []
+def _summed(trials: list[dict], key: str) -> list[float]:
+    out: list[float] = []
     for t in trials:
         for i, v in enumerate(t.get(key) or []):
             if i >= len(out):
-                out.append(0)
-            out[i] += int(v)
+                out.append(0.0)
+            out[i] += float(v)
     return out
 
 
