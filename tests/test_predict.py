@@ -209,3 +209,26 @@ def test_probe_synth_on_the_cpu_then_predict(tmp_path, monkeypatch):
     assert "bare draft step" in out.output  # no trials on this card: the probe's draft step, labelled
     line = _one_line_error(CliRunner().invoke(main, ["probe", "--synth", "no-such-model", "--gpus", ""]))
     assert "no synthetic stand-in" in line
+
+
+def test_a_card_that_only_probed_gets_predictions_beside_the_card_that_measured(tmp_path):
+    from specsweep.report import predict_section
+
+    write_records(tmp_path / "r")
+    other = probe_record()
+    other["machine"] = {"gpu_name": "Other GPU"}
+    for row in other["curve"]:
+        row["times_ms"] = [1.5 * x for x in row["times_ms"]]
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "probe.jsonl").write_text(json.dumps(other) + "\n")
+    rows = predict_section.rows(load([tmp_path / "r", tmp_path / "o"]))
+    here = [r for r in rows if r.card == CARD]
+    there = [r for r in rows if r.card == "Other GPU"]
+    assert len(here) == len(there) == sum(len(v) for v in ARMS.values())
+    assert all(r.measured is not None and r.how.startswith("held out") for r in here)
+    assert all(r.measured is None and r.how == "from its acceptance on another card" for r in there)
+    # its draft cost is the measuring card's, scaled by the probes' T(1)
+    assert all("scaled by the probes' T(1) ratio 1.50" in r.predicted.sources["draft"] for r in there)
+    html, figures = predict_section.section(load([tmp_path / "r", tmp_path / "o"]))
+    assert "Other GPU<br>predicted" in html and f"{CARD}<br>measured" in html
+    assert [f[0] for f in figures] == ["fig-predicted"]
