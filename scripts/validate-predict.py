@@ -15,6 +15,17 @@ from specsweep.analysis.analyze import _clean
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def rounded(v):
+    """4 decimals: the file stays small and diffs stay readable."""
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, dict):
+        return {k: rounded(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [rounded(x) for x in v]
+    return v
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--boot", type=int, default=100, help="bootstrap resamples per prediction")
@@ -27,7 +38,7 @@ def main() -> None:
                              "cross_card": variant["cross_card"]["summary"]}
     out = results / "predict-validation"
     out.mkdir(exist_ok=True)
-    (out / "validation.json").write_text(json.dumps(_clean(doc), indent=1) + "\n")
+    (out / "validation.json").write_text(json.dumps(rounded(_clean(doc)), indent=1) + "\n")
     (out / "README.md").write_text(pv.markdown(_clean(doc)))
     print((out / "README.md").read_text())
 

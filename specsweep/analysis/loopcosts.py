@@ -11,11 +11,13 @@ compare with the probe's).
   what a one-token pass right after a K = 2 pass costs beyond T(1), taken as the cost of any
   change of batch size.
 - Fitted costs, in the probe's milliseconds. The records' times are first divided by b, their
-  session's baseline step over the probe's T(1) (a session at another clock than the probe's), then:
-  the verify factor f = (verify time - switches x switch) / (the probe's T(K) summed over the
-  passes `loopsim` expects for each trial); the drafter's t_draft = per pass + per call + per
-  drafted token (non-negative least squares over the drafter's trials); the target's t_rollback =
-  per checkpoint save + per restore + per pass; t_host = per pass + per drafted token.
+  session's baseline step over the probe's T(1) (a session at another clock than the probe's), then
+  fitted by non-negative least squares, each trial weighted by its own total: the verify passes
+  beyond the probe's T(K) = per pass + per verified token + per change of batch size (into <= 8
+  tokens, into more; the probe's figure unless 3 configs change shape on 20% of their passes),
+  with the passes `loopsim` expects for each trial's own profile; the drafter's t_draft = per pass +
+  per call + per drafted token; the target's t_rollback = per checkpoint save + per restore + per
+  pass (the last from trials that saved nothing); t_host = per pass + per drafted token.
 
 Each fitted cost carries its source, and the trials it came from (for the bootstrap).
 """

@@ -6,24 +6,25 @@ batch size, drafting calls, drafted tokens, checkpoint saves, restores and repla
 changes, in expectation over the profile's acceptance draws), priced with the card's costs
 (`loopcosts`, all in the probe's milliseconds):
 
-    time = verify   f * sum over verify passes of T(K)
+    time = verify   sum over verify passes of T(K) + per pass + per verified token
          + draft    per pass * passes + per call * calls + per drafted token * drafted
          + rollback per save * saves + per restore * restores + per pass * passes
-                    + f * sum over replay passes of T(K)   (checkpoint rollback decodes again)
-         + switch   (the probe's one-token pass after a K = 2 pass - T(1)) * shape changes
+                    + the replay passes (checkpoint rollback decodes the accepted tokens again)
+         + switch   per change of batch size (into <= 8 tokens, into more)
          + host     per pass * passes + per drafted token * drafted
     tok/s = tokens / time;  speed-up = tok/s over plain decoding's, N one-token passes at T(1)
 
 Assumptions, each a place the prediction can be wrong:
 - T(K) is the probe's, at its depth, interpolated between probed sizes (a GPU's kernel switch
-  above 8 tokens respected); the loop's own verify passes cost f times that, f fitted from trials
-  on the card in the same rollback mode (snapshots slow every pass), else 1 (probe only).
+  above 8 tokens respected); what the loop's own verify passes cost beyond it (per pass, per
+  token) is fitted from trials on the card in the same rollback mode (snapshots slow every pass),
+  else from another card's (scaled by the probes' T(1)), else 0 (probe only).
 - Any change of batch size costs what the probe's one-token-after-two-token pass cost beyond T(1)
-  (llama.cpp runs a new shape without its CUDA graph); the drafter's own shape changes are part of
-  its in-loop cost.
+  (llama.cpp runs a new shape without its CUDA graph), unless the card's records change shape often
+  enough to fit it; the drafter's own shape changes are part of its in-loop cost.
 - The draft cost is the one measured inside the loop (records of that drafter on this card;
   else on another card, scaled by the two probes' T(1); else the probe's bare draft step, labelled:
-  a hybrid draft costs 3-5x its bare step in the loop).
+  a hybrid draft costs several times its bare step in the loop).
 - Rollback and host costs come from trials on this card (the probe's checkpoint timing where it
   has one); without either they count as 0 and the source says so.
 - Acceptance: position i is accepted with the profile's conditional rate given the earlier ones,
@@ -40,7 +41,6 @@ the predicted speed-up is 1, with the config's costs; "never" when even a = 1 lo
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -68,7 +68,6 @@ class CardData:
     shape: lc.Shape
     curve: lc.Curve
     trials: list[dict] = field(default_factory=list, repr=False)
-    manifests: list[dict] = field(default_factory=list, repr=False)
     others: list["CardData"] = field(default_factory=list, repr=False)  # other cards, same shape
     _units: lc.UnitsCache | None = field(default=None, repr=False)
 
@@ -304,8 +303,8 @@ def draft_cost(data: CardData, profile: Profile, pool: list[dict], curve: lc.Cur
     has_model = methods.METHODS.get(profile.method) is not None and methods.METHODS[profile.method].context == "draft"
     if has_model and d.get("source") == "measured" and (not key or _same_stem(key, str(d.get("model", "")))):
         return lc.Fit({"token": float(d["ms_per_token"])},
-                      f"the probe's bare draft step of {d.get('model')} (not in-loop: a hybrid draft costs 3-5x "
-                      f"more in the loop)")
+                      f"the probe's bare draft step of {d.get('model')} (not in-loop: a hybrid draft costs several times "
+                      f"that in the loop)")
     if d.get("source") == "given":
         return lc.Fit({"token": float(d["ms_per_token"])}, "the draft cost given to the probe (--draft-ms)")
     if methods.METHODS.get(profile.method) and methods.METHODS[profile.method].context is None:
@@ -495,6 +494,3 @@ def settings_of(trials: list[dict]) -> dict:
     return {"rollback": t.get("rollback") or s.get("rollback"), "loop": str(t.get("loop") or "simple"),
             "n_predict": int(s.get("n_predict") or N_PREDICT)}
 
-
-def median_or_none(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None

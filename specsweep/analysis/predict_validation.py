@@ -21,7 +21,6 @@ from pathlib import Path
 from specsweep.analysis import predict as pr
 from specsweep.analysis import profiles
 from specsweep.analysis import records as rec
-from specsweep.analysis.profiles import Profile
 from specsweep.errors import SpecsweepError
 
 MATRICES = ("a3b-synthetic", "active-contrast-synthetic", "cost-model-synthetic", "dense27-synthetic",
