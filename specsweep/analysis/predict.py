@@ -69,7 +69,7 @@ class CardData:
     curve: lc.Curve
     trials: list[dict] = field(default_factory=list, repr=False)
     others: list["CardData"] = field(default_factory=list, repr=False)  # other cards, same shape
-    _units: lc.UnitsCache | None = field(default=None, repr=False)
+    _units: lc.UnitsCache | None = field(default=None, init=False, repr=False)
 
     def units(self) -> lc.UnitsCache:
         """The expected counts of every recorded config here (built once)."""

@@ -187,8 +187,8 @@ def validate_cross_card(results: Path, n_boot: int = 0, measured_profiles: bool 
         own = [t for t in data.trials if id(t) in target_ids]
         if not own:
             continue
-        bare = pr.CardData(data.card, data.shape, data.curve, [], [],
-                           [d for d in datas if d is not data and d.shape == data.shape and d.trials])
+        bare = pr.CardData(data.card, data.shape, data.curve, trials=[],
+                           others=[d for d in datas if d is not data and d.shape == data.shape and d.trials])
         measured = pr.measured_rows(own)
         by_cell: dict[str, list[dict]] = {}
         for t in rec.kept(own):
