@@ -8,6 +8,7 @@ import click
 
 from specsweep import __version__
 from specsweep.analysis.command import analyze
+from specsweep.analysis.predict_command import predict
 from specsweep.contrib.command import contribute, merge
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.command import keys
@@ -54,6 +55,7 @@ main.add_command(models)
 main.add_command(probe)
 main.add_command(plot)
 main.add_command(analyze)
+main.add_command(predict)
 main.add_command(contribute)
 main.add_command(merge)
 

@@ -379,8 +379,10 @@ def test_records_without_outputs_leave_the_outputs_section_out(tmp_path):
 def test_the_analysis_is_on_the_page_with_both_knee_verdicts():
     sources = load.load([REPO / "results" / "cost-model-synthetic", PROBES])
     text = page.render(sources)
-    assert figure_ids(text)[-3:] == ["fig-cost", "fig-coverage", "fig-break-even"]
+    # the analysis, then what `predict` gives for the probed card beside what it measured
+    assert figure_ids(text)[-4:] == ["fig-cost", "fig-coverage", "fig-break-even", "fig-predicted"]
     assert "The analysis: paired changes, the cost model and break-even" in text
+    assert "Predicted and measured (specsweep predict)" in text
     (a,) = analysis_section.section(sources).analyses
     for f in a.fits:
         assert page.esc(f.knee.verdict) in text and page.esc(f.knee_configured.verdict) in text

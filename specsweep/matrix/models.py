@@ -177,15 +177,7 @@ def _synth(ref: ModelRef, create: bool) -> Path:
     recipe = Recipe(CARDS[d["synth"]].at_scale(scale), scale, wtype, d.get("seed", 0),
                     float(d.get("perturb", 0.0)), d.get("perturb_seed", 1), float(d.get("branch_scale", 1.0)),
                     bool(d.get("mtp", False)), **{k: d[k] for k in DRAFTER_OPTIONS if k in d}, quant=d.get("quant"))
-    stem = f"{d['synth']}-{scale}-{recipe.types}-s{recipe.seed}"
-    if recipe.perturb:
-        stem += f"-p{recipe.perturb:g}-ps{recipe.perturb_seed}"
-    if recipe.branch_scale != 1.0:
-        stem += f"-b{recipe.branch_scale:g}"
-    if recipe.mtp:
-        stem += "-mtp"
-    stem += "".join(f"-{k.replace('_', '')}{int(v)}" for k, v in recipe.drafter_options.items())
-    path = cache.synth_dir() / f"{stem}.gguf"
+    path = cache.synth_dir() / f"{recipe.file_stem}.gguf"
     if create and not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_model(recipe, path)  # atomic: a temporary name, renamed when complete

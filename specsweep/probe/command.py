@@ -16,7 +16,8 @@ from specsweep.errors import SpecsweepError
 from specsweep.models import fit, placement
 from specsweep.models.overrides import parse_overrides
 from specsweep.probe import theory
-from specsweep.probe.measure import DEFAULT_KS, SHORT_PROMPT, Curve, context_size, known_bandwidth_gbs, measure_curve
+from specsweep.probe.measure import (DEFAULT_KS, SHORT_PROMPT, WARMUP, Curve, context_size, known_bandwidth_gbs,
+                                     measure_curve)
 from specsweep.records import manifest
 from specsweep.records.store import JsonlFile
 
@@ -73,13 +74,20 @@ def _fmt_a(a: float | None) -> str:
 
 
 @click.command("probe")
-@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.argument("model_path", metavar="MODEL", required=False, type=click.Path(path_type=Path))
+@click.option("--synth", "synth_name", metavar="NAME", default=None,
+              help="Probe the synthetic stand-in of a models.lock target (or a shape card) instead of MODEL: "
+                   "written into the specsweep cache once, then probed, before the real file is downloaded.")
+@click.option("--synth-draft", "synth_draft", metavar="NAME", default=None,
+              help="Time the draft step of a models.lock draft's stand-in (as --draft does for a file).")
+@click.option("--synth-scale", type=click.Choice(["full", "tiny"]), default="full", show_default=True,
+              help="The stand-ins' scale: full (the real shape, timing-true) or tiny (the same layout, CPU-sized: tests).")
 @click.option("--gpus", default="0", show_default=True, help='GPU indices, comma-separated; "" for the CPU.')
 @click.option("--depth", type=int, default=0, show_default=True,
               help="Context depth the K tokens are verified at (0: after a short prompt).")
 @click.option("--k", "k_text", default=",".join(map(str, DEFAULT_KS)), show_default=True,
               help="Batch sizes K to time (1 is always added).")
-@click.option("--reps", type=int, default=5, show_default=True, help="Timed passes per K (after one warm-up pass).")
+@click.option("--reps", type=int, default=5, show_default=True, help=f"Timed passes per K (after {WARMUP} warm-up passes: the first captures the graph).")
 @click.option("--outputs", type=click.Choice(["sampled", "logits"]), default="sampled", show_default=True,
               help="sampled: greedy tokens picked on the device (backend sampling, the run default); "
                    "logits: every row of logits comes back and is argmax'ed on the host.")
@@ -103,13 +111,18 @@ def _fmt_a(a: float | None) -> str:
 @click.option("--results", "results_root", metavar="DIR", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Records go to DIR/probe/probe.jsonl.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
-def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int,
-          threads: int, draft_ms: float | None, draft_path: Path | None, override_kv: tuple[str, ...],
+def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | None, synth_scale: str, gpus: str,
+          depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int, threads: int,
+          draft_ms: float | None, draft_path: Path | None, override_kv: tuple[str, ...],
           n_cpu_moe: int | None, override_tensor: tuple[str, ...], n_gpu_layers: int | None, vram_budget: str | None,
           bandwidth_gbs: float | None, results_root: Path, verbose: bool) -> None:
     """Time one target decode of K tokens against one ordinary decode step, T(K)/T(1), and set it
     beside the expert-union prediction, the break-even acceptance per draft length and the
-    memory-bandwidth bound."""
+    memory-bandwidth bound. With --synth, of a models.lock model's synthetic stand-in."""
+    if (model_path is None) == (synth_name is None):
+        raise SpecsweepError("give MODEL or --synth NAME (a models.lock target), one of them")
+    if synth_draft is not None and (draft_path is not None or draft_ms is not None):
+        raise SpecsweepError("give one draft: --synth-draft, --draft or --draft-ms")
     gpu_ids = parse_gpus(gpus)
     ks = parse_ks(k_text)
     overrides = tuple(o.text for o in parse_overrides(list(override_kv), "--override-kv"))
@@ -129,6 +142,8 @@ def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outpu
         raise SpecsweepError(f"--draft-ms must be non-negative, got {draft_ms}")
     if bandwidth_gbs is not None and bandwidth_gbs <= 0:
         raise SpecsweepError(f"--bandwidth-gbs must be positive, got {bandwidth_gbs}")
+    if synth_name is not None or synth_draft is not None:
+        model_path, draft_path = _stand_ins(synth_name, synth_draft, synth_scale, model_path, draft_path)
     _check_gguf(model_path, "model")
     if draft_path is not None:
         _check_gguf(draft_path, "draft model")
@@ -163,6 +178,8 @@ def probe(model_path: Path, gpus: str, depth: int, k_text: str, reps: int, outpu
     machine = _machine(gpu_ids, threads)
     record = build_record(model_path, mb, curve, draft_info, machine, gpu_ids, depth, reps, threads,
                           bandwidth_gbs, placed)
+    if synth_name is not None:  # what the stand-in stands in for (predict finds the probe by this name)
+        record["stand_in"] = {"name": synth_name, "scale": synth_scale}
     for line in report_lines(record):
         click.echo(line)
     store = JsonlFile(Path(results_root) / "probe" / "probe.jsonl")
@@ -183,6 +200,23 @@ def _placement(n_cpu_moe, override_tensor, n_gpu_layers, vram_budget, gpu_ids, m
     spec = placement.target_spec(settings, "probe")
     placement.check_against_header(spec, model_path, model_path.name, "model")
     return spec
+
+
+def _stand_ins(name: str | None, draft_name: str | None, scale: str, model_path: Path | None,
+               draft_path: Path | None) -> tuple[Path, Path | None]:
+    """The stand-ins' files, written into the specsweep cache when missing."""
+    from specsweep.synth import stand_ins
+
+    wanted = [(n, stand_ins.resolve(n)) for n in (name, draft_name) if n is not None]  # every name checked first
+    paths = []
+    for n, s in wanted:
+        click.echo(f"stand-in of {n}: synth {s.card} ({scale}{', +mtp' if s.mtp else ''})", err=True)
+        paths.append(stand_ins.write(s, scale))
+    if name is not None:
+        model_path = paths.pop(0)
+    if draft_name is not None:
+        draft_path = paths.pop(0)
+    return model_path, draft_path
 
 
 def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_info: dict, machine: dict,
@@ -234,7 +268,7 @@ def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_in
                   "tied_embeddings": mb.tied, "embd_row_bytes": mb.embd_row, "bytes_by_class": mb.classes(),
                   "kv_values_per_position": mb.kv_elements},
         "settings": {"gpus": list(gpu_ids), "depth": depth, "pos0": curve.pos0, "ks": curve.ks, "reps": reps,
-                     "warmup": 1, "outputs": curve.outputs, "kv": curve.kv, "n_ctx": curve.n_ctx,
+                     "warmup": WARMUP, "outputs": curve.outputs, "kv": curve.kv, "n_ctx": curve.n_ctx,
                      "n_batch": curve.n_batch, "threads": machine["threads"], "flash_attn": True,
                      "rollback": curve.rollback},
         "machine": machine,
@@ -249,6 +283,13 @@ def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_in
         # what a speculative loop pays on top: a single-token step right after a verify batch
         "switch": {"after_k": curve.switch_k, "times_ms": [_ms(t) for t in curve.switch_times],
                    "median_ms": _ms(statistics.median(curve.switch_times)) if curve.switch_times else None},
+        # a hybrid model's recurrent-state checkpoint, saved before each verify and restored after a
+        # rejection by the loop's checkpoint rollback
+        "checkpoint": None if not curve.ckpt_save_times else {
+            "bytes": curve.ckpt_bytes, "save_ms": _ms(statistics.median(curve.ckpt_save_times)),
+            "restore_ms": _ms(statistics.median(curve.ckpt_restore_times)),
+            "save_times_ms": [_ms(t) for t in curve.ckpt_save_times],
+            "restore_times_ms": [_ms(t) for t in curve.ckpt_restore_times]},
     }
 
 
@@ -305,6 +346,11 @@ def report_lines(r: dict) -> list[str]:
         lines.append(f"shape switch: a single-token step right after a K = {sw['after_k']} pass takes "
                      f"{sw['median_ms']:.3f} ms, {sw['median_ms'] / r['t1_ms']:.2f}x an ordinary step "
                      f"(llama.cpp re-captures its CUDA graph when the batch shape changes)")
+    ck = r.get("checkpoint")
+    if ck:
+        lines.append(f"checkpoint: {ck['bytes'] / 2**20:.1f} MiB of recurrent state, saved in {ck['save_ms']:.3f} ms and "
+                     f"restored in {ck['restore_ms']:.3f} ms (what the loop's checkpoint rollback pays per draft and "
+                     f"per rejection)")
     if r["output_mismatches"]:
         lines.append(f"warning: {r['output_mismatches']} timed passes returned other tokens than the first pass "
                      f"of the same K (the context was not restored exactly?)")

@@ -11,7 +11,9 @@ llama.cpp's CUDA graphs warm: they are captured for single-token batches and cap
 the batch shape changes, so interleaving the K values (the first version of this probe) timed graph
 capture, not decoding (on an H100, T(1) came out 9.4-14.7 ms against 4 ms for plain decoding).
 What a speculative loop does pay, switching between a verify batch and single tokens, is measured
-separately: `switch_times`, a K = 1 pass right after a pass of another size.
+separately: `switch_times`, a K = 1 pass right after a pass of another size. On a hybrid model the
+checkpoint the loop saves before each verify and restores after a rejection (`rollback =
+"checkpoint"`) is timed too: every restore that drops a timed pass, and `reps` saves at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from specsweep.errors import SpecsweepError
 
 DEFAULT_KS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
 SHORT_PROMPT = 4  # positions before the verify batch when --depth is 0: "a short prompt"
+# untimed passes per K: llama.cpp's CUDA backend runs a new batch shape without a graph, captures
+# one on the second pass of that shape and replays it from the third (ggml-cuda.cu, graph warm-up),
+# so with one warm-up pass the first timed pass was the capture (5x T(1) on the H200 probes)
+WARMUP = 2
 N_CTX_MARGIN = 16
 
 # ordinary text to fill the context with and to verify: valid tokens for any vocabulary
@@ -69,6 +75,9 @@ class Curve:
     mismatches: int = 0  # passes whose outputs differed from the first pass of the same K
     switch_k: int = 0  # the batch size passed right before each `switch_times` pass
     switch_times: list[float] = field(default_factory=list)  # K = 1 right after a K = switch_k pass
+    ckpt_bytes: int = 0  # size of one recurrent-state checkpoint (hybrid models)
+    ckpt_save_times: list[float] = field(default_factory=list)
+    ckpt_restore_times: list[float] = field(default_factory=list)
 
     def median(self, k: int) -> float:
         return statistics.median(self.times[k])
@@ -92,7 +101,7 @@ def context_size(pos0: int, k_max: int) -> int:
 
 def measure_curve(model: runtime.Model, ks: list[int], depth: int = 0, reps: int = 5, outputs: str = "logits",
                   kv: str = "q8_0", n_batch: int = 512, n_threads: int = 0, flash_attn: bool = True,
-                  warmup: int = 1, progress=None) -> Curve:
+                  warmup: int = WARMUP, progress=None) -> Curve:
     """T(K) for every K in ks (seconds per pass, `reps` timed passes each)."""
     if not ks or min(ks) < 1:
         raise SpecsweepError("every K must be at least 1")
@@ -123,9 +132,12 @@ def measure_curve(model: runtime.Model, ks: list[int], depth: int = 0, reps: int
             ctx.sync()
             out = [ctx.argmax(i) for i in range(k)]
             dt = time.perf_counter() - t0
-            # drop the K tokens again (untimed)
+            # drop the K tokens again (outside T(K); a checkpoint restore is timed on its own)
             if checkpoint is not None:
+                t1 = time.perf_counter()
                 ctx.load_partial_state(checkpoint)
+                ctx.sync()
+                curve.ckpt_restore_times.append(time.perf_counter() - t1)
             if not ctx.seq_rm(pos0, -1):
                 raise SpecsweepError(f"{model.path.name}: could not drop the verified tokens from the context")
             if k not in first:
@@ -146,6 +158,12 @@ def measure_curve(model: runtime.Model, ks: list[int], depth: int = 0, reps: int
             for _ in range(reps):
                 one(curve.switch_k)
                 curve.switch_times.append(one(1))
+        if checkpoint is not None:
+            curve.ckpt_bytes = int(checkpoint[1])
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                checkpoint = ctx.save_partial_state()
+                curve.ckpt_save_times.append(time.perf_counter() - t0)
         if ctx.pos_max() != pos0 - 1:
             raise SpecsweepError(f"{model.path.name}: the context did not return to depth {pos0} "
                                  f"(last position {ctx.pos_max()})")

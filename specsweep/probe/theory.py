@@ -238,7 +238,7 @@ def model_bytes_from_tensors(tensors: list[tuple[str, tuple[int, ...], int]], ar
 HEADER_KEYS = ("context_length", "embedding_length", "block_count", "expert_count", "expert_used_count",
                "expert_feed_forward_length", "expert_shared_feed_forward_length", "feed_forward_length",
                "attention.head_count", "attention.head_count_kv", "attention.key_length",
-               "full_attention_interval")
+               "full_attention_interval", "nextn_predict_layers")
 
 
 def read_model_bytes(path: Path) -> ModelBytes:

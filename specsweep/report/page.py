@@ -659,6 +659,9 @@ def render(sources: list[Source], title: str | None = None) -> str:
     curves = shape.probe_curves(sources)
     outputs = shape.outputs(sources, rows)
     analysis = analysis_section.section(sources) if rows else analysis_section.Section("")
+    from specsweep.report import predict_section  # it imports this module's style
+
+    predicted_html, predicted_figs = predict_section.section(sources) if rows and curves else ("", [])
     cards = list(dict.fromkeys(s.card for s in sources))
     title = title or "Speculative decoding in llama.cpp: " + ", ".join(cards)
     bundle = plotly_bundle()
@@ -701,7 +704,7 @@ def render(sources: list[Source], title: str | None = None) -> str:
                         "means batched verification is cheap. Right: the per-token acceptance a draft of K-1 tokens "
                         "needs to break even, with the draft cost each probe recorded.",
                         fig_probe(curves)))
-    n_figures = len(figures) + len(analysis.figures)
+    n_figures = len(figures) + len(analysis.figures) + len(predicted_figs)
 
     parts = [f"<!doctype html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
@@ -746,6 +749,14 @@ def render(sources: list[Source], title: str | None = None) -> str:
                      "expert coverage saturates, and the acceptance at which speculation breaks even.</p>\n"
                      f"{analysis.html}\n")
         for div_id, heading, note, fig in analysis.figures:
+            parts.append(f"<h3>{esc(heading)}</h3>\n<p class='note'>{esc(note)}</p>\n{_figure_html(fig, div_id)}\n")
+    if predicted_html:
+        parts.append("<h2>Predicted and measured (specsweep predict)</h2>\n<p class='note'>Each probed card's decode "
+                     "speed-up per config as <code>specsweep predict</code> gives it from the card's probe and the "
+                     "config's acceptance (docs/analysis.md), beside what the card measured: a config the card ran "
+                     "is predicted without its own records, one it never ran from its acceptance on the cards that "
+                     f"did.</p>\n{predicted_html}\n")
+        for div_id, heading, note, fig in predicted_figs:
             parts.append(f"<h3>{esc(heading)}</h3>\n<p class='note'>{esc(note)}</p>\n{_figure_html(fig, div_id)}\n")
 
     parts.append(backends_section.section(sources, rows))

@@ -66,6 +66,18 @@ class Recipe:
         return {k: v for k in DRAFTER_OPTIONS if (v := getattr(self, k)) is not None}
 
     @property
+    def file_stem(self) -> str:
+        """The name the specsweep cache keeps this recipe's file under (one file per recipe)."""
+        stem = f"{self.card.name}-{self.scale}-{self.types}-s{self.seed}"
+        if self.perturb:
+            stem += f"-p{self.perturb:g}-ps{self.perturb_seed}"
+        if self.branch_scale != 1.0:
+            stem += f"-b{self.branch_scale:g}"
+        if self.mtp:
+            stem += "-mtp"
+        return stem + "".join(f"-{k.replace('_', '')}{int(v)}" for k, v in self.drafter_options.items())
+
+    @property
     def shape(self) -> ShapeCard:
         """The card as written: with its MTP layer and drafter variants when asked for."""
         card = dataclasses.replace(self.card, n_mtp=1) if self.mtp else self.card

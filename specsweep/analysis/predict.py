@@ -1,0 +1,496 @@
+"""`specsweep predict`: decode speed and speed-up of a speculative config on a card, from that card's
+probe and an acceptance profile, before the config (or the model) is run there.
+
+The model. One generation of N tokens is the loop llama.cpp runs (`loopsim`: every target pass by
+batch size, drafting calls, drafted tokens, checkpoint saves, restores and replays, batch-shape
+changes, in expectation over the profile's acceptance draws), priced with the card's costs
+(`loopcosts`, all in the probe's milliseconds):
+
+    time = verify   sum over verify passes of T(K) + per pass + per verified token
+         + draft    per pass * passes + per call * calls + per drafted token * drafted
+         + rollback per save * saves + per restore * restores + per pass * passes
+                    + the replay passes (checkpoint rollback decodes the accepted tokens again)
+         + switch   per change of batch size (into <= 8 tokens, into more)
+         + host     per pass * passes + per drafted token * drafted
+    tok/s = tokens / time;  speed-up = tok/s over plain decoding's, N one-token passes at T(1)
+
+Assumptions, each a place the prediction can be wrong:
+- T(K) is the probe's, at its depth, interpolated between probed sizes (a GPU's kernel switch
+  above 8 tokens respected); what the loop's own verify passes cost beyond it (per pass, per
+  token) is fitted from trials on the card in the same rollback mode (snapshots slow every pass),
+  else from another card's (scaled by the probes' T(1)), else 0 (probe only).
+- Any change of batch size costs what the probe's one-token-after-two-token pass cost beyond T(1)
+  (llama.cpp runs a new shape without its CUDA graph), unless the card's records change shape often
+  enough to fit it; the drafter's own shape changes are part of its in-loop cost.
+- The draft cost is the one measured inside the loop (records of that drafter on this card;
+  else on another card, scaled by the two probes' T(1); else the probe's bare draft step, labelled:
+  a hybrid draft costs several times its bare step in the loop).
+- Rollback and host costs come from trials on this card (the probe's checkpoint timing where it
+  has one); without either they count as 0 and the source says so.
+- Acceptance: position i is accepted with the profile's conditional rate given the earlier ones,
+  independently of the draft's length and from step to step (synthetic acceptance is exactly
+  this; real text is burstier).
+- Times of a session whose baseline ran at b x the probe's T(1) are divided by b.
+
+The interval is a 95% bootstrap over the probe's timed passes and the trials behind each fitted
+cost (resampled within each config): measurement noise, not the model's error, which
+`predict_validation` measures on the committed device matrices. The break-even acceptance is the
+per-token rate a (every position accepted with probability a given the earlier ones) at which
+the predicted speed-up is 1, with the config's costs; "never" when even a = 1 loses.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from specsweep import methods
+from specsweep.analysis import loopcosts as lc
+from specsweep.analysis import loopsim, profiles
+from specsweep.analysis import records as rec
+from specsweep.analysis.profiles import Profile
+from specsweep.errors import SpecsweepError
+
+TERMS = ("draft", "verify", "rollback", "switch", "host")
+BOOTSTRAP = 200
+SEED = 20261203
+LEVEL = 0.95
+N_PREDICT = 512  # tokens per generation when nothing says otherwise
+
+
+@dataclass
+class CardData:
+    """One card's probe of one target shape (and KV type and GPU count), and the trial records
+    measured there with that target (the pool the loop's costs are fitted from)."""
+    card: str
+    shape: lc.Shape
+    curve: lc.Curve
+    trials: list[dict] = field(default_factory=list, repr=False)
+    others: list["CardData"] = field(default_factory=list, repr=False)  # other cards, same shape
+    _units: lc.UnitsCache | None = field(default=None, init=False, repr=False)
+
+    def units(self) -> lc.UnitsCache:
+        """The expected counts of every recorded config here (built once)."""
+        if self._units is None:
+            self._units = lc.UnitsCache(self.trials)
+        return self._units
+
+
+@dataclass
+class Costs:
+    verify: lc.Fit
+    rollback: lc.Fit
+    host: lc.Fit
+    draft: lc.Fit
+    base_host: float  # ms per plain decoding pass, host side
+    switch: float
+    checkpoint: bool
+
+
+@dataclass
+class Prediction:
+    card: str
+    target: str  # the probed file
+    shape: str
+    config: str
+    method: str
+    n_max: int
+    profile_source: str
+    acceptance: float  # expected accepted / drafted
+    synthetic: bool
+    rollback: str
+    n_predict: int
+    tps: float
+    tps_interval: tuple[float, float] | None
+    baseline_tps: float
+    speedup: float
+    speedup_interval: tuple[float, float] | None
+    break_even: float | None  # per-token acceptance where the speed-up is 1 (None: never)
+    break_even_note: str
+    ms_per_token: dict[str, float]  # by term
+    dominant: str
+    sources: dict[str, str]  # by term: where its cost came from
+    units: dict[str, float]  # expected counts per generation
+    measured: dict | None = None  # the card's own paired measurement of the config, when it has one
+
+    @property
+    def change(self) -> float:
+        return self.speedup - 1.0
+
+
+# --- which probe, which records ---
+
+def _probe_rank(p: dict) -> tuple:
+    s = p.get("settings") or {}
+    return (s.get("outputs") == "sampled", -int(s.get("pos0") or s.get("depth") or 0), str(p.get("time") or ""))
+
+
+def card_data(sources, card: str | None = None, target: str | None = None, kv: str = "q8_0",
+              gpus: int | None = None) -> list[CardData]:
+    """One CardData per (card, target shape, GPU count) probed with this KV type (on `gpus` GPUs
+    when given; 0 is the CPU);
+    the probe chosen is the newest with the loop's settings (tokens picked on the device, the
+    shallowest depth). A one-line error when none is left."""
+    from specsweep.report.load import probe_card, trial_card
+
+    found: dict[tuple, list[dict]] = defaultdict(list)
+    for s in sources:
+        for p in s.probes:
+            c = (s.meta.get("card") if s.origin == "contribution" else None) or probe_card(p) or "unknown card"
+            sh = lc.probe_shape(p)
+            if sh is None or (card and card.lower() not in c.lower()):
+                continue
+            if (p.get("settings") or {}).get("kv") != kv or (gpus is not None and lc.probe_gpus(p) != gpus):
+                continue
+            if target and not _names_target(p, sh, target):
+                continue
+            found[(c, sh, lc.probe_gpus(p))].append(p)
+    if not found:
+        what = " ".join(x for x in (f"of {target}" if target else "", f"on a card named like {card!r}" if card else "")
+                        if x)
+        where = "" if gpus is None else (" on the CPU" if gpus == 0 else f" on {gpus} GPU(s)")
+        raise SpecsweepError(f"no probe {what + ' ' if what else ''}with KV {kv}{where}: run "
+                             f"`specsweep probe MODEL` (or `specsweep probe --synth NAME`) on the card first")
+    out = []
+    for (c, sh, n_gpus), probes in sorted(found.items(), key=lambda kv_: (kv_[0][0], str(kv_[0][1]), kv_[0][2])):
+        probe = max(probes, key=_probe_rank)
+        data = CardData(c, sh, lc.curve_of(probe, c))
+        for s in sources:
+            for t in s.trials:
+                tc = (s.meta.get("card") if s.origin == "contribution" else None) or trial_card(t, s.manifests)
+                if tc == c and lc.trial_shape(t) == sh and (t.get("settings") or {}).get("kv") == kv \
+                        and lc.trial_gpus(t) == n_gpus and rec.usable(t):
+                    data.trials.append(t)
+        out.append(data)
+    for d in out:
+        d.others = [o for o in out if o is not d and o.shape == d.shape]
+    return out
+
+
+def _names_target(probe: dict, shape: lc.Shape, target: str) -> bool:
+    """--target: a part of the probed file's name, the models.lock name a stand-in was probed for,
+    or a synth card / models.lock name of its shape."""
+    t = target.lower()
+    if t in str((probe.get("model") or {}).get("file") or "").lower():
+        return True
+    if t == str((probe.get("stand_in") or {}).get("name") or "").lower():
+        return True
+    from specsweep.synth.stand_ins import card_of  # a shape card is plain data
+
+    card = card_of(target)
+    if card is None:
+        return False
+    return lc.Shape(card.arch, card.n_layer, card.n_expert, card.n_expert_used) == shape
+
+
+# --- the costs of one config on one card ---
+
+def _excluding(trials: list[dict], exclude) -> list[dict]:
+    return [t for t in trials if not exclude(t)] if exclude else list(trials)
+
+
+def arm_of(t: dict) -> tuple:
+    return str(t.get("method")), profiles.drafter_key(t), profiles.n_max_of(t)
+
+
+def fit_costs(data: CardData, profile: Profile, rollback: str, pool: list[dict], curve: lc.Curve,
+              units: lc.UnitsCache, rng: np.random.Generator | None = None) -> Costs:
+    """The config's costs from the pool of records (resampled within each config when rng)."""
+    if rng is not None:
+        pool = _resample(pool, rng)
+    b = lc.session_scales(pool, curve)
+    checkpoint = rollback == "checkpoint" and curve.hybrid
+    spec = [t for t in pool if not rec.is_baseline(t)]
+    same_mode = [t for t in spec if (t.get("rollback") or (t.get("settings") or {}).get("rollback")) == rollback]
+    n_cards = f"{len({t.get('cell_id') for t in same_mode})} config(s) on this card"
+    if same_mode:
+        verify = lc.fit_verify(same_mode, curve, b, units, f"the probe's T(K) plus the loop's own cost per verified "
+                                                         f"token ({rollback} rollback, {n_cards})")
+        roll = lc.fit_rollback(same_mode, b, f"in-loop, {rollback} rollback, {n_cards}")
+    else:
+        verify, roll = _other_card(data, rollback, curve) or _probe_only(rollback, curve, checkpoint)
+    host_b, where = b, "on this card"
+    if not spec:  # the host's own work: Python's, the same loop on another card's host
+        other = next((o for o in data.others if any(not rec.is_baseline(t) for t in o.trials)), None)
+        if other is not None:
+            spec = [t for t in other.trials if not rec.is_baseline(t)]
+            host_b, where = lc.session_scales(other.trials, other.curve), f"on {other.card}'s host"
+    host = lc.fit_host(spec, host_b, f"in-loop, {len({t.get('cell_id') for t in spec})} config(s) {where}") if spec \
+        else lc.Fit({}, "unknown: no speculative trials, counted as 0")
+    base = [t for t in pool if rec.is_baseline(t)]
+    base_steps = sum(float(t.get("n_steps") or 0) for t in base)
+    base_host = (sum(lc.t_ms(t, "host") / b(t) for t in base) / base_steps) if base_steps else host["pass"]
+    draft = draft_cost(data, profile, pool, curve, b)
+    return Costs(verify, roll, host, draft, base_host, curve.switch, checkpoint)
+
+
+def _probe_only(rollback: str, curve: lc.Curve, checkpoint: bool) -> tuple[lc.Fit, lc.Fit]:
+    verify = lc.Fit({"pass": 0.0, "token": 0.0, "switch_small": curve.switch, "switch_large": curve.switch},
+                    f"the probe's T(K) and shape switch as they are (no trials in {rollback} rollback)")
+    if checkpoint and curve.checkpoint_ms:
+        roll = lc.Fit({"save": curve.checkpoint_ms[0], "restore": curve.checkpoint_ms[1]},
+                      "the probe's checkpoint save and restore")
+    else:
+        roll = lc.Fit({}, "unknown: no trials in this rollback mode, counted as 0" if checkpoint
+                      else "none (nothing to restore)")
+    return verify, roll
+
+
+def _other_card(data: CardData, rollback: str, curve: lc.Curve) -> tuple[lc.Fit, lc.Fit] | None:
+    """The loop's verify extras and rollback costs measured on another card with the same target,
+    scaled by the two probes' T(1); the shape changes stay this card's probe's."""
+    for other in data.others:
+        mode = [t for t in other.trials if not rec.is_baseline(t)
+                and (t.get("rollback") or (t.get("settings") or {}).get("rollback")) == rollback]
+        if not mode:
+            continue
+        ratio = curve.t1 / other.curve.t1
+        b = lc.session_scales(other.trials, other.curve)
+        where = f"on {other.card}, scaled by the probes' T(1) ratio {ratio:.2f}"
+        verify = lc.fit_verify(mode, other.curve, b, other.units(),
+                               f"the probe's T(K) plus the loop's own cost per verified token {where}")
+        verify.coef = {"pass": verify["pass"] * ratio, "token": verify["token"] * ratio,
+                       "switch_small": curve.switch, "switch_large": curve.switch}
+        verify.source = verify.source.split("; shape changes")[0] + "; shape changes: this card's probe"
+        roll = lc.fit_rollback(mode, b, f"in-loop {where}, {rollback} rollback")
+        roll.coef = {k: v * ratio for k, v in roll.coef.items()}
+        return verify, roll
+    return None
+
+
+def _resample(pool: list[dict], rng: np.random.Generator) -> list[dict]:
+    by_cell: dict[str, list[dict]] = defaultdict(list)
+    for t in pool:
+        by_cell[str(t.get("cell_id"))].append(t)
+    out = []
+    for mine in by_cell.values():
+        out.extend(mine[i] for i in rng.integers(0, len(mine), len(mine)))
+    return out
+
+
+def _family(profile: Profile, trials: list[dict]) -> tuple[str, list[dict]]:
+    """The drafter a profile means and its trials among these."""
+    mine = [t for t in trials if t.get("method") == profile.method and not rec.is_baseline(t)]
+    keys = sorted({profiles.drafter_key(t) for t in mine})
+    if profile.drafter:
+        want = profile.drafter.lower()
+        keys = [k for k in keys if want in k.lower()] or [profile.drafter]
+    if len(keys) > 1:
+        raise SpecsweepError(f"{profile.method}: the records hold {len(keys)} drafters ({', '.join(keys)}); name one "
+                             f"as \"{profile.method}:NAME n{profile.n_max}=...\"")
+    key = keys[0] if keys else profile.drafter
+    return key, [t for t in mine if profiles.drafter_key(t) == key]
+
+
+def draft_cost(data: CardData, profile: Profile, pool: list[dict], curve: lc.Curve, b) -> lc.Fit:
+    key, mine = _family(profile, pool)
+    who = f"{profile.method}{' · ' + key if key else ''}"
+    if mine:
+        fit = lc.fit_draft(mine, b, f"in-loop, {who}, {len({t.get('cell_id') for t in mine})} config(s) on this card")
+        return fit
+    for other in data.others:  # the same drafter measured on another card, scaled by the probes' T(1)
+        _, theirs = _family(Profile(profile.method, profile.n_max, profile.cond, drafter=key), other.trials)
+        if theirs:
+            ratio = curve.t1 / other.curve.t1
+            fit = lc.fit_draft(theirs, lc.session_scales(other.trials, other.curve),
+                               f"in-loop on {other.card}, scaled by the probes' T(1) ratio {ratio:.2f}")
+            fit.coef = {k: v * ratio for k, v in fit.coef.items()}
+            fit.scale = ratio
+            return fit
+    d = curve.probe.get("draft") or {}
+    has_model = methods.METHODS.get(profile.method) is not None and methods.METHODS[profile.method].context == "draft"
+    if has_model and d.get("source") == "measured" and (not key or _same_stem(key, str(d.get("model", "")))):
+        return lc.Fit({"token": float(d["ms_per_token"])},
+                      f"the probe's bare draft step of {d.get('model')} (not in-loop: a hybrid draft costs several times "
+                      f"that in the loop)")
+    if d.get("source") == "given":
+        return lc.Fit({"token": float(d["ms_per_token"])}, "the draft cost given to the probe (--draft-ms)")
+    if methods.METHODS.get(profile.method) and methods.METHODS[profile.method].context is None:
+        return lc.Fit({}, "n-gram lookup: no model, counted as 0")
+    raise SpecsweepError(f"no draft cost for {who} on {data.card}: no trials of it there or on another probed "
+                         f"card, and the probe timed no draft (run a config of it, or probe with --draft MODEL)")
+
+
+def _same_stem(key: str, model_file: str) -> bool:
+    return bool(key) and model_file.lower().startswith(key.lower())
+
+
+# --- pricing ---
+
+def price(units: loopsim.Units, table: np.ndarray, costs: Costs) -> dict[str, float]:
+    """ms per generation, by term."""
+    v = costs.verify
+    k = np.arange(len(units.verify))
+    top = len(units.switch) - 1
+    return {
+        "verify": units.t_sum(table) + v["token"] * float(np.dot(units.verify, k))
+        + v["pass"] * float(units.verify.sum()),
+        "draft": costs.draft["pass"] * units.passes + costs.draft["call"] * units.calls
+        + costs.draft["token"] * units.drafted,
+        "rollback": costs.rollback["save"] * units.saves + costs.rollback["restore"] * units.restores
+        + costs.rollback["pass"] * units.passes + units.t_sum(table, "replay")
+        + v["token"] * float(np.dot(units.replay, k)) + v["pass"] * float(units.replay.sum()),
+        "switch": v["switch_small"] * units.switches_into(1, lc.KERNEL_SWITCH_K)
+        + v["switch_large"] * units.switches_into(lc.KERNEL_SWITCH_K + 1, top),
+        "host": costs.host["pass"] * units.passes + costs.host["token"] * units.drafted,
+    }
+
+
+def baseline_ms(n_predict: int, loop: str, t1: float, host: float) -> tuple[float, float]:
+    """(ms per generation, tokens counted) of plain decoding."""
+    u = loopsim.expected_units(None, n_predict, False, loop)
+    return u.passes * (t1 + host), u.tokens
+
+
+@dataclass
+class _Setup:
+    data: CardData
+    profile: Profile
+    rollback: str
+    pool: list[dict]
+    units: lc.UnitsCache
+    n_predict: int
+    loop: str
+    base_loop: str
+
+
+def _evaluate(su: _Setup, curve: lc.Curve, costs: Costs, u: loopsim.Units) -> tuple[float, float, dict]:
+    table = curve.table(len(u.verify) - 1)
+    terms = price(u, table, costs)
+    spec_ms = sum(terms.values())
+    tps = u.tokens / spec_ms * 1e3
+    b_ms, b_tok = baseline_ms(su.n_predict, su.base_loop, curve.t1, costs.base_host)
+    return tps, b_tok / b_ms * 1e3, terms
+
+
+def break_even(su: _Setup, curve: lc.Curve, costs: Costs, tol: float = 1e-3) -> tuple[float | None, str]:
+    """The per-token acceptance at which the predicted speed-up is 1."""
+    def speedup(a: float) -> float:
+        prof = su.profile.with_cond([a] * su.profile.n_max)
+        u = loopsim.expected_units(prof, su.n_predict, costs.checkpoint, su.loop)
+        tps, base, _ = _evaluate(su, curve, costs, u)
+        return tps / base
+
+    if speedup(1.0) <= 1.0:
+        return None, "never: loses even when every draft is accepted"
+    if speedup(0.0) >= 1.0:
+        return 0.0, "pays even when nothing is accepted"
+    lo, hi = 0.0, 1.0
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if speedup(mid) < 1.0 else (lo, mid)
+    return 0.5 * (lo + hi), ""
+
+
+def predict_one(data: CardData, profile: Profile, n_predict: int = N_PREDICT, rollback: str | None = None,
+                loop: str = "server", base_loop: str | None = None, exclude=None, n_boot: int = BOOTSTRAP,
+                seed: int = SEED, with_break_even: bool = True) -> Prediction:
+    """Predict one config on one card. `exclude(trial)`: records not to fit costs from (the
+    validation leaves the config's own arm out)."""
+    if profile.n_max < 1 or len(profile.cond) != profile.n_max:
+        raise SpecsweepError(f"{profile.label}: the profile has {len(profile.cond)} positions for a draft length of "
+                             f"{profile.n_max}")
+    method = methods.METHODS.get(profile.method)
+    rollback = rollback or (method.rollback if method else "checkpoint")
+    pool = _excluding(data.trials, exclude)
+    su = _Setup(data, profile, rollback, pool, lc.UnitsCache(pool), n_predict, loop, base_loop or loop)
+    costs = fit_costs(data, profile, rollback, pool, data.curve, su.units)
+    u = loopsim.expected_units(profile, n_predict, costs.checkpoint, loop)
+    tps, base_tps, terms = _evaluate(su, data.curve, costs, u)
+    rng = np.random.default_rng(seed)
+    boots_tps, boots_sp = [], []
+    for _ in range(n_boot):
+        curve = data.curve.resampled(rng)
+        c = fit_costs(data, profile, rollback, pool, curve, su.units, rng)
+        t, bt, _ = _evaluate(su, curve, c, u)
+        boots_tps.append(t)
+        boots_sp.append(t / bt)
+    q = [50 * (1 - LEVEL), 50 * (1 + LEVEL)]
+    tps_ci = tuple(float(x) for x in np.percentile(boots_tps, q)) if n_boot >= 20 else None
+    sp_ci = tuple(float(x) for x in np.percentile(boots_sp, q)) if n_boot >= 20 else None
+    be, be_note = break_even(su, data.curve, costs) if with_break_even else (None, "not computed")
+    per_tok = {k: terms[k] / u.tokens for k in TERMS}
+    return Prediction(
+        card=data.card, target=data.curve.file, shape=str(data.shape), config=profile.label or profile.method,
+        method=profile.method, n_max=profile.n_max, profile_source=profile.source, acceptance=profile.acceptance,
+        synthetic=profile.synthetic, rollback=rollback if data.curve.hybrid else "seq_rm", n_predict=n_predict,
+        tps=tps, tps_interval=tps_ci, baseline_tps=base_tps, speedup=tps / base_tps, speedup_interval=sp_ci,
+        break_even=be, break_even_note=be_note, ms_per_token=per_tok, dominant=max(per_tok, key=per_tok.get),
+        sources={"verify": costs.verify.source, "draft": costs.draft.source, "rollback": costs.rollback.source,
+                 "switch": _switch_source(costs), "host": costs.host.source},
+        units={"passes": u.passes, "calls": u.calls, "drafted": u.drafted, "saves": u.saves,
+               "restores": u.restores, "switches": u.switches, "tokens": u.tokens})
+
+
+def _switch_source(costs: Costs) -> str:
+    v = costs.verify
+    return (f"{v['switch_small']:.2f} ms per change into a batch of <= {lc.KERNEL_SWITCH_K} tokens, "
+            f"{v['switch_large']:.2f} ms into a larger one (probe: {costs.switch:.2f} ms)")
+
+
+HOLDOUT_TIERS = ("other arms", "same arm")
+
+
+def predict_held_out(data: CardData, profile: Profile, config_trials: list[dict], n_boot: int = BOOTSTRAP,
+                     seed: int = SEED, n_predict: int | None = None,
+                     with_break_even: bool = True) -> tuple[Prediction, str]:
+    """A recorded config predicted without its own records: costs from the card's other arms (an
+    arm: method, drafter, draft length), else from the other configs of its own arm; the tier used
+    comes back beside the prediction."""
+    how = settings_of(config_trials)
+    cid = str(config_trials[0].get("cell_id"))
+    arm = arm_of(config_trials[0])
+    own = [t for t in data.trials if str(t.get("cell_id")) != cid and arm_of(t) == arm]
+    base_loops = [str(t.get("loop") or "simple") for t in data.trials if rec.is_baseline(t)]
+    error = None
+    for tier in HOLDOUT_TIERS:
+        exclude = (lambda t: arm_of(t) == arm) if tier == "other arms" else (lambda t: str(t.get("cell_id")) == cid)
+        try:
+            got = predict_one(data, profile, n_predict or how["n_predict"], how["rollback"], how["loop"],
+                              base_loops[0] if base_loops else how["loop"], exclude, n_boot, seed, with_break_even)
+        except SpecsweepError as e:
+            error = e
+            continue
+        if tier == "other arms" and own and got.sources["draft"].startswith("the probe's"):
+            continue  # its own arm measured the drafter in the loop: better than a bare step
+        return got, tier
+    raise error if error else SpecsweepError(f"{profile.label}: no costs to predict it from")
+
+
+# --- measured beside predicted ---
+
+def measured_rows(trials: list[dict]) -> dict[str, dict]:
+    """cell id -> the paired measurement of each config in these trials."""
+    from specsweep.analysis import paired
+
+    rows, _ = paired.paired_rows(trials, n_boot=200)
+    return {r.cell_id: {"change": r.change, "interval": r.t_interval, "tps": r.tps_mean, "acceptance": r.acceptance,
+                     "baseline_tps": r.baseline_tps, "n_blocks": r.n_blocks}
+            for r in rows if r.change is not None}
+
+
+def profiles_for(sources, shape: lc.Shape, measured: bool = False) -> list[tuple[Profile, list[dict]]]:
+    """Every config recorded (on any card) with this target shape, its profile pooled over cards,
+    keyed by its name; with the trials it came from."""
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for s in sources:
+        for t in rec.kept(s.trials):
+            if not rec.is_baseline(t) and rec.usable(t) and lc.trial_shape(t) == shape:
+                by_name[str(t.get("cell"))].append(t)
+    out = []
+    for name, trials in by_name.items():
+        p = profiles.from_trials(trials, measured)
+        if p is not None:
+            out.append((p, trials))
+    return out
+
+
+def settings_of(trials: list[dict]) -> dict:
+    """How a recorded config ran: its rollback mode, loop and generation length."""
+    t = trials[0]
+    s = t.get("settings") or {}
+    return {"rollback": t.get("rollback") or s.get("rollback"), "loop": str(t.get("loop") or "simple"),
+            "n_predict": int(s.get("n_predict") or N_PREDICT)}
+
