@@ -3,10 +3,10 @@ lock entry, so that `specsweep probe --synth NAME` can measure a card before the
 downloaded.
 
 A stand-in has the real model's architecture, dimensions, layer pattern and experts (its card
-copies the published config.json) with random Q4_0 weights (branch scale 0.05, as the device
-matrices use, so a matrix's cached file is the same one): it runs the same kernels on the same
-bytes per token to within the quantisation mix (a Q4_K_XL file mixes types; Q4_0 is the stand-in's
-single type). A drafter that reads a target's hidden states (DFlash) cannot decode alone, so it
+copies the published config.json) with random weights (branch scale 0.05, as the device matrices
+use): the 35B-A3B's in the real file's quantisation mix (`quant = "ud-q4_k_xl"`, synth/quants.py:
+the real file's kernels at its size, 20.81 GiB against the real 20.82), the others Q4_0 (the same
+bytes per token to within their K-quant mix; no mix is written for them yet). A drafter that reads a target's hidden states (DFlash) cannot decode alone, so it
 has no stand-in to probe; a card name is accepted as well as a lock name.
 """
 
@@ -24,12 +24,13 @@ class StandIn:
     card: str  # the shape card
     mtp: bool = False  # with the card's multi-token-prediction layer
     branch_scale: float = 0.05
+    quant: str | None = None  # the real file's quantisation mix (synth/quants.py), where one is written
 
 
 # models.lock target and draft names -> their stand-ins
 STAND_INS: dict[str, StandIn] = {
-    "qwen3.6-35b-a3b-ud-q4_k_xl": StandIn("qwen3.6-35b-a3b"),
-    "qwen3.6-35b-a3b-mtp-ud-q4_k_xl": StandIn("qwen3.6-35b-a3b", mtp=True),
+    "qwen3.6-35b-a3b-ud-q4_k_xl": StandIn("qwen3.6-35b-a3b", quant="ud-q4_k_xl"),
+    "qwen3.6-35b-a3b-mtp-ud-q4_k_xl": StandIn("qwen3.6-35b-a3b", mtp=True, quant="ud-q4_k_xl"),
     "qwen3.6-27b-ud-q4_k_xl": StandIn("qwen3.6-27b"),
     "qwen3.5-0.8b-q4_k_m": StandIn("qwen3.5-0.8b"),
 }
@@ -71,7 +72,8 @@ def write(s: StandIn, scale: str = "full", progress=None) -> Path:
 
     if scale not in SCALES:
         raise SpecsweepError(f"unknown scale {scale!r} (one of {', '.join(SCALES)})")
-    recipe = Recipe(CARDS[s.card].at_scale(scale), scale, "Q4_0", 0, branch_scale=s.branch_scale, mtp=s.mtp)
+    recipe = Recipe(CARDS[s.card].at_scale(scale), scale, "Q4_0", 0, branch_scale=s.branch_scale, mtp=s.mtp,
+                    quant=s.quant)
     path = cache.synth_dir() / f"{recipe.file_stem}.gguf"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
