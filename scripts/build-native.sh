@@ -12,7 +12,9 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
     python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==${version}" -d build/sdist
     tar xzf "build/sdist/llama_cpp_python-${version}.tar.gz" -C build/sdist
 fi
-cmake -S "$src" -B "$out" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+# the same CPU kernels as the wheel (scripts/cpu-build-flags.sh: nothing unless the host's AMX traps)
+# shellcheck disable=SC2046
+cmake -S "$src" -B "$out" $(scripts/cpu-build-flags.sh) -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
     -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > "$out.configure.log"
 cmake --build "$out" --target llama-speculative-simple llama-bench llama-server llama-fit-params -j "$(nproc)"
