@@ -106,17 +106,17 @@ def _make_draft(s, c):
 
 def _make_dflash(s, c):
     from specsweep.engine.drafters.dflash import DFlash
-    return DFlash(c.draft, c.target, **_n(s))
+    return DFlash(c.draft, c.target, **_n(s), seq=c.seq)
 
 
 def _make_dspark(s, c):
     from specsweep.engine.drafters.dflash import DSpark
-    return DSpark(c.draft, c.target, **_n(s))
+    return DSpark(c.draft, c.target, **_n(s), seq=c.seq)
 
 
 def _make_eagle3(s, c):
     from specsweep.engine.drafters.eagle3 import Eagle3
-    return Eagle3(c.draft, c.target, **_n(s))
+    return Eagle3(c.draft, c.target, **_n(s), seq=c.seq)
 
 
 def _make_mtp(s, c):
@@ -163,7 +163,7 @@ def _check_block_synth(s, drafter_name: str, limit: int) -> None:
     draft_max to its block), before anything loads."""
     if s.get("synth_len") is None and not s.get("synth_rates"):
         return
-    from specsweep.engine.synthetic import resolve_rates
+    from specsweep.acceptance import resolve_rates
     from specsweep.errors import SpecsweepError
     try:
         resolve_rates(s.get("synth_len"), s.get("synth_rates"), min(s["draft_max"], limit))

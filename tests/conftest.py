@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from specsweep.cli import main
 from specsweep.engine import runtime
 from specsweep.synth.cards import CARDS
 from specsweep.synth.writer import Recipe, write_model
@@ -36,3 +38,17 @@ def tiny_model(model_dir):
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def module_synth_cache(tmp_path_factory):
+    """Synthetic models written once per test module, into a private cache ($SPECSWEEP_CACHE)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPECSWEEP_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def run_cli(*args):
+    """`specsweep run ARGS...` through click's test runner."""
+    return CliRunner().invoke(main, ["run", *map(str, args)])
+

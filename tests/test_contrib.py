@@ -77,8 +77,12 @@ def n_lines(path) -> int:
 
 
 def test_probe_records_contribute_too():
-    doc, _ = contribute.build(load.load([PROBES]), today="2026-11-24")
-    assert problem(doc) is None and len(doc["probes"]) == n_lines(PROBES) and not doc["trials"]
+    # the committed probe file holds two cards' probes: one contribution per card
+    with pytest.raises(SpecsweepError, match="one card per contribution: these results come from NVIDIA H100"):
+        contribute.build(load.load([PROBES]), today="2026-11-24")
+    doc, _ = contribute.build(load.only_card(load.load([PROBES]), "H100"), today="2026-11-24")
+    h100 = [line for line in open(PROBES) if "H100" in line]
+    assert problem(doc) is None and len(doc["probes"]) == len(h100) > 0 and not doc["trials"]
     assert doc["card"] == "NVIDIA H100 80GB HBM3"
     text = json.dumps(doc)
     assert "/tmp/m/" not in text and "/root/out" not in text

@@ -24,6 +24,7 @@ from specsweep.models import fit, placement
 from specsweep.models.memory import HOST, placement_memory
 from specsweep.models.placement import Override, parse_override, parse_size, placement_flags, target_spec
 from specsweep.records.store import read_jsonl
+from tests.conftest import run_cli as _run
 
 MOE = "qwen3.6-35b-a3b"  # tiny: 4 layers (3 recurrent, 1 attention), 16 experts; 87 tensors
 EXPS = ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")
@@ -300,10 +301,6 @@ vram_budget = "1025MiB"
 @pytest.fixture
 def synth_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
-
-
-def _run(*args):
-    return CliRunner().invoke(main, ["run", *map(str, args)])
 
 
 def test_records_carry_the_placement_and_bad_input_loses_nothing(tmp_path, synth_cache):

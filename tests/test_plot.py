@@ -203,12 +203,24 @@ def test_load_accepts_folders_a_folder_of_folders_and_files(tmp_path):
     assert a.label != b.label
     probes = load.load([PROBES])[0]
     assert len(probes.probes) == sum(1 for line in open(PROBES) if line.strip())
-    assert probes.card == "NVIDIA H100 80GB HBM3"
+    # a file of several cards' probes is named after the card most of them ran on
+    cards = [load.probe_card(json.loads(line)) for line in open(PROBES) if line.strip()]
+    assert {"NVIDIA H100 80GB HBM3", "NVIDIA H200"} <= set(cards)
+    assert probes.card == max(set(cards), key=cards.count)
     with pytest.raises(SpecsweepError, match="results not found"):
         load.load([tmp_path / "nope"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpecsweepError, match="no trial or probe records"):
         load.load([tmp_path / "empty"])
+
+
+def test_a_block_run_again_after_an_interruption_counts_once(tmp_path):
+    """An interrupted block runs again whole as a new attempt: the page counts the last attempt
+    only, as the run's summary and the analysis do."""
+    first = [dict(t, block=0, attempt=0, decode_tps=1.0) for t in sample_trials()]
+    again = [dict(t, block=0, attempt=1) for t in sample_trials()]
+    (source,) = sources_for(tmp_path, first + again)
+    assert len(source.trials) == len(again) and all(t["attempt"] == 1 for t in source.trials)
 
 
 def test_cpu_runs_are_named_after_the_cpu(tmp_path):
@@ -437,3 +449,47 @@ def test_the_page_shows_draft_economy_throttling_and_uneven_stops(tmp_path):
     for t in trials:
         t["settings"]["ignore_eos"] = True
     assert "arms stopped at different lengths" not in page.render(sources_for(tmp_path / "again", trials))
+
+
+def test_the_backends_section_keeps_each_cards_streams_apart(tmp_path):
+    """Two cards that ran the same two-stream matrix share cell ids: each row's per-stream tok/s is
+    its own card's."""
+    from specsweep.report import backends_section
+
+    def two_streams(tps: float, mid: str) -> list[dict]:
+        out = []
+        for i in range(2):
+            for cell, method, total in (("baseline x2", "baseline", 2 * tps), ("ngram-mod n=8 x2", "ngram-mod", tps)):
+                t = trial(cell, method, total, "chat", i, drafted=10, accepted=5, mid=mid, parallel=2)
+                t["streams"] = [{"decode_tps": total / 2}, {"decode_tps": total / 2}]
+                out.append(t)
+        return out
+
+    fast = write_results(tmp_path / "a", two_streams(100.0, "m1"), [manifest("m1")], "fast")
+    slow = write_results(tmp_path / "b", two_streams(10.0, "m2"), [manifest("m2", gpu="NVIDIA GeForce RTX 3060")],
+                         "slow")
+    sources = load.load([fast, slow])
+    rows = shape.configs(sources)
+    assert rows[0].cell_id in {r.cell_id for r in rows if r.source != rows[0].source}  # the same cells
+    html = backends_section.section(sources, rows)
+    cells = re.findall(r"<tr><td>(.*?)</td><td>.*?</td><td>2</td><td>([\d.]+)</td><td>([\d.]+)</td>", html)
+    assert sorted(cells) == [("baseline", "20.0", "10.0"), ("baseline", "200.0", "100.0"),
+                             ("ngram-mod n=8", "10.0", "5.0"), ("ngram-mod n=8", "100.0", "50.0")]
+
+
+def test_a_server_cell_has_no_time_split_rather_than_a_zero_one(tmp_path):
+    """llama-server reports no draft/verify/rollback/host split: its row's columns stay blank and the
+    time chart says so instead of drawing zero-length bars."""
+    trials = []
+    for i in range(2):
+        for t in (trial("baseline", "baseline", 100.0 + i, "chat", i, backend="server"),
+                  trial("draft d max=4", "draft", 80.0 + i, "chat", i, drafted=40, accepted=30, backend="server")):
+            t["time_s"] = {"decode": t["time_s"]["decode"], **{part: None for part in shape.TIME_PARTS}}
+            trials.append(t)
+    sources = sources_for(tmp_path, trials)
+    rows = shape.configs(sources)
+    assert all(v is None for c in rows for v in c.ms_per_token.values())
+    text = page.render(sources)
+    assert "0.000" not in text and "no time split (llama-server reports none)" in text
+    # a split that was measured as zero still shows as one
+    assert shape.configs(sources_for(tmp_path / "inproc"))[0].ms_per_token["rollback"] == 0.0

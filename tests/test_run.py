@@ -3,7 +3,6 @@ SIGKILL safety, shards, and one-line errors that keep finished records."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from specsweep.cli import main
 from specsweep.records.store import read_jsonl
+from tests.conftest import run_cli as run
 
 # These tests are about the sequential design (cell after cell, shards by cell); the blocks design
 # has its own in tests/test_run_blocks.py
@@ -49,16 +47,7 @@ draft_max = 8
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def synth_cache(tmp_path_factory):
-    """Synthetic models are written once for this module, into a private cache."""
-    old = os.environ.get("SPECSWEEP_CACHE")
-    os.environ["SPECSWEEP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("SPECSWEEP_CACHE")
-    else:
-        os.environ["SPECSWEEP_CACHE"] = old
+pytestmark = pytest.mark.usefixtures("module_synth_cache")  # models written once per module
 
 
 def matrix(tmp_path, trials=1, extra="") -> Path:
@@ -70,10 +59,6 @@ def matrix(tmp_path, trials=1, extra="") -> Path:
 def matrix_head(trials=1) -> str:
     """MATRIX up to its first [[cell]]: models and defaults, for tests that write their own rows."""
     return MATRIX.replace("TRIALS", str(trials)).split("[[cell]]")[0]
-
-
-def run(*args):
-    return CliRunner().invoke(main, ["run", *map(str, args)])
 
 
 def trials_of(results: Path) -> list[dict]:
@@ -256,3 +241,18 @@ def test_target_option_runs_one_target_and_resume_does_the_rest(tmp_path):
     assert out.exit_code == 2 and "no cell has target 'nope'" in out.output and "target, unrelated" in out.output
     assert run(path, "--results", results).exit_code == 0
     assert sorted(t["models"]["target"]["name"] for t in trials_of(results)) == ["target", "unrelated"]
+
+
+def test_the_summary_names_the_target_when_a_matrix_has_several():
+    from specsweep.report.summary import cell_stats, table
+
+    def rec(cell: str, target: str, tps: float) -> dict:
+        return {"kind": "trial", "cell_id": cell + target, "cell": cell, "method": "baseline",
+                "settings": {"kv": "q8_0", "n_predict": 8}, "reference_key": target, "decode_tps": tps,
+                "n_drafted": 0, "n_accepted": 0, "lossless": True, "models": {"target": {"name": target}}}
+
+    one = table(cell_stats([rec("baseline", "a3b", 10.0)]))
+    assert "target" not in one.splitlines()[0]
+    two = table(cell_stats([rec("baseline", "a3b", 10.0), rec("baseline", "dense27", 5.0)])).splitlines()
+    assert two[0].split()[:2] == ["config", "target"]
+    assert two[2].split()[:2] == ["baseline", "a3b"] and two[3].split()[:2] == ["baseline", "dense27"]

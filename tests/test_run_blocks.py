@@ -9,19 +9,16 @@ excludes zero; in blocks, paired with their block's baseline in Williams orders,
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from specsweep.analysis.paired import paired_rows
 from specsweep.analysis.records import kept
-from specsweep.cli import main
 from specsweep.engine.speculative import TrialResult
 from specsweep.records.store import read_jsonl
 from specsweep.run import blocks as blocks_mod
 from specsweep.backends import inprocess as runner_mod
+from tests.conftest import run_cli as run
 
 MATRIX = """
 name = "blk"
@@ -55,15 +52,7 @@ size_m = 4
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def synth_cache(tmp_path_factory):
-    old = os.environ.get("SPECSWEEP_CACHE")
-    os.environ["SPECSWEEP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("SPECSWEEP_CACHE")
-    else:
-        os.environ["SPECSWEEP_CACHE"] = old
+pytestmark = pytest.mark.usefixtures("module_synth_cache")  # models written once per module
 
 
 def write(tmp_path, design="blocks", trials=4, top="") -> object:
@@ -71,10 +60,6 @@ def write(tmp_path, design="blocks", trials=4, top="") -> object:
     path = tmp_path / "blk.toml"
     path.write_text(MATRIX.replace("DESIGN", design).replace("TRIALS", str(trials)).replace("[models]", top + "[models]", 1))
     return path
-
-
-def run(*args):
-    return CliRunner().invoke(main, ["run", *map(str, args)])
 
 
 def records(results):

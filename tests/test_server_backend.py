@@ -9,18 +9,21 @@ check that the server backend runs the cell the in-process engine runs.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from specsweep.backends import server as server_backend
 from specsweep.backends.server_flags import merged_overrides
-from specsweep.cli import main
 from specsweep.engine.llama_server import LlamaServer, find_binary
 from specsweep.errors import SpecsweepError
 from specsweep.records.store import read_jsonl
+from tests.conftest import run_cli as run
 
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin"))
@@ -98,10 +101,6 @@ def env(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def run(*args):
-    return CliRunner().invoke(main, ["run", *map(str, args)])
 
 
 def write(tmp_path: Path, body: str, name: str = "m.toml") -> Path:
@@ -198,6 +197,38 @@ parallel = 2
     assert sum(r["n_accepted"] for r in records if r["method"] == "mtp") > 0
 
 
+def test_drafters_that_read_the_target_run_streams_as_the_servers_slots(tmp_path):
+    """DFlash, DSpark and EAGLE-3 at two streams, greedy and at synthetic acceptance: each stream reads
+    its rows of the joint verify batch, the streams draft together and EAGLE-3 encodes all streams'
+    features of a verify batch in one batch, as llama.cpp does. Counts agree everywhere and tokens
+    too, except EAGLE-3's synthetic text: the server prefills both prompts in one batch and encodes
+    their features together, specsweep prefills stream after stream, and at synthetic acceptance
+    the drafts are the text, so a near-tie rounded apart in the encoder shows."""
+    results = tmp_path / "results"
+    body = '[[cell]]\nmethod = "baseline"\nbackend = ["inprocess", "server"]\nparallel = 2\n'
+    for m in ("dflash", "dspark", "eagle3"):
+        body += (f'[[cell]]\nname = "{m} L={{synth_len}}"\nmethod = "{m}"\ndrafter = "{m}"\ndraft_max = 4\n'
+                 f'synth_len = 2.0\nbackend = ["inprocess", "server"]\nparallel = 2\n'
+                 f'[[cell]]\nmethod = "{m}"\ndrafter = "{m}"\ndraft_max = 4\n'
+                 f'backend = ["inprocess", "server"]\nparallel = 2\n')
+    path = write(tmp_path, body)
+    head = path.read_text().replace(
+        'target    = { synth = "qwen3.6-35b-a3b", scale = "tiny" }',
+        'target    = { synth = "qwen3.6-35b-a3b", scale = "tiny", branch_scale = 0.05 }\n'
+        + "".join(f'{m} = {{ synth = "qwen3.6-35b-a3b-{m}", scale = "tiny", branch_scale = 0.05 }}\n'
+                  for m in ("dflash", "dspark", "eagle3")))
+    path.write_text(head)
+    out = run(path, "--results", results)
+    assert out.exit_code == 0, out.output
+    pairs = by_backend(read_jsonl(results / "srv" / "trials.jsonl"))
+    assert len(pairs) == 7 * 2
+    for (name, _), both in pairs.items():
+        mine, theirs = both["inprocess"]["streams"], both["server"]["streams"]
+        assert [(s["n_drafted"], s["n_accepted"]) for s in mine] == [(s["n_drafted"], s["n_accepted"]) for s in theirs]
+        if not name.startswith("eagle3 L="):
+            assert [s["tokens_sha"] for s in mine] == [s["tokens_sha"] for s in theirs], name
+
+
 def test_blocks_design_through_the_server_starts_each_cell_once_per_block(tmp_path):
     results = tmp_path / "results"
     path = write(tmp_path, SERVER_BASELINE_AND_DRAFT)
@@ -209,6 +240,18 @@ def test_blocks_design_through_the_server_starts_each_cell_once_per_block(tmp_pa
     starts = sum(p.read_text().count("$ ") for p in (results / "srv" / "server-logs").glob("*.log"))
     assert starts == 2 * 2 + 1  # 2 cells x 2 blocks, and the baseline's reference pass before the blocks
     assert all(r["lossless"] for r in records)
+
+
+def test_sequential_design_through_the_server_starts_each_cell_once(tmp_path):
+    """The baseline runs first: its own first trials are the references, no extra start for them."""
+    results = tmp_path / "results"
+    out = run(write(tmp_path, SERVER_BASELINE_AND_DRAFT), "--results", results)
+    assert out.exit_code == 0, out.output
+    records = read_jsonl(results / "srv" / "trials.jsonl")
+    starts = sum(p.read_text().count("$ ") for p in (results / "srv" / "server-logs").glob("*.log"))
+    assert starts == 2 and len(records) == 2 * 2
+    assert all(r["lossless"] for r in records) and {r["prompt_id"] for r in records if r["method"] == "draft"} \
+        == {r["prompt_id"] for r in read_jsonl(results / "srv" / "references.jsonl")}
 
 
 def test_a_missing_binary_is_one_line_before_any_trial(tmp_path):
@@ -279,14 +322,53 @@ backend = "server"
     assert len(records) == 6 and sum(r["method"] == "draft" for r in records) == 2
 
 
+def _processes_with(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_terminated_run_stops_its_server_and_resumes(tmp_path):
+    """`timeout` and schedulers stop a run with SIGTERM: the server (in its own session) must not be
+    left holding the GPU, and the records written so far stay."""
+    results = tmp_path / "results"
+    path = write(tmp_path, '[[cell]]\nmethod = "baseline"\nbackend = "server"\ntrials = 400\n')
+    proc = subprocess.Popen([sys.executable, "-m", "specsweep", "run", str(path), "--results", str(results)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+    trials = results / "srv" / "trials.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (trials.exists() and trials.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.2)
+    (log,) = (results / "srv" / "server-logs").glob("*.log")
+    port = log.read_text().splitlines()[0].split("--port ")[1].split()[0]
+    assert _processes_with(f"--port {port}"), "the server should be running mid-cell"
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 130 and "interrupted" in output and "Traceback" not in output
+    assert not _processes_with(f"--port {port}")
+    kept = len(read_jsonl(trials))
+    assert kept >= 2
+    again = run(write(tmp_path, '[[cell]]\nmethod = "baseline"\nbackend = "server"\ntrials = 400\n'),
+                "--results", results, "--dry-run")
+    assert f"{800 - kept}/800 trials to run" in again.output
+
+
 def test_bad_server_cells_are_one_line_at_load(tmp_path):
     results = tmp_path / "results"
     prior = '[[cell]]\nmethod = "ngram-cache"\nlookup_prior_runs = 2\nbackend = "server"\n'
     out = run(write(tmp_path, prior), "--results", results)
     assert out.exit_code == 2 and "lookup_prior_runs cannot run through llama-server" in out.output
+    # drafters that read the target run several streams in process too: the cell loads and fails
+    # on the model, not on the backend
     dflash = '[[cell]]\nmethod = "dflash"\ndrafter = "identical"\nparallel = 2\n'
     out = run(write(tmp_path, dflash), "--results", results)
-    assert out.exit_code == 2 and 'run it with backend = "server"' in out.output
+    assert out.exit_code == 2 and "is not a DFlash drafter" in out.output and "backend" not in out.output
     wide = '[[cell]]\nmethod = "ngram-mod"\nparallel = 16\nn_batch = 512\n'
     out = run(write(tmp_path, wide), "--results", results)
     assert out.exit_code == 2 and "do not fit one decode" in out.output

@@ -4,17 +4,14 @@ the stored outputs every trial keeps."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from click.testing import CliRunner
 
-from specsweep.cli import main
 from specsweep.engine import runtime
 from specsweep.engine.speculative import run_trial
 from specsweep.errors import SpecsweepError
 from specsweep.records import outputs
 from specsweep.records.store import read_jsonl
+from tests.conftest import run_cli as run
 
 MATRIX = """
 name = "tk"
@@ -44,15 +41,7 @@ thinking = [true, false]
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def synth_cache(tmp_path_factory):
-    old = os.environ.get("SPECSWEEP_CACHE")
-    os.environ["SPECSWEEP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("SPECSWEEP_CACHE")
-    else:
-        os.environ["SPECSWEEP_CACHE"] = old
+pytestmark = pytest.mark.usefixtures("module_synth_cache")  # models written once per module
 
 
 def test_thinking_renders_the_templates_switch(tiny_model):
@@ -82,7 +71,7 @@ def test_thinking_on_a_template_without_the_switch_is_refused(tmp_path, tiny_mod
     matrix = tmp_path / "m.toml"
     matrix.write_text(MATRIX.replace('{ synth = "qwen3.6-35b-a3b", scale = "tiny", branch_scale = 0.05 }',
                                      f'{{ path = "{dst}" }}'))
-    r = CliRunner().invoke(main, ["run", str(matrix), "--results", str(tmp_path / "r")])
+    r = run(matrix, "--results", tmp_path / "r")
     assert r.exit_code == 2 and "has no thinking switch" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "r" / "tk" / "trials.jsonl").exists() or not read_jsonl(tmp_path / "r" / "tk" / "trials.jsonl")
 
@@ -90,7 +79,7 @@ def test_thinking_on_a_template_without_the_switch_is_refused(tmp_path, tiny_mod
 def test_thinking_is_part_of_the_cell_and_recorded(tmp_path):
     matrix = tmp_path / "m.toml"
     matrix.write_text(MATRIX)
-    r = CliRunner().invoke(main, ["run", str(matrix), "--results", str(tmp_path / "r")])
+    r = run(matrix, "--results", tmp_path / "r")
     assert r.exit_code == 0, r.output
     recs = read_jsonl(tmp_path / "r" / "tk" / "trials.jsonl")
     by = {(t["method"], t["settings"]["thinking"]): t for t in recs}

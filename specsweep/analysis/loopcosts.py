@@ -170,11 +170,9 @@ def curve_of(probe: dict, card: str) -> Curve:
 
 @dataclass
 class Fit:
-    """Coefficients (ms per unit) of one cost, where they came from, and the trials behind them."""
+    """Coefficients (ms per unit) of one cost, and where they came from."""
     coef: dict[str, float]
     source: str
-    trials: list[dict] = field(default_factory=list, repr=False)
-    scale: float = 1.0  # records from another card: their coefficients times this
 
     def __getitem__(self, key: str) -> float:
         return self.coef.get(key, 0.0)
@@ -246,7 +244,7 @@ def fit_draft(trials: list[dict], b, source: str) -> Fit:
     rows = [[float(t.get("n_steps") or 0), calls_of(t), float(t.get("n_drafted") or 0)] for t in trials]
     ys = [t_ms(t, "draft") / b(t) for t in trials]
     coef = _nnls(rows, ys, ("pass", "call", "token"), _relative(ys))
-    return Fit(coef, source, trials)
+    return Fit(coef, source)
 
 
 def fit_rollback(trials: list[dict], b, source: str) -> Fit:
@@ -264,14 +262,14 @@ def fit_rollback(trials: list[dict], b, source: str) -> Fit:
             ys.append(t_ms(t, "rollback") / b(t) - per_pass * float(t.get("n_steps") or 0))
     coef = _nnls(rows, ys, ("save", "restore"), _relative(ys)) if rows else {"save": 0.0, "restore": 0.0}
     coef["pass"] = per_pass
-    return Fit(coef, source, trials)
+    return Fit(coef, source)
 
 
 def fit_host(trials: list[dict], b, source: str) -> Fit:
     rows = [[float(t.get("n_steps") or 0), float(t.get("n_drafted") or 0)] for t in trials]
     ys = [t_ms(t, "host") / b(t) for t in trials]
     coef = _nnls(rows, ys, ("pass", "token"), _relative(ys))
-    return Fit(coef, source, trials)
+    return Fit(coef, source)
 
 
 class UnitsCache:
@@ -334,4 +332,4 @@ def fit_verify(trials: list[dict], curve: Curve, b, units: UnitsCache, source: s
     coef.update(got)
     probe_for = [names[j].split("_")[1] for j in (2, 3) if j not in fitted]
     note = "; shape changes: " + ("fitted" if not probe_for else f"the probe's for {' and '.join(probe_for)} batches")
-    return Fit(coef, source + note, trials)
+    return Fit(coef, source + note)

@@ -46,7 +46,6 @@ class Units:
     verify: np.ndarray  # expected verify and plain passes of K tokens, index K
     replay: np.ndarray  # expected replay passes of K tokens, index K
     switch: np.ndarray  # expected shape changes into a pass of K tokens, index K
-    steps: float = 0.0  # tokens the loop generates
 
     def t_sum(self, t_of_k: np.ndarray, which: str = "verify") -> float:
         counts = self.verify if which == "verify" else self.replay
@@ -153,4 +152,4 @@ def expected_units(profile: Profile | None, n_predict: int, checkpoint: bool = F
     return Units(passes=float(start[0]), calls=float(start[1]), drafted=float(start[2]), saves=float(start[3]),
                  restores=float(start[4]), switches=float(start[i_sw]), tokens=tokens,
                  verify=start[iv:iv + k_cols].copy(), replay=start[ir:ir + k_cols].copy(),
-                 switch=start[isw:isw + k_cols].copy(), steps=float(total))
+                 switch=start[isw:isw + k_cols].copy())

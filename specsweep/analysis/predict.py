@@ -297,7 +297,6 @@ def draft_cost(data: CardData, profile: Profile, pool: list[dict], curve: lc.Cur
             fit = lc.fit_draft(theirs, lc.session_scales(other.trials, other.curve),
                                f"in-loop on {other.card}, scaled by the probes' T(1) ratio {ratio:.2f}")
             fit.coef = {k: v * ratio for k, v in fit.coef.items()}
-            fit.scale = ratio
             return fit
     d = curve.probe.get("draft") or {}
     has_model = methods.METHODS.get(profile.method) is not None and methods.METHODS[profile.method].context == "draft"
@@ -338,22 +337,13 @@ def price(units: loopsim.Units, table: np.ndarray, costs: Costs) -> dict[str, fl
     }
 
 
-def baseline_ms(n_predict: int, loop: str, t1: float, host: float) -> tuple[float, float]:
-    """(ms per generation, tokens counted) of plain decoding."""
-    u = loopsim.expected_units(None, n_predict, False, loop)
-    return u.passes * (t1 + host), u.tokens
-
-
 @dataclass
 class _Setup:
-    data: CardData
     profile: Profile
-    rollback: str
-    pool: list[dict]
     units: lc.UnitsCache
     n_predict: int
     loop: str
-    base_loop: str
+    base: loopsim.Units  # plain decoding's counts: the same for every resample and bisection step
 
 
 def _evaluate(su: _Setup, curve: lc.Curve, costs: Costs, u: loopsim.Units) -> tuple[float, float, dict]:
@@ -361,8 +351,8 @@ def _evaluate(su: _Setup, curve: lc.Curve, costs: Costs, u: loopsim.Units) -> tu
     terms = price(u, table, costs)
     spec_ms = sum(terms.values())
     tps = u.tokens / spec_ms * 1e3
-    b_ms, b_tok = baseline_ms(su.n_predict, su.base_loop, curve.t1, costs.base_host)
-    return tps, b_tok / b_ms * 1e3, terms
+    b_ms = su.base.passes * (curve.t1 + costs.base_host)  # ms per generation of plain decoding
+    return tps, su.base.tokens / b_ms * 1e3, terms
 
 
 def break_even(su: _Setup, curve: lc.Curve, costs: Costs, tol: float = 1e-3) -> tuple[float | None, str]:
@@ -395,7 +385,10 @@ def predict_one(data: CardData, profile: Profile, n_predict: int = N_PREDICT, ro
     method = methods.METHODS.get(profile.method)
     rollback = rollback or (method.rollback if method else "checkpoint")
     pool = _excluding(data.trials, exclude)
-    su = _Setup(data, profile, rollback, pool, lc.UnitsCache(pool), n_predict, loop, base_loop or loop)
+    # a config's expected counts depend on its own records only, and `exclude` leaves whole configs
+    # out: the card's cache (built once) serves every prediction
+    su = _Setup(profile, data.units(), n_predict, loop,
+                loopsim.expected_units(None, n_predict, False, base_loop or loop))
     costs = fit_costs(data, profile, rollback, pool, data.curve, su.units)
     u = loopsim.expected_units(profile, n_predict, costs.checkpoint, loop)
     tps, base_tps, terms = _evaluate(su, data.curve, costs, u)
@@ -443,13 +436,12 @@ def predict_held_out(data: CardData, profile: Profile, config_trials: list[dict]
     cid = str(config_trials[0].get("cell_id"))
     arm = arm_of(config_trials[0])
     own = [t for t in data.trials if str(t.get("cell_id")) != cid and arm_of(t) == arm]
-    base_loops = [str(t.get("loop") or "simple") for t in data.trials if rec.is_baseline(t)]
     error = None
     for tier in HOLDOUT_TIERS:
         exclude = (lambda t: arm_of(t) == arm) if tier == "other arms" else (lambda t: str(t.get("cell_id")) == cid)
         try:
             got = predict_one(data, profile, n_predict or how["n_predict"], how["rollback"], how["loop"],
-                              base_loops[0] if base_loops else how["loop"], exclude, n_boot, seed, with_break_even)
+                              base_loop_of(data.trials, how["loop"]), exclude, n_boot, seed, with_break_even)
         except SpecsweepError as e:
             error = e
             continue
@@ -485,6 +477,12 @@ def profiles_for(sources, shape: lc.Shape, measured: bool = False) -> list[tuple
         if p is not None:
             out.append((p, trials))
     return out
+
+
+def base_loop_of(card_trials: list[dict], default: str) -> str:
+    """The loop the card's baseline ran in (what a measured speed-up is against); `default` (the
+    config's own loop) where the card has no baseline records."""
+    return next((str(t.get("loop") or "simple") for t in card_trials if rec.is_baseline(t)), default)
 
 
 def settings_of(trials: list[dict]) -> dict:

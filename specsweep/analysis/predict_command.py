@@ -135,7 +135,7 @@ def predict(results, accept, profile_paths, card, target, kv, n_gpus, n_predict,
             how = pr.settings_of(trials)
             try:
                 p = pr.predict_one(data, prof, n_predict or how["n_predict"], how["rollback"], how["loop"],
-                                   base_loop=_base_loop(data), n_boot=boot)
+                                   base_loop=pr.base_loop_of(data.trials, how["loop"]), n_boot=boot)
             except SpecsweepError as e:
                 missing.append(f"{prof.label}: {e.message}")
                 continue
@@ -150,13 +150,6 @@ def predict(results, accept, profile_paths, card, target, kv, n_gpus, n_predict,
     if json_path is not None:
         write_atomically(json_path, json.dumps(pr_clean(to_json(groups)), indent=1) + "\n")
         click.echo(f"wrote {json_path}", err=True)
-
-
-def _base_loop(data) -> str:
-    from specsweep.analysis import records as rec
-
-    loops = [str(t.get("loop") or "simple") for t in data.trials if rec.is_baseline(t)]
-    return loops[0] if loops else "simple"
 
 
 def pr_clean(obj):

@@ -201,9 +201,9 @@ def validate_cross_card(results: Path, n_boot: int = 0, measured_profiles: bool 
                 skipped.append(f"{cell}: no paired baseline or no profile")
                 continue
             how = pr.settings_of(mine)
-            base_loop = next((str(t.get("loop") or "simple") for t in own if rec.is_baseline(t)), "simple")
             try:
-                got = pr.predict_one(bare, prof, how["n_predict"], how["rollback"], how["loop"], base_loop,
+                got = pr.predict_one(bare, prof, how["n_predict"], how["rollback"], how["loop"],
+                                     pr.base_loop_of(own, how["loop"]),
                                      n_boot=n_boot, with_break_even=False)
             except SpecsweepError as e:
                 skipped.append(f"{cell}: {e.message}")

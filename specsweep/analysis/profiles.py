@@ -180,10 +180,7 @@ def from_trials(trials: list[dict], measured: bool = False) -> Profile | None:
     if not drafted[0]:
         return None
     reach = [a / d if d else 0.0 for a, d in zip(accepted, drafted)]  # P(accepted at i | drafted at i)
-    cond, prev = [], 1.0
-    for r in reach:
-        cond.append(min(r / prev, 1.0) if prev > 0 else 0.0)
-        prev = r
+    cond = [min(c, 1.0) for c in acceptance.conditional(reach)]
     return Profile(method, n, tuple(cond), lengths, rate, drafter, label,
                    "measured draws" if synthetic else "measured per position", synthetic)
 

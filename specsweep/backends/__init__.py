@@ -13,8 +13,7 @@ without knowing which one ran them:
     with backend.group(group, files) as prepare:   # what the cells of a group share (in process: the models)
         session = prepare(plan)                     # one cell, made ready to measure
         session.open()                              # contexts made / server started
-        session.warmup()
-        measured = session.measure(streams)         # one trial: a list of prompts, one per stream
+        measured = session.measure(streams)         # a trial (warm-ups too): a list of prompts, one per stream
         session.close()
 
 A trial with `parallel = N` runs N streams at once, each on its own prompt; a `Measured` holds
@@ -57,12 +56,9 @@ class Session(Protocol):
 
     def open(self) -> None: ...
     def close(self) -> None: ...
-    def warmup(self) -> None: ...
     def measure(self, streams: list[str]) -> Measured: ...
     def plain(self, prompt_id: str) -> list[int] | None:
         """Plain greedy decoding of a prompt (the reference), or None when this session cannot."""
-    def pieces(self, tokens: list[int]) -> list[str]: ...
-    def telemetry_gpus(self) -> list[int]: ...
 
 
 def stream_prompts(prompt_ids: list[str], first: str, parallel: int) -> list[str]:

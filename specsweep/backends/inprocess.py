@@ -128,24 +128,10 @@ class InProcessCell:
     def close(self) -> None:
         self.stack.close()
 
-    def telemetry_gpus(self) -> list[int]:
-        gpus = set(self.cell.gpus)
-        if self.cell.settings.get("draft_gpu") is not None:
-            gpus.add(self.cell.settings["draft_gpu"])
-        return sorted(gpus)
-
-    def pieces(self, tokens: list[int]) -> list[str]:
-        return [self.target.piece_bytes(t).decode("utf-8", errors="replace") for t in tokens]
-
     def plain(self, prompt_id: str) -> list[int]:
         """Plain greedy decoding of one prompt in stream 0 (the reference tokens)."""
         self.tctx.clear()
         return run_trial(self.tctx, self.prompts[prompt_id], self.cell.n_predict).tokens
-
-    def warmup(self) -> None:
-        first = next(iter(self.prompts))
-        for _ in range(self.cell.warmup):
-            self.measure([first] * self.streams)
 
     def _drafter(self, prompt_id: str, seq: int = 0):
         cell = self.cell

@@ -4,7 +4,7 @@ Per cell, one server process (engine/llama_server.py) started with the cell's fl
 (backends/server_flags.py) on a free loopback port, its log kept beside the records
 (`results/<matrix>/server-logs/<cell id>.log`, appended to by every start). A trial sends each
 stream's prompt as token ids to `/completion` (greedy, `ignore_eos` as the cell says, no prompt
-cache); `parallel = N` sends N requests at once to a server with N slots.
+cache); `parallel = N` sends the N prompts in one request to a server with N slots.
 
 What a record gets from the server, and what it means:
 - tokens: the server's own (`return_tokens`), checked against the server baseline's.
@@ -15,8 +15,15 @@ What a record gets from the server, and what it means:
 - drafted/accepted: the server's `draft_n`/`draft_n_accepted` (absent when it did not draft);
   accepted per draft position and the verify steps from `/metrics` (counters read before and after
   the trial; with parallel streams they cover the whole trial, not one stream).
-- parallel: the aggregate tok/s over the window from the first stream's first generated token to
-  the last stream's last, placed on the client's clock as (answer received - predicted_ms).
+- parallel: the N prompts go in one request (`prompt` a list of token-id lists): the server makes
+  a task of each and starts them in the same step, one per slot. N separate HTTP requests arrive
+  with jitter, which changes which streams' prompts share a batch and so what a near-tie rounds
+  to: on the CPU, two runs of the same EAGLE-3 cell at synthetic acceptance gave different tokens
+  that way. The aggregate tok/s is over the window from the first stream's first generated token
+  to the last stream's last, from the server's own timings (the slots start their prompts
+  together: window = max(prompt_ms + predicted_ms) - min(prompt_ms)). When the N prompts do not
+  fit one batch of n_batch, the later slots finish their prompts later and the window holds that
+  prefill too (docs/matrix.md, "Backends and concurrency").
 - no draft/verify/rollback split: the server does not report one (`time_s` has only `decode`),
   nor its number of target decodes (`n_steps` is null; the verify steps that carried a draft are
   `server.metrics.spec_decode_num_drafts_total`).
@@ -32,8 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
-import time
 from pathlib import Path
 
 from specsweep import methods
@@ -118,51 +123,34 @@ class ServerCell:
             self.server.stop()
             self.server = None
 
-    def telemetry_gpus(self) -> list[int]:
-        gpus = set(self.cell.gpus)
-        if self.cell.settings.get("draft_gpu") is not None:
-            gpus.add(self.cell.settings["draft_gpu"])
-        return sorted(gpus)
-
-    def warmup(self) -> None:
-        first = next(iter(self.prompts))
-        for _ in range(self.cell.warmup):
-            self.measure([first] * int(self.cell.settings.get("parallel", 1)))
-
     def plain(self, prompt_id: str) -> list[int] | None:
         """A baseline cell's server decodes plainly; a speculative one cannot (no per-request switch)."""
         if self.cell.method != "baseline":
             return None
         return self.measure([prompt_id]).streams[0].tokens
 
-    def pieces(self, tokens: list[int]) -> list[str]:
-        return [self.vocab.piece_bytes(t).decode("utf-8", errors="replace") for t in tokens]
-
     # --- one trial ---
-    def _request(self, prompt_id: str) -> tuple[dict, float]:
-        assert self.server is not None, "session not open"
-        cell = self.cell
-        answer = self.server.complete(self.prompts[prompt_id], cell.n_predict, seed=_seed(cell),
-                                      ignore_eos=bool(cell.settings.get("ignore_eos", False)))
-        return answer, time.perf_counter()
-
     def measure(self, streams: list[str]) -> Measured:
         assert self.server is not None, "session not open"
+        cell = self.cell
+        seed, ignore_eos = _seed(cell), bool(cell.settings.get("ignore_eos", False))
         before = parse_metrics(self.server.metrics())
         if len(streams) == 1:
-            answers = [self._request(streams[0])]
+            answers = [self.server.complete(self.prompts[streams[0]], cell.n_predict, seed, ignore_eos)]
         else:
-            answers = _concurrently(self._request, streams)
+            answers = self.server.complete_many([self.prompts[p] for p in streams], cell.n_predict, seed, ignore_eos)
+            if len(answers) != len(streams):
+                raise SpecsweepError(f"llama-server answered {len(answers)} of {len(streams)} prompts "
+                                     f"(log: {self.log_path})")
         after = parse_metrics(self.server.metrics())
-        results = [result_of(a) for a, _ in answers]
+        results = [result_of(a) for a in answers]
         delta = metrics_delta(before, after)
         if len(results) == 1:
             results[0].accepted_by_pos = delta.get("accepted_per_pos", [])
         window = None
         if len(streams) > 1:
-            starts = [done - r.t_decode for (_, done), r in zip(answers, results)]
-            window = max(done for _, done in answers) - min(starts)
-        extra = {"server": {"timings": [a.get("timings") or {} for a, _ in answers], "metrics": delta,
+            window = max(r.t_prefill + r.t_decode for r in results) - min(r.t_prefill for r in results)
+        extra = {"server": {"timings": [a.get("timings") or {} for a in answers], "metrics": delta,
                             "log": self.log_path.name}}
         return Measured(results, window, extra, rollback=None, split_times=False)
 
@@ -170,31 +158,6 @@ class ServerCell:
 def _seed(cell: Cell) -> int:
     seed = cell.settings.get("synth_seed")
     return 42 if seed is None else int(seed)
-
-
-def _concurrently(fn, items: list[str]) -> list[tuple[dict, float]]:
-    """fn(item) for every item at once, one thread each (the server queues nothing: it has a slot
-    per stream). The first failure is raised after all threads end."""
-    out: list = [None] * len(items)
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(items))
-
-    def work(i: int, item: str) -> None:
-        try:
-            barrier.wait(timeout=30)
-            out[i] = fn(item)
-        except BaseException as e:  # noqa: BLE001 - re-raised below, in the caller's thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(i, it), daemon=True) for i, it in enumerate(items)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        first = next((e for e in errors if isinstance(e, SpecsweepError)), errors[0])
-        raise first
-    return out
 
 
 @contextlib.contextmanager

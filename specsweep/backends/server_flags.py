@@ -28,7 +28,6 @@ says `rollback: null`).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from specsweep import methods
 from specsweep.engine.runtime import default_threads
@@ -55,7 +54,7 @@ def merged_overrides(target: tuple[str, ...], draft: tuple[str, ...], cell_name:
     return list(by_key.values())
 
 
-def server_flags(cell: Cell, files: dict, fitted=None, extra: list[str] = ()) -> list[str]:
+def server_flags(cell: Cell, files: dict, fitted=None) -> list[str]:
     """The command line (without the binary, host and port) for `cell`; `files` maps a model name
     to {"path", "override_kv"} as the runner resolved it, `fitted` is a vram_budget's fit."""
     s = cell.settings
@@ -85,8 +84,5 @@ def server_flags(cell: Cell, files: dict, fitted=None, extra: list[str] = ()) ->
     overrides = merged_overrides(tuple(target.get("override_kv", ())), draft_overrides, cell.name)
     if overrides:
         args += ["--override-kv", ",".join(overrides)]
-    return args + methods.native_flags(s) + list(extra)
+    return args + methods.native_flags(s)
 
-
-def describe(args: list[str], binary: Path) -> str:
-    return " ".join([str(binary), *args])

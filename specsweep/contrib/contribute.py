@@ -34,7 +34,7 @@ from specsweep import __version__
 from specsweep.contrib import KIND, SCHEMA_VERSION, problem, schema
 from specsweep.matrix.cells import NEUTRAL
 from specsweep.errors import SpecsweepError
-from specsweep.report.load import Source
+from specsweep.report.load import Source, probe_card, trial_card
 
 # settings that change speed but are not the method's own: a spec config and its baseline must agree
 def _setting(settings: dict, key: str):
@@ -196,9 +196,8 @@ def paired_summary(trials: list[dict]) -> list[dict]:
     the sequential design) with its 95% t- and block-bootstrap intervals: specsweep analyze's
     paired rows, so that a reader of the file has them without recomputing."""
     from specsweep.analysis.paired import paired_rows
-    from specsweep.analysis.records import kept
 
-    rows, _ = paired_rows(kept(trials))
+    rows, _ = paired_rows(trials)  # it keeps the last attempt of each block itself
     interval = lambda ci: None if ci is None else [round(ci[0], 6), round(ci[1], 6)]  # noqa: E731
     return [{"cell": r.cell, "cell_id": r.cell_id, "design": r.design, "n_blocks": r.n_blocks,
              "change": None if r.change is None else round(r.change, 6), "t_interval": interval(r.t_interval),
@@ -216,7 +215,9 @@ def build(sources: list[Source], card: str | None = None, power_limit_w: float |
     for s in sources:
         if s.origin == "contribution":
             raise SpecsweepError(f"{s.name} is already a contribution; give the results folder it came from")
-    cards = sorted({s.card for s in sources})
+    # per record, not per source: one results folder or probe file can hold several cards' records
+    cards = sorted({s.card for s in sources} | {c for s in sources for c in
+                   [trial_card(t, s.manifests) for t in s.trials] + [probe_card(p) for p in s.probes] if c})
     if len(cards) > 1:
         raise SpecsweepError(f"one card per contribution: these results come from {' and '.join(cards)}")
     manifests: dict[str, dict] = {}

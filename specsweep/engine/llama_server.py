@@ -80,6 +80,16 @@ class LlamaServer:
         except OSError as e:
             self._log.close()
             raise SpecsweepError(f"llama-server did not start: {e.strerror or e} ({self.binary})") from None
+        try:
+            if self._healthy_within(timeout):
+                return self
+        except BaseException:  # an interrupt while it loads: the server runs in its own session, stop it
+            self.stop()
+            raise
+        self.stop()
+        raise SpecsweepError(f"llama-server did not answer /health within {timeout:.0f} s (log: {self.log_path})")
+
+    def _healthy_within(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -88,12 +98,11 @@ class LlamaServer:
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if r.status == 200:
-                        return self
+                        return True
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
-        self.stop()
-        raise SpecsweepError(f"llama-server did not answer /health within {timeout:.0f} s (log: {self.log_path})")
+        return False
 
     def last_log_line(self) -> str:
         """The server's last error line (else its last line), for one-line messages."""
@@ -124,6 +133,14 @@ class LlamaServer:
         body = {"prompt": tokens, "n_predict": n_predict, "temperature": 0.0, "seed": seed, "cache_prompt": False,
                 "return_tokens": True, "ignore_eos": ignore_eos, "stream": False, **extra}
         return self._post("/completion", body, timeout)
+
+    def complete_many(self, prompts: list[list[int]], n_predict: int, seed: int, ignore_eos: bool = False,
+                      timeout: float = 600.0) -> list[dict]:
+        """Greedy completions of several prompts in one request: the server makes a task of each and
+        starts them together, one per slot (its answers come back in prompt order)."""
+        answer = self.complete(prompts, n_predict, seed, ignore_eos, timeout)  # type: ignore[arg-type]
+        answers = answer if isinstance(answer, list) else [answer]
+        return sorted(answers, key=lambda a: a.get("index", 0))
 
     def metrics(self) -> str:
         try:

@@ -8,15 +8,21 @@ then every step:
   draft position for all of them, in its one draft context (llama.cpp's draft-simple with several
   sequences); host-side drafters (the n-gram methods) draft stream after stream;
 - the verify batches of all streams go into one target decode (llama-server's one batch per step);
-- the draft model decodes the streams' batches in one decode too; then each stream keeps what it
-  accepts and rolls back the rest on its own sequence.
+- the draft model, and MTP's head, take the streams' batches in one decode too (llama-server
+  processes its slots' joint batch once); then each stream keeps what it accepts and rolls back the
+  rest on its own sequence.
 A stream that is done leaves the batch. Its decode time runs from the start of the loop to its
 last token; the trial's window from the start of the loop to the last stream's last token.
 
-The MTP head reads its stream's rows of the joint batch. Drafters that read the target's layer
-features (DFlash, DSpark, EAGLE-3) take the rows of a batch that held only their own tokens, so
-they run one stream only here: several streams of them run through `backend = "server"` (the
-matrix refuses them in one line, matrix/cells.py).
+Drafters that read the target's rows of a batch (MTP's hidden states, DFlash's, DSpark's and
+EAGLE-3's layer features) read their stream's rows of the joint batch, from the index it starts at
+(`row0`), and decode in their stream's sequence of their own context. Every drafter kind drafts
+its streams together, as llama.cpp's implementations do for a server's slots: a draft model's,
+MTP's and EAGLE-3's draft steps, and DFlash's and DSpark's blocks, one decode for all streams.
+(With synthetic acceptance the kept drafts are the text, so this matters: on the CPU a draft
+decoded alone and one decoded beside another stream can round a near-tie apart.) MTP and
+EAGLE-3 take all streams' verify batches in one decode as well; DFlash and DSpark take them stream
+after stream.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from __future__ import annotations
 import time
 
 from specsweep.engine.drafters import Drafter
-from specsweep.engine.drafters.draft_model import DraftModel
 from specsweep.engine.runtime import Context
 from specsweep.engine.server_loop import SlotLoop, Synth
 from specsweep.engine.speculative import TrialResult
@@ -33,12 +38,15 @@ from specsweep.errors import SpecsweepError
 _now = time.perf_counter
 
 def _draft_all(jobs: list[tuple[SlotLoop, tuple]]) -> list[list[int]]:
-    """Every drafting stream's draft: draft-model streams of one context in one batched call."""
+    """Every drafting stream's draft: the streams of a drafter kind that drafts together (a draft
+    model's steps, DFlash's blocks) in shared decodes, the others stream after stream."""
     drafts: list[list[int] | None] = [None] * len(jobs)
-    batched = [k for k, (slot, _) in enumerate(jobs) if type(slot.drafter) is DraftModel]
-    if batched:
-        made = DraftModel.draft_many([(jobs[k][0].drafter, jobs[k][1]) for k in batched])
-        for k, draft in zip(batched, made):
+    kinds: dict[type, list[int]] = {}
+    for k, (slot, _) in enumerate(jobs):
+        if getattr(slot.drafter, "batched_drafts", False):
+            kinds.setdefault(type(slot.drafter), []).append(k)
+    for kind, ks in kinds.items():
+        for k, draft in zip(ks, kind.draft_many([(jobs[k][0].drafter, jobs[k][1]) for k in ks])):
             drafts[k] = draft
     for k, (slot, request) in enumerate(jobs):
         if drafts[k] is None:
@@ -47,15 +55,26 @@ def _draft_all(jobs: list[tuple[SlotLoop, tuple]]) -> list[list[int]]:
 
 
 def _process_all(slots: list[SlotLoop], batches: list[tuple[list[int], int]], starts: list[int]) -> None:
-    """The drafters see the verify batches: a draft model's streams in one decode; an MTP head
-    reads its stream's rows of the joint batch (from `row0`)."""
-    batched = [(s.drafter, b, p) for s, (b, p) in zip(slots, batches) if type(s.drafter) is DraftModel]
-    if batched:
-        DraftModel.process_many(batched)
+    """The drafters see the verify batches: every stream of one drafter kind that can (`batched_process`)
+    in one decode, as llama-server processes its slots' joint batch once; the others stream after
+    stream. A drafter that reads the target's rows reads its stream's rows of the joint batch,
+    from `row0`."""
+    together: dict[type, list] = {}
+    alone = []
     for s, (b, p), at in zip(slots, batches, starts):
-        if s.drafter is not None and type(s.drafter) is not DraftModel:
-            s.drafter.row0 = at
-            s.drafter.process(b, p)
+        if s.drafter is None:
+            continue
+        s.drafter.row0 = at
+        if getattr(s.drafter, "batched_process", False):
+            together.setdefault(type(s.drafter), []).append((s.drafter, b, p))
+        else:
+            alone.append((s.drafter, b, p))
+    for kind, jobs in together.items():
+        kind.process_many(jobs)
+    for drafter, b, p in alone:
+        drafter.process(b, p)
+    for s in slots:
+        if s.drafter is not None:
             s.drafter.row0 = 0
 
 

@@ -387,7 +387,6 @@ class Context:
         b = self._batch
         if self._seq != seq:  # host work per token is the overhead budget: set constants once
             for i in range(self.opts.n_batch):
-                b.n_seq_id[i] = 1
                 b.seq_id[i][0] = seq
             self._seq = seq
         n = len(tokens)
@@ -419,7 +418,10 @@ class Context:
                 out[i] = logits
                 seq_id[i][0] = seq
                 i += 1
-        self._seq = None
+        if any(seq != self._seq for seq, _, _ in entries):
+            self._seq = None  # slots now hold other sequences: decode() sets them all up again
+        # (one stream's entries leave decode()'s setup valid: a lone draft model drafting through
+        # draft_many does not pay the n_batch-slot rewrite on every step)
         b.n_tokens = n
         rc = ll.llama_decode(self.ptr, b)
         if rc != 0:

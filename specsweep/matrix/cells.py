@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specsweep import methods
-from specsweep.engine.synthetic import resolve_rates
+from specsweep.acceptance import resolve_rates
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.keys import MODEL_KEYS
 from specsweep.matrix.models import ModelRef
@@ -125,10 +125,6 @@ def _check_backend(values: dict, spec, n_max: int, label: str) -> None:
         raise SpecsweepError(f"{label}: lookup_prior_runs cannot run through llama-server (it keeps its own "
                              f"n-gram cache); use backend = \"inprocess\"")
     if streams > 1 and not server:
-        if spec.context == "drafter":
-            raise SpecsweepError(f"{label}: parallel = {streams} in process runs baseline, draft, mtp and the n-gram "
-                                 f"methods; {spec.name} reads the target's layer features per stream, so run it "
-                                 f"with backend = \"server\"")
         if streams * (n_max + 1) > values["n_batch"]:
             raise SpecsweepError(f"{label}: {streams} streams' verify batches of {n_max} drafted + 1 tokens do not "
                                  f"fit one decode of n_batch {values['n_batch']}")

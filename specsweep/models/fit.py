@@ -39,7 +39,7 @@ from pathlib import Path
 from specsweep.errors import SpecsweepError
 from specsweep.models.header import field, open_gguf, shard_paths, trunk_layers
 from specsweep.models.memory import placement_memory
-from specsweep.models.placement import Override
+from specsweep.models.placement import EXPS_REGEX, Override
 
 MIB = 2**20
 FIT_TARGET = 1024 * MIB  # llama.cpp's --fit-target default (common_params::fit_params_target)
@@ -106,34 +106,40 @@ def _layout(hp_ngl: int, n_layer: int, n_part: int, overflow: str) -> tuple[int,
                           for il in range(il0, il0 + n_part))
 
 
+def _trunk(req: Request) -> tuple[bool, int]:
+    """(MoE?, fit's hp_ngl: the trunk's layers, the MTP layers too when they load) from the header."""
+    reader = open_gguf(shard_paths(req.path, req.name)[0], req.name)
+    arch = field(reader, "general.architecture", "")
+    moe = int(field(reader, f"{arch}.expert_count", 0) or 0) > 0
+    hp_ngl = trunk_layers(reader) + (int(field(reader, f"{arch}.nextn_predict_layers", 0) or 0) if req.load_mtp else 0)
+    return moe, hp_ngl
+
+
+def _gpu_bytes(req: Request, ngl: int | None = None, overrides=()) -> int:
+    """The estimate's bytes on the cell's GPU with -ngl `ngl` and these -ot overrides."""
+    return placement_memory(req.path, overrides, ngl, (req.gpu,), (), req.kv, req.n_ctx, load_mtp=req.load_mtp,
+                            name=req.name).bytes_on(f"GPU{req.gpu}")
+
+
 def approximate_fit(req: Request, margin: int = FIT_TARGET) -> Fit:
     """fit's algorithm (steps 1, 3 and 4 of common_params_fit_impl; the context is the cell's) on
     header sizes. Each search takes the most layers that fit, which is what fit's false-position
     search converges to when memory grows with every layer, as it does here."""
     target = req.budget - margin
-    reader = open_gguf(shard_paths(req.path, req.name)[0], req.name)
-    arch = field(reader, "general.architecture", "")
-    n_expert = int(field(reader, f"{arch}.expert_count", 0) or 0)
-    hp_ngl = trunk_layers(reader) + (int(field(reader, f"{arch}.nextn_predict_layers", 0) or 0) if req.load_mtp else 0)
-    dev = f"GPU{req.gpu}"
-
-    def mem(ngl: int | None, overrides=()) -> int:
-        return placement_memory(req.path, overrides, ngl, (req.gpu,), (), req.kv, req.n_ctx,
-                                load_mtp=req.load_mtp, name=req.name).bytes_on(dev)
+    moe, hp_ngl = _trunk(req)
 
     def cfg_mem(n_layer: int, n_part: int, overflow: str = "moe") -> int:
-        return mem(*_layout(hp_ngl, n_layer, n_part, overflow))
+        return _gpu_bytes(req, *_layout(hp_ngl, n_layer, n_part, overflow))
 
     def fit(ngl, overrides, projected) -> Fit:
         return Fit(ngl, tuple(overrides), "approximation", req.budget, margin, projected)
 
-    full = mem(None)
+    full = _gpu_bytes(req)
     if full <= target:  # step 1: no changes needed
         return fit(None, (), full)
     if target <= 0:
         raise SpecsweepError(too_small(req, margin))
-    moe = n_expert > 0
-    surplus = target - mem(None, (Override(r"blk\.\d+\.ffn_(up|down|gate_up|gate)_(ch|)exps", "CPU"),)) if moe else 0
+    surplus = target - _gpu_bytes(req, None, (Override(rf"blk\.\d+{EXPS_REGEX}", "CPU"),)) if moe else 0
 
     def part(n: int) -> int:  # step 3: dense-only layers; the last device's first layer stays full
         return max(n - 1, 0) if moe else 0
@@ -169,16 +175,11 @@ def _most(lo: int, hi: int, fits) -> int:
 
 def too_small(req: Request, margin: int = FIT_TARGET, who: str = "") -> str:
     """The refusal of a budget that fits no layer, with what would fit (estimated from the header)."""
-    reader = open_gguf(shard_paths(req.path, req.name)[0], req.name)
-    arch = field(reader, "general.architecture", "")
-    moe = int(field(reader, f"{arch}.expert_count", 0) or 0) > 0
-    hp_ngl = trunk_layers(reader) + (int(field(reader, f"{arch}.nextn_predict_layers", 0) or 0) if req.load_mtp else 0)
+    moe, hp_ngl = _trunk(req)
 
     def need(n_layer: int | None, n_part: int = 0) -> str:
-        ngl, ot = _layout(hp_ngl, n_layer, n_part, "moe") if n_layer is not None else (None, ())
-        b = placement_memory(req.path, ot, ngl, (req.gpu,), (), req.kv, req.n_ctx, load_mtp=req.load_mtp,
-                             name=req.name).bytes_on(f"GPU{req.gpu}")
-        return mib(b + margin)
+        placed = _gpu_bytes(req, *_layout(hp_ngl, n_layer, n_part, "moe")) if n_layer is not None else _gpu_bytes(req)
+        return mib(placed + margin)
 
     what = f"{need(hp_ngl + 1, hp_ngl)} every layer with its experts on the host, {need(None)} all of it" if moe \
         else f"{need(None)} every layer"

@@ -30,7 +30,6 @@ from specsweep.models.header import open_gguf, shard_paths
 
 EXPS_REGEX = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # common/common.h LLM_FFN_EXPS_REGEX
 TARGET_KEYS = ("n_cpu_moe", "override_tensor", "n_gpu_layers", "vram_budget")
-DRAFT_KEYS = ("draft_n_cpu_moe",)
 # buffer types -ot may name: the CPU's and a device's (llama.cpp lists each device's buffer type,
 # ggml_backend_dev_buffer_type, by its name); which exist is known only once libllama is loaded
 _BUFT = re.compile(r"CPU|Metal|OpenCL|(CUDA|ROCm|Vulkan|SYCL|CANN|MUSA|RPC)\d+")

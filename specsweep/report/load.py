@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from specsweep.analysis.records import kept
 from specsweep.errors import SpecsweepError
 from specsweep.records.store import read_jsonl
 
@@ -92,7 +93,9 @@ def only_card(sources: list[Source], card: str) -> list[Source]:
 
 
 def _split(records: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
-    trials = [r for r in records if r.get("kind") == "trial"]
+    # of the attempts at one block (an interrupted block runs again whole), the last counts, as in
+    # the run's summary and the analysis
+    trials = kept([r for r in records if r.get("kind") == "trial"])
     manifests = [r for r in records if r.get("kind") == "manifest"]
     probes = [r for r in records if r.get("kind") == "probe"]
     return trials, manifests, probes

@@ -101,9 +101,9 @@ def _grid(panels: list[shape.Panel], sources: list[str], extra_px: int = 0,
     return fig, height
 
 
-def _empty(fig: go.Figure, row: int, col: int) -> None:
+def _empty(fig: go.Figure, row: int, col: int, why: str = "no records for this card") -> None:
     sub = fig.get_subplot(row, col)  # paper coordinates: plotly.js drops axes without traces
-    fig.add_annotation(text="no records for this card", showarrow=False, font=dict(color="#888", size=13),
+    fig.add_annotation(text=why, showarrow=False, font=dict(color="#888", size=13),
                        x=sum(sub.xaxis.domain) / 2, y=sum(sub.yaxis.domain) / 2, xref="paper", yref="paper")
     fig.update_xaxes(showticklabels=False, showgrid=False, row=row, col=col)
 
@@ -278,6 +278,10 @@ def fig_time(panels: list[shape.Panel], sources: list[str]) -> go.Figure:
     fig, height = _grid(panels, sources)
     shown: set[str] = set()
     for r, c, p, src, mine in _filled_cells(fig, panels, sources):
+        mine = [(k, cfg) for k, cfg in mine if None not in cfg.ms_per_token.values()]  # a server has no split
+        if not mine:
+            _empty(fig, r, c, "no time split (llama-server reports none)")
+            continue
         for part in shape.TIME_PARTS:
             fig.add_trace(go.Bar(
                 orientation="h", y=[t(k) for k, _ in mine], x=[cfg.ms_per_token[part] for _, cfg in mine],
@@ -549,7 +553,7 @@ def _config_table(panel: shape.Panel, sources: list[str]) -> str:
                 _cell("" if cfg.method == "baseline" or cfg.drafted_per_token is None else f"{cfg.drafted_per_token:.2f}"),
                 _cell("" if cfg.ckpt_mb_per_token is None else f"{cfg.ckpt_mb_per_token:.2f}"),
                 _cell(esc(cfg.lossless), "" if cfg.all_lossless else "down"),
-            ] + [_cell(f"{cfg.ms_per_token[p]:.3f}") for p in shape.TIME_PARTS]
+            ] + [_cell(_num(cfg.ms_per_token[p], 3)) for p in shape.TIME_PARTS]
             out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     return "".join(out)

@@ -12,15 +12,17 @@ against measured speed-up. Every string from records is escaped.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
 from specsweep.analysis import predict as pr
 from specsweep.analysis import records as rec
+from specsweep.analysis.predict_validation import THRESHOLD
 from specsweep.errors import SpecsweepError
 from specsweep.report.load import Source
-from specsweep.report.page import CURVE_COLORS, _base_layout, esc, t
+from specsweep.report.page import CURVE_COLORS, _base_layout, _change_cls, _pct, esc, t
 
 
 @dataclass
@@ -60,21 +62,13 @@ def rows(sources: list[Source]) -> list[Row]:
                     how = f"held out: {tier}"
                 else:
                     s = pr.settings_of(trials)
-                    got = pr.predict_one(data, prof, s["n_predict"], s["rollback"], s["loop"], n_boot=0,
-                                         with_break_even=False)
+                    got = pr.predict_one(data, prof, s["n_predict"], s["rollback"], s["loop"],
+                                         pr.base_loop_of(data.trials, s["loop"]), n_boot=0, with_break_even=False)
                     how = "from its acceptance on another card"
             except SpecsweepError as e:
                 got, how = None, f"not predicted: {e.message}"
             out.append(Row(data.card, str(data.shape), data.curve.file, prof.label, prof.method, m, got, how))
     return out
-
-
-def _pct(x: float | None) -> str:
-    return "" if x is None else f"{x:+.1%}"
-
-
-def _cls(x: float | None) -> str:
-    return "" if x is None else ("up" if x > 0 else "down")
 
 
 def table(rs: list[Row]) -> str:
@@ -91,8 +85,8 @@ def table(rs: list[Row]) -> str:
             r = by.get((c, cfg))
             m = None if r is None or r.measured is None else r.measured["change"]
             p = None if r is None or r.predicted is None else r.predicted.change
-            cells.append(f"<td class='{_cls(m)}'>{esc(_pct(m))}</td>")
-            cells.append(f"<td class='{_cls(p)}'>{esc(_pct(p))}</td>")
+            cells.append(f"<td class='{_change_cls(m)}'>{esc(_pct(m))}</td>")
+            cells.append(f"<td class='{_change_cls(p)}'>{esc(_pct(p))}</td>")
             if r is not None and (r.predicted is None or r.measured is None):
                 notes.append(f"{c}: {r.how}")
         cells.append(f"<td class='l'>{esc('; '.join(notes))}</td>")
@@ -131,9 +125,8 @@ def section(sources: list[Source]) -> tuple[str, list[tuple[str, str, str, go.Fi
     parts = []
     both = [r for r in rs if r.measured is not None and r.predicted is not None]
     if both:
-        errs = sorted(abs(r.predicted.change - r.measured["change"]) * 100 for r in both)
-        med = errs[len(errs) // 2] if len(errs) % 2 else 0.5 * (errs[len(errs) // 2 - 1] + errs[len(errs) // 2])
-        signed = [r for r in both if abs(r.measured["change"]) > 0.03]
+        med = statistics.median(abs(r.predicted.change - r.measured["change"]) * 100 for r in both)
+        signed = [r for r in both if abs(r.measured["change"]) > THRESHOLD]
         right = sum((r.predicted.change > 0) == (r.measured["change"] > 0) for r in signed)
         parts.append(f"<p class='note'>{len(both)} configs both measured and predicted here: median |error| "
                      f"{med:.1f} points of speed-up; sign right in {right} of {len(signed)} with a measured change "

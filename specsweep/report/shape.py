@@ -52,7 +52,7 @@ class Config:
     n_trials: int
     baseline: float | None  # the baseline's mean tok/s
     change: float | None  # mean / baseline - 1
-    ms_per_token: dict  # TIME_PARTS -> mean ms per generated token
+    ms_per_token: dict  # TIME_PARTS -> mean ms per generated token, None where not recorded (a server)
     order: int = 0
     n_synthetic: int = 0  # synthetic-acceptance trials (no lossless verdict)
     drafted_per_token: float | None = None  # draft economy (summary.CellStats)
@@ -113,7 +113,7 @@ def _ms_per_token(trials: list[dict]) -> dict:
         # a server's records have no split (None): they stay out of the parts they lack
         vals = [(t["time_s"].get(part) or 0.0) * 1e3 / t["n_generated"] for t in trials
                 if isinstance(t.get("time_s"), dict) and t.get("n_generated") and t["time_s"].get(part, 0.0) is not None]
-        out[part] = statistics.fmean(vals) if vals else 0.0
+        out[part] = statistics.fmean(vals) if vals else None  # blank on the page, not a measured zero
     return out
 
 

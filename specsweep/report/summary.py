@@ -31,6 +31,7 @@ class CellStats:
     # the paired change against the baseline of the same block and its 95% t-interval (blocks design)
     paired: float | None = None
     paired_ci: tuple[float, float] | None = None
+    target: str = ""  # the target model's name in the matrix
 
     @property
     def drafted_per_token(self) -> float | None:
@@ -70,7 +71,9 @@ def cell_stats(records: list[dict], order: list[str] | None = None) -> list[Cell
         s = by_cell.get(r["cell_id"])
         if s is None:
             s = by_cell[r["cell_id"]] = CellStats(r["cell_id"], r["cell"], r["method"], r["settings"]["kv"],
-                                                  r["settings"]["n_predict"], r["reference_key"], [], 0, 0, 0, 0)
+                                                  r["settings"]["n_predict"], r["reference_key"], [], 0, 0, 0, 0,
+                                                  target=str(((r.get("models") or {}).get("target") or {})
+                                                             .get("name") or ""))
         s.tps.append(r["decode_tps"])
         s.n_drafted += r["n_drafted"]
         s.n_accepted += r["n_accepted"]
@@ -113,12 +116,16 @@ def _change(s: CellStats) -> str:
 def table(stats: list[CellStats]) -> str:
     """The run's summary: tok/s, the change against the baseline (paired within blocks, with its
     interval, in the blocks design), acceptance, draft economy, lossless trials."""
-    head = ("config", "kv", "n_pred", "trials", "tok/s mean", "min", "max", "vs base", "accept",
-            "drafted/tok", "ckpt MB/tok", "lossless")
+    # a matrix of several targets names each row's (its baselines would look alike otherwise)
+    several = len({s.target for s in stats}) > 1
+    head = ("config",) + (("target",) if several else ()) + (
+        "kv", "n_pred", "trials", "tok/s mean", "min", "max", "vs base", "accept", "drafted/tok", "ckpt MB/tok",
+        "lossless")
     rows = [head]
     for s in stats:
         rows.append((
-            s.name + (" (throttled)" if s.n_throttled else ""), s.kv, str(s.n_predict), str(s.n_trials),
+            s.name + (" (throttled)" if s.n_throttled else ""), *((s.target,) if several else ()),
+            s.kv, str(s.n_predict), str(s.n_trials),
             f"{s.mean:.1f}", f"{min(s.tps):.1f}", f"{max(s.tps):.1f}", _change(s),
             "" if s.acceptance is None else f"{s.acceptance:.1%}",
             "" if s.method == "baseline" or s.drafted_per_token is None else f"{s.drafted_per_token:.2f}",

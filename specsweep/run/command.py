@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,9 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
     else:
         click.echo(f"{label}: nothing to run, every trial is recorded in {results.dir}", err=True)
 
+    # `timeout`, `kill` and schedulers stop a run with SIGTERM: handle it as Ctrl-C, so the records are
+    # closed and a llama-server the run started (in its own session) is stopped, not orphaned on the GPU
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with click.progressbar(length=n_todo, label="measuring", file=sys.stderr, show_eta=True, show_pos=True,
                                item_show_func=lambda name: name) as bar:
@@ -148,6 +152,10 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
         click.echo(f"specsweep: {len(runner.failed)} cell(s) failed (causes in {results.dir / 'failures.jsonl'}); "
                    f"their trials stay to do: run the same command again to retry them", err=True)
         sys.exit(1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_fresh_processes(runs: int, child: list[str], matrix, results: ResultsDir) -> None:

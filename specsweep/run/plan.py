@@ -166,11 +166,6 @@ def _check_pairable(group: Group, matrix_path: Path) -> None:
                                  f"(add one, or design = \"sequential\")")
 
 
-def draft_gpus(cell: Cell) -> tuple[int, ...]:
-    """Where a cell's draft model (or DFlash drafter) goes: `draft_gpu`, else with the target."""
-    return cell.draft_gpus
-
-
 def model_refs(groups: list[Group]) -> dict[str, ModelRef]:
     """The models that trials still to run need."""
     refs = {}

@@ -90,7 +90,7 @@ class CellRun:
         self.prompts = runner.tokenized(plan, vocab)
         self.vocab = vocab
         self.session = prepare(plan, self.prompts, lambda pid: runner.references.get((self.ref_key, pid)))
-        self.telemetry = Telemetry(self.session.telemetry_gpus())
+        self.telemetry = Telemetry(sorted(set(self.cell.gpus) | set(self.cell.draft_gpus)))
         self.parallel = int(self.cell.settings.get("parallel", 1))
         self.is_open = False
 
@@ -112,6 +112,15 @@ class CellRun:
             if tokens is not None:
                 reference = self.runner.keep_reference(self.ref_key, prompt_id, tokens)
         return reference
+
+    def warmup(self) -> None:
+        """The cell's warm-up generations (unrecorded): its first prompt in every stream."""
+        first = next(iter(self.prompts))
+        for _ in range(self.cell.warmup):
+            self.session.measure([first] * self.parallel)
+
+    def pieces(self, tokens: list[int]) -> list[str]:
+        return [self.vocab.piece_bytes(t).decode("utf-8", errors="replace") for t in tokens]
 
     def prompt_text(self, prompt_id: str) -> str:
         return b"".join(self.vocab.piece_bytes(t) for t in self.prompts[prompt_id][-8:]).decode("utf-8", errors="replace")
@@ -174,7 +183,7 @@ class Runner:
         """Open a cell, warm it up, run `todo`, close it; a failing server marks the cell failed."""
         try:
             run.open()
-            run.session.warmup()
+            run.warmup()
             for k, (prompt, index) in enumerate(todo):
                 run.trial(prompt, slots[k] if slots else Slot(index))
         except SpecsweepError as e:
@@ -201,7 +210,7 @@ class Runner:
             missing = [p for p in run.prompt_ids if (run.ref_key, p) not in self.references]
             needed = any(c.todo and c.cell.reference_key() == run.ref_key and c.cell.method != "baseline"
                          for c in group.cells)
-            if not missing or not needed:
+            if not missing or not needed or self._makes_its_own_references(group, plan, missing):
                 continue
             try:
                 run.open()
@@ -211,6 +220,19 @@ class Runner:
                 self._fail(run.cell, e)
             finally:
                 run.close()
+
+    @staticmethod
+    def _makes_its_own_references(group: Group, baseline, missing: list[str]) -> bool:
+        """Sequential, one stream: a baseline cell that runs before every speculative cell of its
+        reference key, with a trial of each missing prompt, records the references with its first
+        trials (as in process), so its server need not start once more for them."""
+        if group.design != "sequential" or baseline.cell.settings.get("parallel", 1) != 1:
+            return False
+        live = group.live
+        if baseline not in live or {p.id for p, _ in baseline.todo} < set(missing):
+            return False
+        key, first = baseline.cell.reference_key(), live.index(baseline)
+        return all(i > first for i, c in enumerate(live) if c.cell.method != "baseline" and c.cell.reference_key() == key)
 
     def _run_blocks(self, group: Group, runs: dict[str, CellRun]) -> bool:
         """Block after block in the planned orders. In process every cell of the group is opened at
@@ -244,7 +266,7 @@ class Runner:
             return False
         try:
             for run in opened:
-                run.session.warmup()
+                run.warmup()
             for todo in group.blocks:
                 for cell_id, prompt_id in todo.trials:
                     position = todo.order.index(index[cell_id])
@@ -285,7 +307,7 @@ class Runner:
                references: list[list[int] | None], telemetry: dict) -> None:
         cell = run.cell
         first = measured.streams[0]
-        pieces = run.session.pieces(first.tokens)
+        pieces = run.pieces(first.tokens)
         verdicts = [compare(r.tokens, ref, cell.n_predict) for r, ref in zip(measured.streams, references)]
         # synthetic acceptance keeps drafted tokens the target did not choose: not text, not lossless
         synthetic_run = cell.settings.get("synth_len") is not None or bool(cell.settings.get("synth_rates"))

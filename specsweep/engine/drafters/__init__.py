@@ -13,6 +13,9 @@ class Drafter:
     """No-op hooks; a drafter overrides what it needs."""
 
     name = "none"
+    # several streams (engine/parallel.py): where this stream's tokens start in the target's last
+    # batch, for a drafter that reads the target's rows of it (MTP, DFlash, DSpark, EAGLE-3)
+    row0 = 0
 
     def begin(self, prompt: list[int]) -> None:
         """The prompt (all but its last token) has been decoded by the target."""

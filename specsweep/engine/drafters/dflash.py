@@ -14,7 +14,9 @@ The protocol, step for step as llama.cpp's:
 - the noise block's K/V is dropped before verification, and the rejected tail after it, through
   the same calls as a draft model's (`restore_checkpoint`, `trim`).
 The drafter borrows the target's token embeddings and output head through its context's
-`ctx_other`, so its context is made with the target's context as `other` (run/runner.py).
+`ctx_other`, so its context is made with the target's context as `other` (backends/inprocess.py).
+With several streams each stream's drafter decodes in its own sequence of the drafter's context
+and reads its rows of the target's joint batch (from `row0`).
 
 `dspark` (llama.cpp's `draft-dspark`, the same implementation with `is_dspark`) is the dflash arch
 with a Markov head: with `dflash.sample_from_anchor` (llama.cpp's default when the key is absent)
@@ -50,11 +52,13 @@ def dflash_layout(model) -> tuple[list[int], int, bool]:
 class DFlash(DraftModel):
     name = "dflash"
     anchor = False  # the anchor position's output is not part of the draft
+    batched_process = False  # it reads its stream's rows of the target's batch, stream after stream
 
-    def __init__(self, ctx: Context, target: Context, n_max: int = 16, n_min: int = 0, p_min: float = 0.0):
+    def __init__(self, ctx: Context, target: Context, n_max: int = 16, n_min: int = 0, p_min: float = 0.0,
+                 seq: int = 0):
         self.layers, self.block_size, causal = dflash_layout(ctx.model)
         limit = self.block_size if self.anchor else self.block_size - 1
-        super().__init__(ctx, n_max=min(n_max, limit), n_min=min(n_min, limit), p_min=p_min)
+        super().__init__(ctx, n_max=min(n_max, limit), n_min=min(n_min, limit), p_min=p_min, seq=seq)
         self.use_checkpoints = False  # an attention-only drafter: seq_rm drops any tail
         self.target = target
         self.mask = ll.llama_vocab_mask(ctx.model.vocab)
@@ -66,29 +70,46 @@ class DFlash(DraftModel):
         ctx.set_causal(causal)
 
     def process(self, tokens: list[int], pos0: int) -> None:
-        n = len(tokens)
-        features = np.concatenate([self.target.layer_input(lid, n) for lid in self.layers], axis=1)
+        n, r0 = len(tokens), self.row0
+        features = np.concatenate([self.target.layer_input(lid, r0 + n)[r0:] for lid in self.layers], axis=1)
         for off in range(0, n, self.n_ubatch):
             batch = self.ctx.ext_batch()
             for i in range(off, min(off + self.n_ubatch, n)):
-                batch.add(pos0 + i, embd=features[i])
+                batch.add(pos0 + i, embd=features[i], seq=self.seq)
             self.ctx.process(batch)
 
     def draft(self, prompt: list[int], id_last: int, pos0: int, n_max: int) -> list[int]:
-        n_block = self.n_max + (0 if self.anchor else 1)
-        batch = self.ctx.ext_batch()
-        for i in range(n_block):
-            batch.add(pos0 + i, token=id_last if i == 0 else self.mask, output=True)
-        self.ctx.process(batch)
-        out = self._read(n_block)
-        if len(out) < self.n_min:
-            return []
-        return out[:n_max] if n_max > 0 else out  # llama.cpp truncates to the caller's limit
+        return type(self).draft_many([(self, (prompt, id_last, pos0, n_max))])[0]
 
-    def _read(self, n_block: int) -> list[int]:
-        """Greedy tokens at the mask positions, stopping below p_min."""
+    @staticmethod
+    def draft_many(jobs: list[tuple["DFlash", tuple]]) -> list[list[int]]:
+        """One block `[id_last, <mask>...]` per stream, (drafter, (prompt, id_last, pos0, n_max))
+        each, all in one decode of the shared drafter context (llama.cpp's draft for its slots)."""
+        ctx = jobs[0][0].ctx
+        batch = ctx.ext_batch()
+        starts = []
+        for d, (_, id_last, pos0, _) in jobs:
+            starts.append(None)
+            for i in range(d.n_block):
+                at = batch.add(pos0 + i, token=id_last if i == 0 else d.mask, output=True, seq=d.seq)
+                starts[-1] = at if starts[-1] is None else starts[-1]
+        ctx.process(batch)
+        outs = []
+        for (d, request), at in zip(jobs, starts):
+            out = d._read(at, d.n_block)
+            n_max = request[3]
+            # a draft shorter than n_min is dropped; llama.cpp truncates to the caller's limit
+            outs.append([] if len(out) < d.n_min else out[:n_max] if n_max > 0 else out)
+        return outs
+
+    @property
+    def n_block(self) -> int:
+        return self.n_max + (0 if self.anchor else 1)
+
+    def _read(self, at: int, n_block: int) -> list[int]:
+        """Greedy tokens at the mask positions of the block at batch index `at`, stopping below p_min."""
         out: list[int] = []
-        for i in range(1, n_block):
+        for i in range(at + 1, at + n_block):
             token, p = top_token(self.ctx, i, self.p_min)
             if p < self.p_min:
                 break
@@ -99,23 +120,24 @@ class DFlash(DraftModel):
 class DSpark(DFlash):
     name = "dspark"
 
-    def __init__(self, ctx: Context, target: Context, n_max: int = 16, n_min: int = 0, p_min: float = 0.0):
+    def __init__(self, ctx: Context, target: Context, n_max: int = 16, n_min: int = 0, p_min: float = 0.0,
+                 seq: int = 0):
         self.anchor = ctx.model.meta("dflash.sample_from_anchor") in (None, "true")
         has_head = ctx.model.meta("dflash.has_confidence_head") in (None, "true")
         if p_min > 0.0 and not has_head:
             raise SpecsweepError(f"{ctx.model.path.name}: a DSpark drafter without a confidence head needs "
                                  f"p_min = 0 (llama.cpp: DSpark draft has no confidence head)")
-        super().__init__(ctx, target, n_max=n_max, n_min=n_min, p_min=p_min)
+        super().__init__(ctx, target, n_max=n_max, n_min=n_min, p_min=p_min, seq=seq)
 
-    def _read(self, n_block: int) -> list[int]:
-        """Greedy tokens from the anchor's position on (or from the first mask), stopping where the
-        confidence head says p < p_min."""
+    def _read(self, at: int, n_block: int) -> list[int]:
+        """Greedy tokens from the anchor's position on (or from the first mask) of the block at batch
+        index `at`, stopping where the confidence head says p < p_min."""
         conf = None
         if self.p_min > 0.0:
             ptr = ext.call("get_embeddings_nextn", self.ctx.ptr)
-            conf = np.ctypeslib.as_array(ptr, shape=(n_block, self.ctx.model.n_embd))[:, 0]
+            conf = np.ctypeslib.as_array(ptr, shape=(at + n_block, self.ctx.model.n_embd))[:, 0]
         out: list[int] = []
-        for i in range(0 if self.anchor else 1, n_block):
+        for i in range(at + (0 if self.anchor else 1), at + n_block):
             if conf is not None and conf[i] < self.p_min:
                 break
             out.append(top_token(self.ctx, i, 0.0)[0])

@@ -33,8 +33,40 @@ def top_token(ctx: Context, i: int, p_min: float) -> tuple[int, float]:
     return best, 1.0 / float(np.exp(top - logits[best]).sum())
 
 
+def chained_steps(jobs: list[tuple], first: list[tuple | None], read_hidden) -> list[list[int]]:
+    """Single-token draft steps of several streams of one context (MTP's head, EAGLE-3's decoder),
+    one batch per step. jobs: (drafter, (prompt, id_last, pos0, limit)) each; first[k]: stream k's
+    (position, token, hidden state) to start from, None where it drafts nothing. Each step feeds a
+    drafting stream its last token and the hidden state its previous step left (read_hidden(drafter,
+    output row)), until n_max tokens or one below p_min; then llama.cpp's n_min and limit rules."""
+    ctx = jobs[0][0].ctx
+    outs: list[list[int]] = [[] for _ in jobs]
+    step = [(k, *start) for k, start in enumerate(first) if start is not None]
+    while step:
+        batch = ctx.ext_batch()
+        at = [batch.add(pos + len(outs[k]), token=token, embd=h, output=True, seq=jobs[k][0].seq)
+              for k, pos, token, h in step]
+        ctx.process(batch)
+        going = []
+        for (k, pos, _, _), i in zip(step, at):
+            d = jobs[k][0]
+            token, p = top_token(ctx, i, d.p_min)
+            if p < d.p_min:
+                continue
+            outs[k].append(token)
+            if len(outs[k]) < d.n_max:
+                going.append((k, pos, token, read_hidden(d, i)))
+        step = going
+    # a draft shorter than n_min is dropped; llama.cpp truncates to the caller's limit
+    return [[] if len(out) < d.n_min else out[:req[3]] if req[3] > 0 else out for out, (d, req) in zip(outs, jobs)]
+
+
 class DraftModel(Drafter):
     name = "draft"
+    # several streams: `draft_many` drafts them in shared decodes, `process_many` hands them the
+    # target's batches in one decode (subclasses that read the target's rows say False where not)
+    batched_drafts = True
+    batched_process = True
 
     def __init__(self, ctx: Context, n_max: int = 3, n_min: int = 0, p_min: float = 0.0, seq: int = 0):
         self.ctx, self.n_max, self.n_min, self.p_min, self.seq = ctx, n_max, n_min, p_min, seq

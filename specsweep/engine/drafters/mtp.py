@@ -14,7 +14,8 @@ head's one attention layer). Step for step as llama.cpp:
   state stays the verify batch's last row for the re-decoded batch; specsweep does the same, so
   that its counts match llama.cpp's.
 With several streams (`parallel`), each stream's head decodes in its own sequence of the head's
-context and reads its rows of the target's joint batch, from `row0` on.
+context and reads its rows of the target's joint batch, from `row0` on; all streams' batches go
+through the head in one decode, and their drafts step together, as llama-server's slots do.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import llama_cpp as ll
 import numpy as np
 
-from specsweep.engine.drafters.draft_model import DraftModel, top_token
+from specsweep.engine.drafters.draft_model import DraftModel, chained_steps
 from specsweep.engine.runtime import Context
 from specsweep.errors import SpecsweepError
 
@@ -41,7 +42,6 @@ class Mtp(DraftModel):
             raise SpecsweepError(f"{ctx.model.path.name} has {heads} MTP layers; specsweep runs single-head "
                                  f"MTP (Qwen3.5/3.6) only")
         super().__init__(ctx, n_max=n_max, n_min=n_min, p_min=p_min, seq=seq)
-        self.row0 = 0  # where this stream's tokens start in the target's last batch
         self.use_checkpoints = False  # the head's memory is a plain KV cache
         self.target = target
         self.n_embd = ctx.n_embd_out
@@ -53,32 +53,34 @@ class Mtp(DraftModel):
         self.verify_h = np.zeros((0, self.n_embd), dtype=np.float32)
 
     def process(self, tokens: list[int], pos0: int) -> None:
-        n = len(tokens)
-        h = self.target.hidden_rows(self.row0 + n)[self.row0:]  # a view of the target's buffer: copied below
-        batch = self.ctx.ext_batch()
-        for k, token in enumerate(tokens):
-            batch.add(pos0 + k, token=token, embd=self.pending if k == 0 else h[k - 1], seq=self.seq)
-        self.ctx.process(batch)
-        self.verify_h = h.copy()
-        self.pending = self.verify_h[-1].copy()
+        Mtp.process_many([(self, tokens, pos0)])
+
+    @staticmethod
+    def process_many(jobs: list[tuple["Mtp", list[int], int]]) -> None:
+        """The target's batches of several streams, (head, tokens, pos0) each, in one head decode, as
+        llama-server processes its slots' joint batch once: each stream's tokens with the target's
+        hidden states of its own rows (from its `row0`)."""
+        first = jobs[0][0]
+        rows = first.target.hidden_rows(max(d.row0 + len(tokens) for d, tokens, _ in jobs))  # a view: copied below
+        batch = first.ctx.ext_batch()
+        for d, tokens, pos0 in jobs:
+            h = rows[d.row0:d.row0 + len(tokens)]
+            for k, token in enumerate(tokens):
+                batch.add(pos0 + k, token=token, embd=d.pending if k == 0 else h[k - 1], seq=d.seq)
+        first.ctx.process(batch)
+        for d, tokens, _ in jobs:
+            d.verify_h = rows[d.row0:d.row0 + len(tokens)].copy()
+            d.pending = d.verify_h[-1].copy()
 
     def draft(self, prompt: list[int], id_last: int, pos0: int, n_max: int) -> list[int]:
-        out: list[int] = []
-        token, h = id_last, self.pending
-        while True:
-            batch = self.ctx.ext_batch()
-            batch.add(pos0 + len(out), token=token, embd=h, output=True, seq=self.seq)
-            self.ctx.process(batch)
-            token, p = top_token(self.ctx, 0, self.p_min)
-            if p < self.p_min:
-                break
-            out.append(token)
-            if len(out) >= self.n_max:
-                break
-            h = self.ctx.hidden(0).copy()
-        if len(out) < self.n_min:
-            return []
-        return out[:n_max] if n_max > 0 else out  # llama.cpp truncates to the caller's limit
+        return Mtp.draft_many([(self, (prompt, id_last, pos0, n_max))])[0]
+
+    @staticmethod
+    def draft_many(jobs: list[tuple["Mtp", tuple]]) -> list[list[int]]:
+        """Drafts for several streams of one head context, (head, (prompt, id_last, pos0, n_max))
+        each: every step decodes each drafting stream's (token, hidden state) in one batch."""
+        first = [(request[2], request[1], d.pending) for d, request in jobs]
+        return chained_steps(jobs, first, lambda d, i: d.ctx.hidden(i).copy())
 
     def accept(self, n_accepted: int) -> None:
         if len(self.verify_h):
