@@ -12,3 +12,5 @@ plot results/active-contrast-synthetic results/probe --card H200 -o plots/h200-a
 plot results/methods-synthetic results/cost-model-synthetic results/dense27-synthetic results/probe --card H200 \
     -o plots/h200-methods-synthetic.html \
     --title "H200, synthetic models: every method at synthetic acceptance (35B-A3B, dense 27B) and the cost model"
+plot results/server-concurrency-synthetic --card H200 -o plots/h200-server-concurrency.html \
+    --title "H200, synthetic 35B-A3B: in process and through llama-server, 1/4/8 streams"
