@@ -468,9 +468,10 @@ def profiles_for(sources, shape: lc.Shape, measured: bool = False) -> list[tuple
     keyed by its name; with the trials it came from."""
     by_name: dict[str, list[dict]] = defaultdict(list)
     for s in sources:
-        for t in rec.kept(s.trials):
-            if not rec.is_baseline(t) and rec.usable(t) and lc.trial_shape(t) == shape:
-                by_name[str(t.get("cell"))].append(t)
+        for name, trials in rec.speculative_by(s.trials, "cell").items():
+            mine = [t for t in trials if lc.trial_shape(t) == shape]
+            if mine:
+                by_name[name] += mine
     out = []
     for name, trials in by_name.items():
         p = profiles.from_trials(trials, measured)

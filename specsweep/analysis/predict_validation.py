@@ -64,11 +64,7 @@ def validate_matrix(name: str, sources, n_boot: int, measured_profiles: bool = F
     for d in pr.card_data(sources):
         datas[(d.card, d.shape)] = d
     cells, skipped = [], []
-    by_cell: dict[str, list[dict]] = {}
-    for t in rec.kept(trials):
-        if rec.usable(t) and not rec.is_baseline(t):
-            by_cell.setdefault(str(t.get("cell_id")), []).append(t)
-    for cid, mine in by_cell.items():
+    for cid, mine in rec.speculative_by(trials).items():
         cell = str(mine[0].get("cell"))
         if cid not in measured:
             skipped.append(f"{cell}: no paired baseline")
@@ -190,11 +186,7 @@ def validate_cross_card(results: Path, n_boot: int = 0, measured_profiles: bool 
         bare = pr.CardData(data.card, data.shape, data.curve, trials=[],
                            others=[d for d in datas if d is not data and d.shape == data.shape and d.trials])
         measured = pr.measured_rows(own)
-        by_cell: dict[str, list[dict]] = {}
-        for t in rec.kept(own):
-            if rec.usable(t) and not rec.is_baseline(t):
-                by_cell.setdefault(str(t.get("cell_id")), []).append(t)
-        for cid, mine in by_cell.items():
+        for cid, mine in rec.speculative_by(own).items():
             cell = str(mine[0].get("cell"))
             prof = profiles.from_trials(mine, measured_profiles)
             if cid not in measured or prof is None:

@@ -49,6 +49,16 @@ def is_baseline(r: dict) -> bool:
     return r.get("method") == "baseline"
 
 
+def speculative_by(trials: list[dict], field: str = "cell_id") -> dict[str, list[dict]]:
+    """The kept, usable speculative trials grouped by a field (`cell_id`, or `cell`: the config's
+    name, which several cards share), in the order first seen."""
+    out: dict[str, list[dict]] = {}
+    for r in kept(trials):
+        if usable(r) and not is_baseline(r):
+            out.setdefault(str(r.get(field)), []).append(r)
+    return out
+
+
 def target_key(r: dict) -> str:
     """One target model: its sha256, else its file, else its name."""
     t = (r.get("models") or {}).get("target") or {}

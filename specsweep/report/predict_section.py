@@ -49,10 +49,7 @@ def rows(sources: list[Source]) -> list[Row]:
         if not profiles:
             continue
         measured = pr.measured_rows(data.trials) if data.trials else {}
-        here: dict[str, list[dict]] = {}
-        for tr in rec.kept(data.trials):
-            if not rec.is_baseline(tr) and rec.usable(tr):
-                here.setdefault(str(tr.get("cell")), []).append(tr)
+        here = rec.speculative_by(data.trials, "cell")
         for prof, trials in profiles:
             mine = here.get(prof.label)
             m = measured.get(str(mine[0].get("cell_id"))) if mine else None
