@@ -150,6 +150,17 @@ def test_shards_split_the_cells_and_merge(tmp_path):
     assert run(path, "--shard", "3/2").exit_code == 2
 
 
+def test_a_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """A synthetic model that cannot be written (the cache path runs through a file): one line,
+    exit 2, and the run's folder holds no trial."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "file" / "cache"))
+    out = run(matrix(tmp_path), "--results", tmp_path / "results")
+    assert out.exit_code == 2, out.output
+    assert "cannot write" in out.output and "Traceback" not in out.output
+    assert not trials_of(tmp_path / "results")
+
+
 def test_dry_run_loads_nothing(tmp_path):
     out = run(matrix(tmp_path), "--results", tmp_path / "results", "--dry-run")
     assert out.exit_code == 0

@@ -170,15 +170,11 @@ def model_overrides(ref: ModelRef, lock_path: Path | None = None) -> tuple[str, 
 
 
 def _synth(ref: ModelRef, create: bool) -> Path:
-    from specsweep.synth.writer import Recipe, write_model
+    from specsweep.synth.writer import Recipe, write_cached
 
     d = ref.identity
     scale, wtype = d.get("scale", "full"), d.get("wtype", "Q4_0")
     recipe = Recipe(CARDS[d["synth"]].at_scale(scale), scale, wtype, d.get("seed", 0),
                     float(d.get("perturb", 0.0)), d.get("perturb_seed", 1), float(d.get("branch_scale", 1.0)),
                     bool(d.get("mtp", False)), **{k: d[k] for k in DRAFTER_OPTIONS if k in d}, quant=d.get("quant"))
-    path = cache.synth_dir() / f"{recipe.file_stem}.gguf"
-    if create and not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_model(recipe, path)  # atomic: a temporary name, renamed when complete
-    return path
+    return write_cached(recipe) if create else cache.synth_dir() / f"{recipe.file_stem}.gguf"

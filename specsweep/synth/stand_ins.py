@@ -67,18 +67,9 @@ def resolve(name: str) -> StandIn:
 def write(s: StandIn, scale: str = "full", progress=None) -> Path:
     """The stand-in's GGUF in the specsweep cache (written once, under the name a matrix's
     `{ synth = CARD, branch_scale = 0.05 }` entry uses, so either reuses the other's file)."""
-    from specsweep.models import cache
-    from specsweep.synth.writer import Recipe, write_model
+    from specsweep.synth.writer import Recipe, write_cached
 
     if scale not in SCALES:
         raise SpecsweepError(f"unknown scale {scale!r} (one of {', '.join(SCALES)})")
-    recipe = Recipe(CARDS[s.card].at_scale(scale), scale, "Q4_0", 0, branch_scale=s.branch_scale, mtp=s.mtp,
-                    quant=s.quant)
-    path = cache.synth_dir() / f"{recipe.file_stem}.gguf"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            write_model(recipe, path, progress=progress)  # atomic: a temporary name, renamed when complete
-        except OSError as e:
-            raise SpecsweepError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
+    return write_cached(Recipe(CARDS[s.card].at_scale(scale), scale, "Q4_0", 0, branch_scale=s.branch_scale,
+                               mtp=s.mtp, quant=s.quant), progress)

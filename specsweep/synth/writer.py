@@ -20,6 +20,7 @@ from typing import Callable
 import gguf
 import numpy as np
 
+from specsweep.errors import SpecsweepError
 from specsweep.synth.cards import DRAFTER_OPTIONS, ShapeCard
 from specsweep.synth.fill import FILE_TYPE, RandomPool, blend_rows, nbytes, pool_size, stable_hash, tensor_bytes
 from specsweep.synth.quants import MIXES, tensor_type
@@ -138,6 +139,21 @@ def _header_writer(recipe: Recipe, path: Path, specs, qtypes, sizes) -> gguf.GGU
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     return writer
+
+
+def write_cached(recipe: Recipe, progress: Callable[[int], None] | None = None) -> Path:
+    """The recipe's GGUF in the specsweep cache (`synth/<file stem>.gguf`), written once: a matrix's
+    `{ synth = CARD, ... }` entry and `probe --synth`'s stand-in of the same recipe share the file."""
+    from specsweep.models import cache
+
+    path = cache.synth_dir() / f"{recipe.file_stem}.gguf"
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_model(recipe, path, progress=progress)  # atomic: a temporary name, renamed when complete
+        except OSError as e:
+            raise SpecsweepError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
 
 
 def write_model(recipe: Recipe, out: Path, progress: Callable[[int], None] | None = None) -> WriteResult:
