@@ -134,6 +134,19 @@ def test_server_and_stream_records_get_lines_of_their_own():
     assert by["draft · d08 x4"].fit.intercept == pytest.approx(8.0, abs=0.5)
 
 
+def test_records_placed_otherwise_get_lines_of_their_own():
+    """Experts on the host change the verify cost itself: trials with n_cpu_moe = 20 form their own
+    family instead of bending the all-on-GPU line; the label says where the weights were."""
+    on_gpu = line_trials([1, 4, 16], lambda x: 20.0 + 2.0 * x)
+    offloaded = [dict(t, cell_id="o" + t["cell_id"], settings=dict(t["settings"], n_cpu_moe=20),
+                      placement={"n_cpu_moe": 20, "override_tensor": [], "n_gpu_layers": None, "vram_budget": None})
+                 for t in line_trials([1, 4, 16], lambda x: 60.0 + 9.0 * x)]
+    by = {f.family: f for f in costmodel.family_fits(on_gpu + offloaded)}
+    assert sorted(by) == ["draft · d08", "draft · d08 [cpu-moe 20]"]
+    assert by["draft · d08"].fit.slope == pytest.approx(2.0, abs=0.1)
+    assert by["draft · d08 [cpu-moe 20]"].fit.slope == pytest.approx(9.0, abs=0.2)
+
+
 # --- the knee test ---
 
 LENGTHS = [1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128]  # coverage crosses 95% at K = 95 (94 drafted)

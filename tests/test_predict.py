@@ -131,6 +131,27 @@ def test_predict_recovers_a_known_cost_model(tmp_path):
         assert got.dominant == "verify"
 
 
+def test_a_placement_is_matched_with_its_own_probe_and_records(tmp_path):
+    """Records with the experts of 20 layers on the host pair with the probe made at that placement,
+    never with the all-on-GPU probe, and the other way round."""
+    write_records(tmp_path / "r")
+    placed = {"n_cpu_moe": 20, "override_tensor": [], "n_gpu_layers": None, "vram_budget": None}
+    lines = [json.loads(line) for line in (tmp_path / "r" / "trials.jsonl").read_text().splitlines()]
+    for r in lines:
+        if r["kind"] == "trial":
+            r.update(placement=placed, cell_id="off-" + r["cell_id"], settings=dict(r["settings"], n_cpu_moe=20))
+    (tmp_path / "r" / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    write_records(tmp_path / "g")  # the same records all on the GPU
+    probe_off = dict(probe_record(), placement=placed)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "probe.jsonl").write_text(json.dumps(probe_off) + "\n")
+    datas = {d.card: d for d in pr.card_data(load([tmp_path / "g", tmp_path / "r", tmp_path / "p"]))}
+    assert sorted(datas) == [CARD, f"{CARD} [cpu-moe 20]"]
+    assert datas[CARD].trials and all(t["cell_id"].startswith("off-") for t in datas[f"{CARD} [cpu-moe 20]"].trials)
+    assert not any(t["cell_id"].startswith("off-") for t in datas[CARD].trials)
+    assert len(datas[CARD].trials) == len(datas[f"{CARD} [cpu-moe 20]"].trials)
+
+
 def test_predict_command_table_and_json(tmp_path):
     write_records(tmp_path / "r")
     out = CliRunner().invoke(main, ["predict", str(tmp_path / "r"), "--accept", "mtp n2=0.8,0.6", "--boot", "30",

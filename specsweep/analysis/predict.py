@@ -129,10 +129,9 @@ def _probe_rank(p: dict) -> tuple:
 
 def card_data(sources, card: str | None = None, target: str | None = None, kv: str = "q8_0",
               gpus: int | None = None) -> list[CardData]:
-    """One CardData per (card, target shape, GPU count) probed with this KV type (on `gpus` GPUs
-    when given; 0 is the CPU);
-    the probe chosen is the newest with the loop's settings (tokens picked on the device, the
-    shallowest depth). A one-line error when none is left."""
+    """One CardData per (card, target shape, GPU count, placement) probed with this KV type (on
+    `gpus` GPUs when given; 0 is the CPU); the probe chosen is the newest with the loop's settings
+    (tokens picked on the device, the shallowest depth). A one-line error when none is left."""
     from specsweep.report.load import probe_card, trial_card
 
     found: dict[tuple, list[dict]] = defaultdict(list)
@@ -146,7 +145,7 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
                 continue
             if target and not _names_target(p, sh, target):
                 continue
-            found[(c, sh, lc.probe_gpus(p))].append(p)
+            found[(c, sh, lc.probe_gpus(p), rec.placement_of(p))].append(p)
     if not found:
         what = " ".join(x for x in (f"of {target}" if target else "", f"on a card named like {card!r}" if card else "")
                         if x)
@@ -154,14 +153,17 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
         raise SpecsweepError(f"no probe {what + ' ' if what else ''}with KV {kv}{where}: run "
                              f"`specsweep probe MODEL` (or `specsweep probe --synth NAME`) on the card first")
     out = []
-    for (c, sh, n_gpus), probes in sorted(found.items(), key=lambda kv_: (kv_[0][0], str(kv_[0][1]), kv_[0][2])):
+    for (c, sh, n_gpus, placed), probes in sorted(found.items(),
+                                                  key=lambda kv_: (kv_[0][0], str(kv_[0][1]), kv_[0][2], kv_[0][3])):
         probe = max(probes, key=_probe_rank)
-        data = CardData(c, sh, lc.curve_of(probe, c))
+        # a placement other than every layer on the GPU is a card of its own: its own probe, its own records
+        name = c + (f" [{placed}]" if placed else "")
+        data = CardData(name, sh, lc.curve_of(probe, name))
         for s in sources:
             for t in s.trials:
                 tc = (s.meta.get("card") if s.origin == "contribution" else None) or trial_card(t, s.manifests)
                 if tc == c and lc.trial_shape(t) == sh and (t.get("settings") or {}).get("kv") == kv \
-                        and lc.trial_gpus(t) == n_gpus and rec.usable(t):
+                        and lc.trial_gpus(t) == n_gpus and rec.placement_of(t) == placed and rec.usable(t):
                     data.trials.append(t)
         out.append(data)
     for d in out:

@@ -101,11 +101,27 @@ def family(r: dict) -> str:
 
 
 def run_by(r: dict) -> str:
-    """" [server]" and " xN" for a record run through llama-server or with N streams, else ""."""
+    """" [server]", " xN" and " [placement]" for a record run through llama-server, with N streams
+    or with the target's weights placed otherwise than llama.cpp's default, else ""."""
     s = r.get("settings") or {}
     out = " [server]" if (r.get("backend") or s.get("backend")) == "server" else ""
     streams = int(s.get("parallel") or 1)
-    return out + (f" x{streams}" if streams > 1 else "")
+    placed = placement_of(r)
+    return out + (f" x{streams}" if streams > 1 else "") + (f" [{placed}]" if placed else "")
+
+
+def placement_of(r: dict) -> str:
+    """Where a trial's or probe's target weights were, as a label: "" for llama.cpp's default
+    (every layer on the GPU(s)), else its keys ("cpu-moe 20", "-ot ...", "ngl 30", "fit 24GiB").
+    Expert offload moves the verify cost itself, so records placed differently never share a cost
+    line or a probe."""
+    p = r.get("placement") or {}
+    s = r.get("settings") or {}
+    n_cpu_moe, ngl = p.get("n_cpu_moe", s.get("n_cpu_moe")), p.get("n_gpu_layers", s.get("n_gpu_layers"))
+    ot, budget = p.get("override_tensor") or s.get("override_tensor"), p.get("vram_budget") or s.get("vram_budget")
+    parts = [f"cpu-moe {n_cpu_moe}" if n_cpu_moe else "", "-ot " + ",".join(ot) if ot else "",
+             f"ngl {ngl}" if ngl is not None else "", f"fit {budget}" if budget else ""]
+    return " ".join(x for x in parts if x)
 
 
 def variant(r: dict) -> tuple[str, str]:
