@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from specsweep.models import placement
+
 
 def run_of(r: dict) -> int:
     return int(r.get("run") or 0)
@@ -111,17 +113,11 @@ def run_by(r: dict) -> str:
 
 
 def placement_of(r: dict) -> str:
-    """Where a trial's or probe's target weights were, as a label: "" for llama.cpp's default
-    (every layer on the GPU(s)), else its keys ("cpu-moe 20", "-ot ...", "ngl 30", "fit 24GiB").
-    Expert offload moves the verify cost itself, so records placed differently never share a cost
-    line or a probe."""
-    p = r.get("placement") or {}
-    s = r.get("settings") or {}
-    n_cpu_moe, ngl = p.get("n_cpu_moe", s.get("n_cpu_moe")), p.get("n_gpu_layers", s.get("n_gpu_layers"))
-    ot, budget = p.get("override_tensor") or s.get("override_tensor"), p.get("vram_budget") or s.get("vram_budget")
-    parts = [f"cpu-moe {n_cpu_moe}" if n_cpu_moe else "", "-ot " + ",".join(ot) if ot else "",
-             f"ngl {ngl}" if ngl is not None else "", f"fit {budget}" if budget else ""]
-    return " ".join(x for x in parts if x)
+    """Where a trial's or probe's target weights were, as a label ("" for every layer on the GPU(s),
+    llama.cpp's default). Expert offload moves the verify cost itself, so records placed
+    differently never share a cost line or a probe."""
+    block, settings = r.get("placement") or {}, r.get("settings") or {}
+    return placement.label({k: block.get(k, settings.get(k)) for k in placement.TARGET_KEYS})
 
 
 def variant(r: dict) -> tuple[str, str]:

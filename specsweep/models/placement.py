@@ -38,6 +38,16 @@ _UNITS = {"b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 
 
+def label(keys: dict) -> str:
+    """A placement as a short label: "" for llama.cpp's default (every layer on the GPU(s)), else
+    its keys ("cpu-moe 20", "-ot PATTERN=CPU", "ngl 30", "fit 24GiB"): the analysis keeps records
+    placed differently apart by it."""
+    n_cpu_moe, ot, ngl, budget = (keys.get(k) for k in TARGET_KEYS)
+    parts = [f"cpu-moe {n_cpu_moe}" if n_cpu_moe else "", "-ot " + ",".join(ot) if ot else "",
+             f"ngl {ngl}" if ngl is not None else "", f"fit {budget}" if budget else ""]
+    return " ".join(x for x in parts if x)
+
+
 def n_cpu_moe_patterns(n: int) -> list[str]:
     """llama.cpp's --n-cpu-moe N: one pattern per layer 0..N-1."""
     return [rf"blk\.{i}{EXPS_REGEX}" for i in range(n)]
