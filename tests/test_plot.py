@@ -493,3 +493,29 @@ def test_a_server_cell_has_no_time_split_rather_than_a_zero_one(tmp_path):
     assert "0.000" not in text and "no time split (llama-server reports none)" in text
     # a split that was measured as zero still shows as one
     assert shape.configs(sources_for(tmp_path / "inproc"))[0].ms_per_token["rollback"] == 0.0
+
+
+def test_the_page_says_where_each_placements_weights_were(tmp_path):
+    """Trials with the experts of 20 layers on the host: the page's placement section gives each
+    placement's GPU bytes (llama.cpp's device buffers, not the mapped file), the estimate's host
+    bytes and its own baseline; a run with the default placement has no such section."""
+    def placed(t: dict, n: int | None, gpu_gib: float, host_gib: float) -> dict:
+        block = {"n_cpu_moe": n, "override_tensor": [], "n_gpu_layers": None, "vram_budget": None,
+                 "buffers": {"CPU_Mapped": 20 * 2**30, "CUDA0": gpu_gib * 2**30},
+                 "estimate": {"weights": {"host": host_gib * 2**30, "GPU0": gpu_gib * 2**30}},
+                 "overridden_tensors": 60 if n else 0}
+        return dict(t, placement=block, cell_id=f"{t['cell_id']}-{n}",
+                    settings=dict(t["settings"], **({"n_cpu_moe": n} if n else {})))
+
+    trials = []
+    for i in range(2):
+        trials += [placed(trial("baseline", "baseline", 130.0 + i, "chat", i), None, 20.3, 0.5),
+                   placed(trial("baseline", "baseline", 60.0 + i, "chat", i), 20, 10.1, 10.7),
+                   placed(trial("draft d max=4", "draft", 50.0, "chat", i, drafted=40, accepted=30), 20, 10.1, 10.7)]
+    text = page.render(sources_for(tmp_path, trials))
+    assert "Where the weights were" in text
+    rows = re.findall(r"<tr><td>[^<]*</td><td>a3b.gguf</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>"
+                      r"<td>([^<]*)</td><td>[^<]*</td><td>([^<]*)</td></tr>", text)
+    assert sorted(rows) == [("cpu-moe 20", "10.10", "10.70", "60", "60.5"),
+                            ("every layer on the GPU", "20.30", "0.50", "0", "130.5")]
+    assert "Where the weights were" not in page.render(sources_for(tmp_path / "plain"))

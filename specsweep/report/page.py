@@ -653,7 +653,8 @@ def _server_note(sources: list[Source]) -> str:
 
 
 def render(sources: list[Source], title: str | None = None) -> str:
-    from specsweep.report import analysis_section, backends_section  # they import this module's style
+    # they import this module's style
+    from specsweep.report import analysis_section, backends_section, placement_section
 
     rows = shape.configs(sources)
     panels = shape.panels(rows)
@@ -763,6 +764,7 @@ def render(sources: list[Source], title: str | None = None) -> str:
         for div_id, heading, note, fig in predicted_figs:
             parts.append(f"<h3>{esc(heading)}</h3>\n<p class='note'>{esc(note)}</p>\n{_figure_html(fig, div_id)}\n")
 
+    parts.append(placement_section.section(sources))
     parts.append(backends_section.section(sources, rows))
     parts.append("<h2>The numbers</h2>\n")
     prows = shape.prompt_rows(trial_points)
