@@ -104,3 +104,40 @@ def test_check_names_cells_the_blocks_design_cannot_pair(tmp_path, monkeypatch):
     assert out.exit_code == 2
     assert "design blocks: REFUSED" in out.output and "fit good -> t (draft): ok" in out.output
     assert "blocks with trials that cannot be paired" in out.output.strip().splitlines()[-1]
+
+
+def test_check_for_a_card_with_less_memory_names_the_fewest_experts_to_offload(tmp_path, monkeypatch):
+    """`check --vram SIZE` judges memory for a card of SIZE; a MoE cell that does not fit gets the
+    smallest --n-cpu-moe that does (by the same estimate: N fits, N - 1 does not); a dense one is
+    told no expert offload helps; a bad size is one line, exit 2."""
+    from specsweep.matrix import load as matrix_load
+    from specsweep.matrix.models import resolve
+    from specsweep.models import placement
+    from specsweep.models.memory import TIGHT, placement_memory
+
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "vram.toml"
+    path.write_text(MATRIX.replace('gpus = []', 'gpus = [0]').split("[[cell]]")[0]
+                    + '[models.dense]\nsynth = "qwen3-0.6b"\nscale = "tiny"\n'
+                    + '[[cell]]\nmethod = "baseline"\n[[cell]]\nname = "dense"\nmethod = "baseline"\ntarget = "dense"\n')
+    matrix = matrix_load.load(path)
+    moe = resolve(matrix.models["t"], path, create=True)
+    resolve(matrix.models["dense"], path, create=True)
+    full = placement_memory(moe, (), None, (0,), kv_type="q8_0", n_ctx=512)
+    budget = int(sum(full.devices.values()) * 0.6)  # between every expert on the host and none
+    out = CliRunner().invoke(main, ["check", str(path), "--vram", f"{budget}B"])
+    assert out.exit_code == 0, out.output
+    found = re.search(r"fits with n_cpu_moe = (\d+) \(--n-cpu-moe", out.output)
+    assert found, out.output
+    n = int(found.group(1))
+
+    def device(k: int) -> int:  # the target is the cell's only model
+        pm = placement_memory(moe, tuple(placement.Override(p, "CPU") for p in placement.n_cpu_moe_patterns(k)),
+                              None, (0,), kv_type="q8_0", n_ctx=512)
+        return sum(pm.devices.values())
+
+    assert device(n) <= TIGHT * budget < device(n - 1)
+    tiny = CliRunner().invoke(main, ["check", str(path), "--vram", "1KiB"])
+    assert tiny.exit_code == 0 and tiny.output.count("no --n-cpu-moe makes it fit") == 2, tiny.output
+    bad = CliRunner().invoke(main, ["check", str(path), "--vram", "lots"])
+    assert bad.exit_code == 2 and "--vram" in bad.output and bad.output.strip().count("\n") == 0

@@ -271,6 +271,36 @@ def load_args(spec: Spec, fitted=None) -> dict:
     return {"tensor_overrides": spec.overrides, "n_gpu_layers": spec.n_gpu_layers}
 
 
+def smallest_n_cpu_moe(path: Path, fits, gpus, shares=(), kv_type: str = "q8_0", n_ctx: int = 4096,
+                       load_mtp: bool = False):
+    """The fewest layers whose experts must go to the host (--n-cpu-moe N) for `fits(PlacementMemory)`
+    to hold, with that placement's estimate: (N, memory), or None when even every layer's experts on
+    the host do not fit (or the model has no experts). A bisection: what stays on the GPU only
+    shrinks as N grows."""
+    from specsweep.models.memory import placement_memory
+
+    def at(n: int):
+        return placement_memory(path, tuple(Override(p, "CPU") for p in n_cpu_moe_patterns(n)), None, tuple(gpus),
+                                tuple(shares), kv_type, n_ctx, load_mtp=load_mtp)
+
+    names = loaded_tensor_names(path, path.name, load_mtp)
+    layers = sorted({il for t in names if re.search(EXPS_REGEX, t) and (il := layer_of(t)) is not None})
+    if not layers:
+        return None
+    lo, hi = 1, layers[-1] + 1
+    best = at(hi)
+    if not fits(best):
+        return None
+    while lo < hi:  # the smallest N in [lo, hi] that fits; hi fits
+        mid = (lo + hi) // 2
+        pm = at(mid)
+        if fits(pm):
+            hi, best = mid, pm
+        else:
+            lo = mid + 1
+    return hi, best
+
+
 def estimate(path: Path, args: dict, gpus, shares=(), load_mtp: bool = False) -> dict:
     """The header's estimate of where the weights go under `args` (load_args), beside what
     llama.cpp reports: bytes per place ("host", "GPU0", ...) and the tensors an override moves."""

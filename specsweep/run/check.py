@@ -18,8 +18,8 @@ from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, model_overrides, resolve
 from specsweep.models import placement
-from specsweep.models.memory import (HOST, estimate_cell_bytes, fit_warning, free_device_memory, gib, nvidia_smi_free,
-                                     placement_memory)
+from specsweep.models.memory import (HOST, TIGHT, FreeMemory, estimate_cell_bytes, fit_warning, free_device_memory, gib,
+                                     nvidia_smi_free, placement_memory)
 from specsweep.models.drafter_fit import check_cell_models, pairing
 from specsweep.models.vocab_match import VocabRefused
 from specsweep.run.plan import make_plan
@@ -35,8 +35,12 @@ def _path(ref: ModelRef, matrix_path: Path) -> Path | None:
 
 @click.command("check")
 @click.argument("matrix_file", metavar="MATRIX", type=click.Path(path_type=Path))
-def check(matrix_file: Path) -> None:
+@click.option("--vram", "vram", metavar="SIZE", default=None,
+              help='Check memory as if each GPU a cell uses had SIZE free, e.g. "24GiB" (the card you plan for, '
+                   'not this machine\'s); a cell that does not fit gets the --n-cpu-moe that would make it fit.')
+def check(matrix_file: Path, vram: str | None) -> None:
     """Check MATRIX's draft/target vocabularies and memory needs from GGUF headers, loading nothing."""
+    per_gpu = placement.parse_size(vram, "--vram") if vram is not None else None
     matrix = matrix_load.load(matrix_file)
     refused = []
     try:
@@ -62,7 +66,7 @@ def check(matrix_file: Path) -> None:
             cell = plan.cell
             models = cell.models
             wanted = set(cell.gpus) | ({cell.settings["draft_gpu"]} if cell.settings.get("draft_gpu") is not None else set())
-            if wanted and max(wanted) >= len(free_per_gpu):
+            if wanted and max(wanted) >= len(free_per_gpu) and per_gpu is None:
                 have = f"{len(free_per_gpu)} GPU{'s' if len(free_per_gpu) != 1 else ''}" if free_per_gpu else "no GPU nvidia-smi can see"
                 click.echo(f"warning: cell {cell.name!r} asks for GPU {max(wanted)} but this machine has {have}"
                            + (" (llama.cpp would run it on the CPU)" if not free_per_gpu else ""))
@@ -92,15 +96,40 @@ def check(matrix_file: Path) -> None:
             files = [paths[m.name] for m in models.values()]
             if all(files):
                 needed = estimate_cell_bytes(files, cell.kv, cell.n_ctx)
-                free = free_device_memory(cell.gpus)
-                on_host = _placement(cell, paths[models["target"].name], refused) if cell.gpus else 0
-                if free.where.startswith("GPU"):  # what a placement keeps on the host takes no GPU memory
+                free = (FreeMemory(per_gpu * len(cell.gpus), f"{vram} per GPU (--vram)") if per_gpu and cell.gpus
+                        else free_device_memory(cell.gpus))
+                target = paths[models["target"].name]
+                on_host = _placement(cell, target, refused) if cell.gpus else 0
+                on_gpu = cell.gpus and (per_gpu is not None or free.where.startswith("GPU"))
+                if on_gpu:  # what a placement keeps on the host takes no GPU memory
                     needed -= on_host
                 warning = fit_warning(f"cell {cell.name!r}", needed, free)
                 click.echo(f"memory {cell.name}: {gib(needed)} of {gib(free.bytes)} free on {free.where}"
                            + (f" -- warning: {warning}" if warning else ""))
+                if warning and on_gpu and placement.target_spec(cell.settings).empty:
+                    budget = vram or f"{free.bytes / len(cell.gpus) / 2**30:.1f}GiB"
+                    click.echo("  " + _offload_hint(cell, target, needed, free, budget))
     if refused:
         raise SpecsweepError(refused[0] if len(refused) == 1 else f"{refused[0]} (and {len(refused) - 1} more)")
+
+
+def _offload_hint(cell, target: Path, needed: int, free: FreeMemory, budget: str) -> str:
+    """How a cell that does not fit the GPU(s) would: the fewest layers whose experts go to the host
+    (llama.cpp's --n-cpu-moe, `n_cpu_moe` in a matrix), by the header's estimate."""
+    others = needed - estimate_cell_bytes([target], cell.kv, cell.n_ctx)  # a draft's or drafter's share
+
+    def fits(pm) -> bool:
+        return others + sum(pm.devices.values()) <= TIGHT * free.bytes
+
+    found = placement.smallest_n_cpu_moe(target, fits, cell.gpus, cell.tensor_split, cell.kv, cell.n_ctx,
+                                         load_mtp=cell.method == "mtp")
+    if found is None:
+        return ("no --n-cpu-moe makes it fit (a dense target, or too big with every expert on the host): "
+                "try n_gpu_layers, a smaller quant or a shorter n_ctx")
+    n, pm = found
+    return (f"fits with n_cpu_moe = {n} (--n-cpu-moe {n}: target {gib(pm.host)} on the host, "
+            f"{gib(sum(pm.devices.values()))} on the GPU; estimate, compute buffers not counted), or let llama.cpp "
+            f"fit it: vram_budget = \"{budget}\"")
 
 
 def _placement(cell, path: Path, refused: list[str]) -> int:
