@@ -37,6 +37,20 @@ def test_hybrid_counts_only_attention_layers_plus_recurrent_state(tiny):
     assert model_memory(path, "q8_0", n_ctx=1000, n_seq=2).recurrent == 2 * m.recurrent
 
 
+def test_an_mtp_layer_counts_only_where_a_cell_loads_it(tiny, tmp_path):
+    """llama.cpp skips a file's MTP layer unless the mtp method asks for it: a baseline on the MTP
+    file weighs what the file without it weighs, an mtp cell that plus the layer."""
+    plain, recipe = tiny["qwen3.6-35b-a3b"]
+    with_mtp = tmp_path / "mtp.gguf"
+    write_model(Recipe(recipe.card, "tiny", "Q4_0", mtp=True), with_mtp)
+    base = model_memory(plain, "q8_0", n_ctx=1000)
+    assert model_memory(with_mtp, "q8_0", n_ctx=1000).weights == base.weights
+    loaded = model_memory(with_mtp, "q8_0", n_ctx=1000, load_mtp=True).weights
+    assert loaded > base.weights
+    assert estimate_cell_bytes([with_mtp], "q8_0", 1000, load_mtp=True) - estimate_cell_bytes([with_mtp], "q8_0", 1000) \
+        == loaded - base.weights
+
+
 def test_attention_only_model_counts_every_layer(tiny):
     path, _ = tiny["qwen3-0.6b"]
     m = model_memory(path, "f16", n_ctx=4096)

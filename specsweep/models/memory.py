@@ -77,11 +77,16 @@ def _per_layer(value, n_layer: int) -> list[int]:
 
 
 def model_memory(path: Path, kv_type: str = "q8_0", n_ctx: int = 4096, n_seq: int = 1,
-                 name: str | None = None) -> ModelMemory:
-    """Weights + KV cache + recurrent state of one model, in bytes."""
+                 name: str | None = None, load_mtp: bool = False) -> ModelMemory:
+    """Weights + KV cache + recurrent state of one model, in bytes. The weights are those llama.cpp
+    loads: a file's MTP (NextN) layers only with `load_mtp` (a cell of method mtp)."""
+    from specsweep.models.placement import layer_of
+
     name = name or Path(path).name
     readers = [open_gguf(p, name) for p in shard_paths(Path(path), name)]
-    weights = sum(int(t.n_bytes) for r in readers for t in r.tensors)
+    trunk = trunk_layers(readers[0])
+    weights = sum(int(t.n_bytes) for r in readers for t in r.tensors
+                  if load_mtp or (il := layer_of(t.name)) is None or il < trunk)
     state = layer_state(readers[0], kv_type, n_ctx, n_seq, name, path)
     return ModelMemory(Path(path), weights, sum(state.kv), sum(state.recurrent),
                        sum(1 for b in state.kv if b), sum(1 for b in state.recurrent if b))
@@ -140,12 +145,13 @@ def layer_state(r, kv_type: str, n_ctx: int, n_seq: int, name: str, path) -> Lay
 
 
 def estimate_cell_bytes(model_paths: Iterable[Path], kv_type: str = "q8_0", n_ctx: int = 4096,
-                        n_seq: int = 1) -> int:
-    """Bytes a cell needs: each model's weights once (a draft that is the target's file shares them),
-    and a KV cache and recurrent state per model (each has its own context)."""
+                        n_seq: int = 1, load_mtp: bool = False) -> int:
+    """Bytes a cell needs: each model's weights once (a draft that is the target's file shares them;
+    a file's MTP layers only with `load_mtp`), and a KV cache and recurrent state per model (each
+    has its own context)."""
     total, seen = 0, set()
     for p in model_paths:
-        m = model_memory(Path(p), kv_type, n_ctx, n_seq)
+        m = model_memory(Path(p), kv_type, n_ctx, n_seq, load_mtp=load_mtp)
         real = os.path.realpath(p)
         total += m.kv + m.recurrent + (0 if real in seen else m.weights)
         seen.add(real)

@@ -95,7 +95,7 @@ def check(matrix_file: Path, vram: str | None) -> None:
                     click.echo(f"fit {what}: not checked (a file is not there yet)")
             files = [paths[m.name] for m in models.values()]
             if all(files):
-                needed = estimate_cell_bytes(files, cell.kv, cell.n_ctx)
+                needed = estimate_cell_bytes(files, cell.kv, cell.n_ctx, load_mtp=cell.method == "mtp")
                 free = (FreeMemory(per_gpu * len(cell.gpus), f"{vram} per GPU (--vram)") if per_gpu and cell.gpus
                         else free_device_memory(cell.gpus))
                 target = paths[models["target"].name]
@@ -116,7 +116,7 @@ def check(matrix_file: Path, vram: str | None) -> None:
 def _offload_hint(cell, target: Path, needed: int, free: FreeMemory, budget: str) -> str:
     """How a cell that does not fit the GPU(s) would: the fewest layers whose experts go to the host
     (llama.cpp's --n-cpu-moe, `n_cpu_moe` in a matrix), by the header's estimate."""
-    others = needed - estimate_cell_bytes([target], cell.kv, cell.n_ctx)  # a draft's or drafter's share
+    others = needed - estimate_cell_bytes([target], cell.kv, cell.n_ctx, load_mtp=cell.method == "mtp")  # a draft's
 
     def fits(pm) -> bool:
         return others + sum(pm.devices.values()) <= TIGHT * free.bytes
