@@ -116,20 +116,21 @@ def check(matrix_file: Path, vram: str | None) -> None:
 def _offload_hint(cell, target: Path, needed: int, free: FreeMemory, budget: str) -> str:
     """How a cell that does not fit the GPU(s) would: the fewest layers whose experts go to the host
     (llama.cpp's --n-cpu-moe, `n_cpu_moe` in a matrix), by the header's estimate."""
-    others = needed - estimate_cell_bytes([target], cell.kv, cell.n_ctx, load_mtp=cell.method == "mtp")  # a draft's
+    mtp = cell.method == "mtp"
+    others = needed - estimate_cell_bytes([target], cell.kv, cell.n_ctx, load_mtp=mtp)  # a draft's or drafter's
 
     def fits(pm) -> bool:
         return others + sum(pm.devices.values()) <= TIGHT * free.bytes
 
     found = placement.smallest_n_cpu_moe(target, fits, cell.gpus, cell.tensor_split, cell.kv, cell.n_ctx,
-                                         load_mtp=cell.method == "mtp")
+                                         load_mtp=mtp)
     if found is None:
         return ("no --n-cpu-moe makes it fit (a dense target, or too big with every expert on the host): "
                 "try n_gpu_layers, a smaller quant or a shorter n_ctx")
     n, pm = found
+    fit_it = f', or let llama.cpp fit it: vram_budget = "{budget}"' if len(cell.gpus) == 1 else ""  # one GPU only
     return (f"fits with n_cpu_moe = {n} (--n-cpu-moe {n}: target {gib(pm.host)} on the host, "
-            f"{gib(sum(pm.devices.values()))} on the GPU; estimate, compute buffers not counted), or let llama.cpp "
-            f"fit it: vram_budget = \"{budget}\"")
+            f"{gib(sum(pm.devices.values()))} on the GPU; estimate, compute buffers not counted){fit_it}")
 
 
 def _placement(cell, path: Path, refused: list[str]) -> int:
