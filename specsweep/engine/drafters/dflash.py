@@ -33,7 +33,7 @@ import llama_cpp as ll
 import numpy as np
 
 from specsweep.engine import ext
-from specsweep.engine.drafters.draft_model import DraftModel, top_token
+from specsweep.engine.drafters.draft_model import DraftModel, settle, top_token
 from specsweep.engine.runtime import Context
 from specsweep.errors import SpecsweepError
 
@@ -87,20 +87,12 @@ class DFlash(DraftModel):
         each, all in one decode of the shared drafter context (llama.cpp's draft for its slots)."""
         ctx = jobs[0][0].ctx
         batch = ctx.ext_batch()
-        starts = []
+        starts = []  # the batch index of each stream's block
         for d, (_, id_last, pos0, _) in jobs:
-            starts.append(None)
-            for i in range(d.n_block):
-                at = batch.add(pos0 + i, token=id_last if i == 0 else d.mask, output=True, seq=d.seq)
-                starts[-1] = at if starts[-1] is None else starts[-1]
+            starts.append([batch.add(pos0 + i, token=id_last if i == 0 else d.mask, output=True, seq=d.seq)
+                           for i in range(d.n_block)][0])
         ctx.process(batch)
-        outs = []
-        for (d, request), at in zip(jobs, starts):
-            out = d._read(at, d.n_block)
-            n_max = request[3]
-            # a draft shorter than n_min is dropped; llama.cpp truncates to the caller's limit
-            outs.append([] if len(out) < d.n_min else out[:n_max] if n_max > 0 else out)
-        return outs
+        return [settle(d, d._read(at, d.n_block), request[3]) for (d, request), at in zip(jobs, starts)]
 
     @property
     def n_block(self) -> int:

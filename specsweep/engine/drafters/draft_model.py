@@ -33,6 +33,14 @@ def top_token(ctx: Context, i: int, p_min: float) -> tuple[int, float]:
     return best, 1.0 / float(np.exp(top - logits[best]).sum())
 
 
+def settle(drafter, out: list[int], limit: int) -> list[int]:
+    """llama.cpp's last word on a draft: shorter than n_min, dropped; longer than the caller's limit
+    (when it gives one), truncated."""
+    if len(out) < drafter.n_min:
+        return []
+    return out[:limit] if limit > 0 else out
+
+
 def chained_steps(jobs: list[tuple], first: list[tuple | None], read_hidden) -> list[list[int]]:
     """Single-token draft steps of several streams of one context (MTP's head, EAGLE-3's decoder),
     one batch per step. jobs: (drafter, (prompt, id_last, pos0, limit)) each; first[k]: stream k's
@@ -51,14 +59,10 @@ def chained_steps(jobs: list[tuple], first: list[tuple | None], read_hidden) -> 
         for (k, pos, _, _), i in zip(step, at):
             d = jobs[k][0]
             token, p = top_token(ctx, i, d.p_min)
-            if p < d.p_min:
-                continue
-            outs[k].append(token)
-            if len(outs[k]) < d.n_max:
+            if d._keeps(outs[k], token, p, 0):  # up to the drafter's own n_max: the limit comes after
                 going.append((k, pos, token, read_hidden(d, i)))
         step = going
-    # a draft shorter than n_min is dropped; llama.cpp truncates to the caller's limit
-    return [[] if len(out) < d.n_min else out[:req[3]] if req[3] > 0 else out for out, (d, req) in zip(outs, jobs)]
+    return [settle(d, out, req[3]) for out, (d, req) in zip(outs, jobs)]
 
 
 class DraftModel(Drafter):
@@ -108,8 +112,7 @@ class DraftModel(Drafter):
                 if drafter._keeps(outs[k], token, p, request[3]):
                     going.append((k, [token], request[2] + len(outs[k])))
             step = going
-        # the loop already stopped at n_max; a draft shorter than n_min is thrown away
-        return [out if len(out) >= d.n_min else [] for out, (d, _) in zip(outs, jobs)]
+        return [settle(d, out, request[3]) for out, (d, request) in zip(outs, jobs)]  # the loop kept the limit
 
     @staticmethod
     def process_many(jobs: list[tuple["DraftModel", list[int], int]]) -> None:
