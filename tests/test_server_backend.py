@@ -388,3 +388,22 @@ def test_metrics_are_read_per_trial():
                                          'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="1"} 1\n')
     delta = server_backend.metrics_delta(before, after)
     assert delta["spec_decode_num_drafts_total"] == 4 and delta["accepted_per_pos"] == [3, 1]
+
+
+def test_a_baseline_makes_the_references_only_for_prompts_it_still_runs():
+    """The sequential shortcut holds only when the baseline's remaining trials cover every prompt
+    without a reference, and it runs before the speculative cells of its key."""
+    from types import SimpleNamespace as NS
+
+    from specsweep.run.runner import Runner
+
+    def plan(method: str, prompts: list[str]):
+        cell = NS(method=method, settings={}, reference_key=lambda: "k")
+        return NS(cell=cell, todo=[(NS(id=p), 0) for p in prompts])
+
+    base, spec = plan("baseline", ["a", "b"]), plan("draft", ["a", "b", "c"])
+    group = NS(design="sequential", live=[base, spec])
+    assert Runner._makes_its_own_references(group, base, ["a", "b"])
+    assert not Runner._makes_its_own_references(group, base, ["b", "c"])  # c: no baseline trial left
+    assert not Runner._makes_its_own_references(NS(design="sequential", live=[spec, base]), base, ["a"])
+    assert not Runner._makes_its_own_references(NS(design="blocks", live=[base, spec]), base, ["a"])

@@ -229,7 +229,7 @@ class Runner:
         if group.design != "sequential" or baseline.cell.settings.get("parallel", 1) != 1:
             return False
         live = group.live
-        if baseline not in live or {p.id for p, _ in baseline.todo} < set(missing):
+        if baseline not in live or not set(missing) <= {p.id for p, _ in baseline.todo}:
             return False
         key, first = baseline.cell.reference_key(), live.index(baseline)
         return all(i > first for i, c in enumerate(live) if c.cell.method != "baseline" and c.cell.reference_key() == key)
