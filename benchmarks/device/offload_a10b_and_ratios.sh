@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Issues 17 and 14 on one H200 in one lease: stages in order of what they tell, each done once.
+# A call runs until DEADLINE seconds, then packs what it has; calling again on the warm machine
+# picks up where it stopped (records and markers live on the RAM disk; on a fresh machine the
+# records carried in results/ are copied there first, and a run resumes from them).
+#   1. placement   matrices/placement-synthetic.toml: the quant-true 35B-A3B+MTP with the experts of
+#                  20 or 40 layers on the host, and with every layer on the GPU (issue 17)
+#   2. probes      T(K)/T(1) of those placements and of the 24 GiB fit (llama-fit-params's choice)
+#   3. ratios      ngram-map-k and DSpark n8 in process against llama-speculative-simple, 5 rounds
+#                  (issue 14; on the quant-true target, whose file is already on the RAM disk)
+#   4. a10b        matrices/a10b-synthetic.toml: the 122B-A10B+MTP's MTP and 0.8B-draft curves (14)
+#   5. a10b-fit    T(K)/T(1) of the 122B-A10B with llama.cpp's 24 and 48 GiB fits (17: a 3090, two)
+# From the repo root after `source .device-kit/env.sh`:
+#   benchmarks/device/offload_a10b_and_ratios.sh DEADLINE_SECONDS
+# Back in $OUT: host.txt, run.log, placement.tar.gz, a10b.tar.gz, native-ratios.log.
+set -uo pipefail
+deadline=${1:-570}
+ram=/mnt/specsweep-ram
+mkdir -p $ram
+mountpoint -q $ram || mount -t tmpfs -o size=100G tmpfs $ram || { echo "no RAM disk"; exit 1; }
+export SPECSWEEP_CACHE=$ram SPECSWEEP_NATIVE_BIN=/tmp/kit PYTHONUNBUFFERED=1
+R=$ram/results S=$ram/synth done=$ram/done
+mkdir -p $R $S $done
+for m in placement-synthetic a10b-synthetic; do
+    [ -d results/$m ] && [ ! -d $R/$m ] && cp -r results/$m $R/
+done
+log=$OUT/run.log
+cp $ram/run.log $log 2>/dev/null  # the whole story across calls
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv
+  lscpu | grep -E "Model name|^CPU\(s\)|MHz|L3|NUMA node\(s\)"; free -g | head -2; } > $OUT/host.txt
+SECONDS=0
+left() { echo $((deadline - SECONDS - ${1:-0})); }
+say() { echo "[$SECONDS s] $*" | tee -a $log; }
+quiet() { grep --line-buffered -v "measuring\|^llama\|^load\|^print_info" | tee -a $log; }
+# stage NAME MIN_SECONDS COMMAND...: skipped once done; given what time is left; done unless the
+# time limit stopped it (a failure is logged and not retried: the next stages still get their turn)
+stage() {
+    local name=$1 need=$2; shift 2
+    [ -f $done/$name ] && return 0
+    local t; t=$(left 15)
+    [ "$t" -ge "$need" ] || { say "$name: ${t}s left, needs ${need}s; next call"; return 1; }
+    say "$name: start (${t}s)"
+    # SIGTERM at the limit: specsweep stops as on Ctrl-C, with its records closed
+    timeout "$t" "$@" 2>&1 | quiet
+    local rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 124 ] || [ "$rc" -eq 143 ] || touch $done/$name
+    say "$name: exit $rc"
+}
+A3B=$S/qwen3.6-35b-a3b-full-ud-q4_k_xl-s0-b0.05-mtp.gguf
+A10B=$S/qwen3.5-122b-a10b-full-Q4_0-s0-b0.05-mtp.gguf
+probe="python3 -m specsweep probe --kv q8_0 --reps 3"
+bench="python3 benchmarks/spec_vs_speculative_simple.py $A3B --tool /tmp/kit/llama-speculative-simple --gpu --backend-sampling --n 256 --rounds 5"
+
+stage placement 60 python3 -m specsweep run matrices/placement-synthetic.toml --results $R
+stage probe-cpu-moe-20 40 $probe $A3B --n-cpu-moe 20 --results $R/placement-synthetic
+stage probe-cpu-moe-40 40 $probe $A3B --n-cpu-moe 40 --results $R/placement-synthetic
+stage probe-gpu 30 $probe $A3B --results $R/placement-synthetic
+stage probe-fit-24 40 $probe $A3B --vram-budget 24GiB --results $R/placement-synthetic
+stage ratio-ngram-map-k 80 $bench --method ngram-map-k
+[ -f $S/dspark.gguf ] || [ "$(left)" -lt 150 ] || python3 -m specsweep synth qwen3.6-35b-a3b-dspark \
+    --branch-scale 0.05 -o $S/dspark.gguf 2>&1 | tail -1 | quiet
+[ -f $S/dspark.gguf ] && stage ratio-dspark-n8 130 $bench --method dspark --draft $S/dspark.gguf --set draft_max=8
+grep -h "ratio\|round [0-9]" $log > $OUT/native-ratios.log 2>/dev/null
+# the 122B-A10B's 65 GiB takes the RAM disk: the 35B-A3B's files go once its stages are done
+if [ -f $done/placement ] && [ -f $done/probe-fit-24 ] && [ -f $done/ratio-ngram-map-k ] \
+    && { [ -f $done/ratio-dspark-n8 ] || [ ! -f $S/dspark.gguf ]; } && [ "$(left)" -ge 215 ]; then
+    rm -f $A3B $S/dspark.gguf $S/qwen3.6-35b-a3b-dflash-*.gguf
+fi
+stage a10b 200 python3 -m specsweep run matrices/a10b-synthetic.toml --results $R
+for gib in 24 48; do
+    [ -f $A10B ] && stage a10b-fit-$gib 60 $probe $A10B --vram-budget ${gib}GiB --k 1,2,3,4,5,6,8,16,32 \
+        --results $R/a10b-synthetic
+done
+cp $log $ram/run.log
+[ -d $R/placement-synthetic ] && tar czf $OUT/placement.tar.gz -C $R placement-synthetic
+[ -d $R/a10b-synthetic ] && tar czf $OUT/a10b.tar.gz -C $R a10b-synthetic
+ls $done | tr '\n' ' ' | sed 's/^/done: /' | tee -a $log; echo
+say "call over"
