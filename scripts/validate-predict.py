@@ -35,7 +35,8 @@ def main() -> None:
     variant = pv.validate(results, n_boot=0, measured_profiles=True)
     doc["measured_draws"] = {"summary": variant["summary"],
                              "matrices": {k: v["summary"] for k, v in variant["matrices"].items()},
-                             "cross_card": variant["cross_card"]["summary"]}
+                             "cross_card": variant["cross_card"]["summary"],
+                             "cross_placement": variant["cross_placement"]["summary"]}
     out = results / "predict-validation"
     out.mkdir(exist_ok=True)
     (out / "validation.json").write_text(json.dumps(rounded(_clean(doc)), indent=1) + "\n")

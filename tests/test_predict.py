@@ -152,6 +152,36 @@ def test_a_placement_is_matched_with_its_own_probe_and_records(tmp_path):
     assert len(datas[CARD].trials) == len(datas[f"{CARD} [cpu-moe 20]"].trials)
 
 
+def test_a_placement_that_only_probed_takes_its_gpus_loop_costs_as_measured(tmp_path):
+    """Expert offload slows the target's steps (T(1) x 3 here), not the drafter or the rollback's
+    copies, which stay on the GPU: the all-on-GPU card's in-loop draft and rollback costs carry over
+    unscaled; another GPU's are still scaled by the probes' T(1)."""
+    write_records(tmp_path / "g")
+    placed = {"n_cpu_moe": 20, "override_tensor": [], "n_gpu_layers": None, "vram_budget": None}
+    slow = dict(probe_record(), placement=placed)
+    slow["curve"] = [dict(r, times_ms=[3 * x for x in r["times_ms"]]) for r in slow["curve"]]
+    other = probe_record()
+    other["machine"] = {"gpu_name": "Other GPU"}
+    other["curve"] = [dict(r, times_ms=[3 * x for x in r["times_ms"]]) for r in other["curve"]]
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "probe.jsonl").write_text(json.dumps(slow) + "\n" + json.dumps(other) + "\n")
+    datas = {d.card: d for d in pr.card_data(load([tmp_path / "g", tmp_path / "p"]))}
+    assert sorted(datas) == sorted([CARD, f"{CARD} [cpu-moe 20]", "Other GPU"])
+    prof = Profile("mtp", 2, (0.8, 0.6))
+    here = pr.predict_one(datas[CARD], prof, 64, "snapshot", n_boot=0, with_break_even=False)
+    placed_ = pr.predict_one(datas[f"{CARD} [cpu-moe 20]"], prof, 64, "snapshot", n_boot=0, with_break_even=False)
+    away = pr.predict_one(datas["Other GPU"], prof, 64, "snapshot", n_boot=0, with_break_even=False)
+    assert "the same GPU placed otherwise: as measured" in placed_.sources["draft"]
+    assert "scaled by the probes' T(1) ratio 3.00" in away.sources["draft"]
+    assert placed_.ms_per_token["draft"] == pytest.approx(here.ms_per_token["draft"], rel=1e-6)
+    assert away.ms_per_token["draft"] == pytest.approx(3 * here.ms_per_token["draft"], rel=1e-6)
+    # the rollback's own cost (snapshot copies here) carries over as measured; replays are target passes
+    assert "the same GPU placed otherwise: as measured" in placed_.sources["rollback"]
+    assert placed_.ms_per_token["rollback"] == pytest.approx(here.ms_per_token["rollback"], rel=1e-6)
+    # the same costs on a slower target: speculation pays more there than on the other GPU
+    assert placed_.speedup > away.speedup
+
+
 def test_predict_command_table_and_json(tmp_path):
     write_records(tmp_path / "r")
     out = CliRunner().invoke(main, ["predict", str(tmp_path / "r"), "--accept", "mtp n2=0.8,0.6", "--boot", "30",

@@ -18,12 +18,14 @@ Assumptions, each a place the prediction can be wrong:
 - T(K) is the probe's, at its depth, interpolated between probed sizes (a GPU's kernel switch
   above 8 tokens respected); what the loop's own verify passes cost beyond it (per pass, per
   token) is fitted from trials on the card in the same rollback mode (snapshots slow every pass),
-  else from another card's (scaled by the probes' T(1)), else 0 (probe only).
+  else from another card's (scaled by the probes' T(1); as measured when it is the same GPU with
+  the target placed otherwise, since offload moves only the target's experts), else 0 (probe only).
 - Any change of batch size costs what the probe's one-token-after-two-token pass cost beyond T(1)
   (llama.cpp runs a new shape without its CUDA graph), unless the card's records change shape often
   enough to fit it; the drafter's own shape changes are part of its in-loop cost.
 - The draft cost is the one measured inside the loop (records of that drafter on this card;
-  else on another card, scaled by the two probes' T(1); else the probe's bare draft step, labelled:
+  else on the same GPU placed otherwise, as measured; else on another card, scaled by the two
+  probes' T(1); else the probe's bare draft step, labelled:
   a hybrid draft costs several times its bare step in the loop).
 - Rollback and host costs come from trials on this card (the probe's checkpoint timing where it
   has one); without either they count as 0 and the source says so.
@@ -69,13 +71,38 @@ class CardData:
     curve: lc.Curve
     trials: list[dict] = field(default_factory=list, repr=False)
     others: list["CardData"] = field(default_factory=list, repr=False)  # other cards, same shape
+    gpu: str = ""  # the card without its placement: "NVIDIA H200" for "NVIDIA H200 [cpu-moe 20]"
     _units: lc.UnitsCache | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.gpu = self.gpu or self.card
+
+    def same_gpu(self, other: "CardData") -> bool:
+        """The same card with the target's weights placed otherwise. Expert offload moves the target's
+        experts to the host; the drafter, the recurrent state a rollback copies and the loop's own
+        per-pass work stay where they were, so their costs carry over as measured, not scaled by
+        T(1) (the 35B-A3B placement matrix on one H200: the draft's ms per step and the rollback's
+        ms per token agree within 10% across all-on-GPU, 20 and 40 layers' experts on the host)."""
+        return self is not other and self.gpu == other.gpu
 
     def units(self) -> lc.UnitsCache:
         """The expected counts of every recorded config here (built once)."""
         if self._units is None:
             self._units = lc.UnitsCache(self.trials)
         return self._units
+
+
+def _ratio(data: CardData, other: CardData) -> tuple[float, str]:
+    """How another card's loop costs carry over to this one, and the words for it."""
+    if data.same_gpu(other):
+        return 1.0, f"on {other.card} (the same GPU placed otherwise: as measured)"
+    ratio = data.curve.t1 / other.curve.t1
+    return ratio, f"on {other.card}, scaled by the probes' T(1) ratio {ratio:.2f}"
+
+
+def _nearest_first(data: CardData) -> list[CardData]:
+    """Other cards with this target, the same GPU under another placement first."""
+    return sorted(data.others, key=lambda o: not data.same_gpu(o))
 
 
 @dataclass
@@ -158,7 +185,7 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
         probe = max(probes, key=_probe_rank)
         # a placement other than every layer on the GPU is a card of its own: its own probe, its own records
         name = c + (f" [{placed}]" if placed else "")
-        data = CardData(name, sh, lc.curve_of(probe, name))
+        data = CardData(name, sh, lc.curve_of(probe, name), gpu=c)
         for s in sources:
             for t in s.trials:
                 tc = (s.meta.get("card") if s.origin == "contribution" else None) or trial_card(t, s.manifests)
@@ -242,15 +269,15 @@ def _probe_only(rollback: str, curve: lc.Curve, checkpoint: bool) -> tuple[lc.Fi
 
 def _other_card(data: CardData, rollback: str, curve: lc.Curve) -> tuple[lc.Fit, lc.Fit] | None:
     """The loop's verify extras and rollback costs measured on another card with the same target,
-    scaled by the two probes' T(1); the shape changes stay this card's probe's."""
-    for other in data.others:
+    scaled by the two probes' T(1) (as measured on the same GPU placed otherwise); the shape changes
+    stay this card's probe's."""
+    for other in _nearest_first(data):
         mode = [t for t in other.trials if not rec.is_baseline(t)
                 and (t.get("rollback") or (t.get("settings") or {}).get("rollback")) == rollback]
         if not mode:
             continue
-        ratio = curve.t1 / other.curve.t1
+        ratio, where = _ratio(data, other)
         b = lc.session_scales(other.trials, other.curve)
-        where = f"on {other.card}, scaled by the probes' T(1) ratio {ratio:.2f}"
         verify = lc.fit_verify(mode, other.curve, b, other.units(),
                                f"the probe's T(K) plus the loop's own cost per verified token {where}")
         verify.coef = {"pass": verify["pass"] * ratio, "token": verify["token"] * ratio,
@@ -292,12 +319,11 @@ def draft_cost(data: CardData, profile: Profile, pool: list[dict], curve: lc.Cur
     if mine:
         fit = lc.fit_draft(mine, b, f"in-loop, {who}, {len({t.get('cell_id') for t in mine})} config(s) on this card")
         return fit
-    for other in data.others:  # the same drafter measured on another card, scaled by the probes' T(1)
+    for other in _nearest_first(data):  # the same drafter measured on another card (see _ratio)
         _, theirs = _family(Profile(profile.method, profile.n_max, profile.cond, drafter=key), other.trials)
         if theirs:
-            ratio = curve.t1 / other.curve.t1
-            fit = lc.fit_draft(theirs, lc.session_scales(other.trials, other.curve),
-                               f"in-loop on {other.card}, scaled by the probes' T(1) ratio {ratio:.2f}")
+            ratio, where = _ratio(data, other)
+            fit = lc.fit_draft(theirs, lc.session_scales(other.trials, other.curve), f"in-loop {where}")
             fit.coef = {k: v * ratio for k, v in fit.coef.items()}
             return fit
     d = curve.probe.get("draft") or {}

@@ -166,25 +166,25 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 CROSS_TARGET = "a3b-synthetic"  # ran on an H100 ...
 CROSS_DONORS = ("methods-synthetic", "cost-model-synthetic", "active-contrast-synthetic")  # ... these on an H200
+PLACEMENT = "placement-synthetic"  # one H200: experts of 20 or 40 layers on the host, and every layer on the GPU
 
 
-def validate_cross_card(results: Path, n_boot: int = 0, measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
-    """The community case: a card that probed but ran nothing. The H100's a3b-synthetic configs
-    predicted from the H100's probe, their acceptance, and loop costs measured only on the H200
-    (scaled by the two probes' T(1)); none of the H100's own trials enters a cost."""
-    from specsweep.report.load import load
-
-    target = load([results / CROSS_TARGET])
-    donors = load([results / d for d in CROSS_DONORS])
-    datas = pr.card_data(target + donors + load([results / "probe"]))
+def validate_transfer(label: str, target, donors, probes, n_boot: int = 0,
+                      measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
+    """Configs of the `target` sources predicted for their card from its probe, their acceptance, and
+    loop costs measured only in the `donors` sources: none of the target's own trials enters a
+    cost. The community case (a card that probed but ran nothing) and the offload case (a placement
+    probed, its configs run only with every layer on the GPU)."""
+    datas = pr.card_data(target + donors + probes)
     target_ids = {id(t) for s in target for t in s.trials}
     cells, skipped = [], []
     for data in datas:
         own = [t for t in data.trials if id(t) in target_ids]
         if not own:
             continue
-        bare = pr.CardData(data.card, data.shape, data.curve, trials=[],
-                           others=[d for d in datas if d is not data and d.shape == data.shape and d.trials])
+        bare = pr.CardData(data.card, data.shape, data.curve, trials=[], gpu=data.gpu,
+                           others=[d for d in datas if d is not data and d.shape == data.shape and d.trials
+                                   and not any(id(t) in target_ids for t in d.trials)])
         measured = pr.measured_rows(own)
         for cid, mine in rec.speculative_by(own).items():
             cell = str(mine[0].get("cell"))
@@ -204,11 +204,43 @@ def validate_cross_card(results: Path, n_boot: int = 0, measured_profiles: bool 
             pc = got.speedup - 1.0
             ci = None if got.speedup_interval is None else (got.speedup_interval[0] - 1, got.speedup_interval[1] - 1)
             sign = None if abs(m["change"]) <= THRESHOLD else (pc > 0) == (m["change"] > 0)
-            cells.append(Cell(CROSS_TARGET, data.card, data.curve.file, cell, prof.method, prof.n_max, got.rollback,
+            cells.append(Cell(label, data.card, data.curve.file, cell, prof.method, prof.n_max, got.rollback,
                               prof.synthetic, m["acceptance"], prof.acceptance, m["change"], m["interval"], pc, ci,
                               100 * (pc - m["change"]), sign, got.dominant, "another card", got.sources["draft"],
                               {k: round(v, 4) for k, v in got.ms_per_token.items()}, _measured_ms(mine), len(mine)))
     return cells, skipped
+
+
+def validate_cross_card(results: Path, n_boot: int = 0, measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
+    """The H100's a3b-synthetic configs predicted from the H100's probe, their acceptance, and loop
+    costs measured only on the H200 (scaled by the two probes' T(1))."""
+    from specsweep.report.load import load
+
+    return validate_transfer(CROSS_TARGET, load([results / CROSS_TARGET]), load([results / d for d in CROSS_DONORS]),
+                             load([results / "probe"]), n_boot, measured_profiles)
+
+
+def validate_cross_placement(results: Path, n_boot: int = 0,
+                             measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
+    """The placement matrix's offloaded configs (experts of 20 or 40 layers on the host) predicted
+    from their placement's probe and loop costs measured only with every layer on the GPU (carried
+    over as measured: the drafters and the recurrent state stay on the GPU)."""
+    from specsweep.report.load import load
+
+    every = load([results / PLACEMENT])
+    placed = [_keep(s, lambda t: rec.placement_of(t)) for s in every]
+    on_gpu = [_keep(s, lambda t: not rec.placement_of(t)) for s in every]
+    return validate_transfer(PLACEMENT, placed, on_gpu, load([results / PLACEMENT / "probe"]), n_boot,
+                             measured_profiles)
+
+
+def _keep(source, which):
+    """A copy of a loaded source with only the trials `which` picks."""
+    import copy
+
+    out = copy.copy(source)
+    out.trials = [t for t in source.trials if which(t)]
+    return out
 
 
 def wrong(cells: list[Cell]) -> list[dict]:
@@ -238,6 +270,13 @@ def validate(results: Path, matrices=MATRICES, n_boot: int = 100, measured_profi
     out["cross_card"] = {"what": f"{CROSS_TARGET} (H100) from the H100's probe and loop costs measured on the H200 "
                                  f"({', '.join(CROSS_DONORS)}) only", "summary": summary(cross), "skipped": skipped,
                          "cells": [asdict(c) for c in cross]}
+    placed, skipped = validate_cross_placement(results, 0, measured_profiles)
+    out["cross_placement"] = {"what": f"{PLACEMENT}'s offloaded configs (H200, experts of 20 or 40 layers on the "
+                                      f"host) from their placement's probe and loop costs measured with every layer "
+                                      f"on the GPU only", "summary": summary(placed), "skipped": skipped,
+                              "by_card": {card: summary([c for c in placed if c.card == card])
+                                          for card in sorted({c.card for c in placed})},
+                              "cells": [asdict(c) for c in placed]}
     return out
 
 
@@ -277,7 +316,13 @@ def markdown(doc: dict) -> str:
     lines += [_row(k, x) for k, x in doc["by_costs"].items()]
     c = doc["cross_card"]
     lines += ["", f"**Cross-card** (the community case, a card that probed but ran nothing): {c['what']}.", "", HEAD,
-              _row(CROSS_TARGET + " on the H100", c["summary"]), "",
+              _row(CROSS_TARGET + " on the H100", c["summary"]), ""]
+    if "cross_placement" in doc:
+        c = doc["cross_placement"]
+        lines += [f"**Cross-placement** (the offload case, a placement that probed but ran nothing): {c['what']}.",
+                  "", HEAD, _row(PLACEMENT + " offloaded", c["summary"])]
+        lines += [_row(card, x) for card, x in c.get("by_card", {}).items()] + [""]
+    lines += [
               "**With the measured draws** instead of the configured rates (what synthetic acceptance actually kept):",
               "", HEAD, _row("all", v), ""]
     lines += [f"Goal: sign right in >= 90% of cells with a measured change beyond ±3%: "
