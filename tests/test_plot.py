@@ -515,7 +515,19 @@ def test_the_page_says_where_each_placements_weights_were(tmp_path):
     text = page.render(sources_for(tmp_path, trials))
     assert "Where the weights were" in text
     rows = re.findall(r"<tr><td>[^<]*</td><td>a3b.gguf</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>"
-                      r"<td>([^<]*)</td><td>[^<]*</td><td>([^<]*)</td></tr>", text)
+                      r"<td>([^<]*)</td><td>[^<]*</td><td>([^<]*)</td><td></td></tr>", text)
     assert sorted(rows) == [("cpu-moe 20", "10.10", "10.70", "60", "60.5"),
                             ("every layer on the GPU", "20.30", "0.50", "0", "130.5")]
     assert "Where the weights were" not in page.render(sources_for(tmp_path / "plain"))
+    # a placement that was only probed (llama.cpp's fit for a 24 GiB card) gets a row with its T(1)
+    probe = {"kind": "probe", "time": "2026-12-02T09:43:44+0000", "t1_ms": 67.4, "curve": [],
+             "model": {"file": "a10b.gguf"}, "settings": {"gpus": [0], "kv": "q8_0"},
+             "placement": {"n_cpu_moe": None, "override_tensor": [], "n_gpu_layers": None, "vram_budget": "24GiB",
+                           "fit": {"source": "llama-fit-params", "n_gpu_layers": 49, "override_tensor": ["a=CPU"] * 33},
+                           "buffers": {"CPU_Mapped": 64 * 2**30, "CUDA0": 22 * 2**30}, "overridden_tensors": 99}}
+    (tmp_path / "probes").mkdir()
+    (tmp_path / "probes" / "probe.jsonl").write_text(json.dumps(probe) + "\n")
+    text = page.render(sources_for(tmp_path / "plain2") + load.load([tmp_path / "probes"]))
+    row = re.search(r"<tr><td>[^<]*\(probe\)</td><td>a10b.gguf</td><td>fit 24GiB</td><td>22.00</td><td></td>"
+                    r"<td>99</td><td>-ngl 49, 33 -ot \(llama-fit-params\)</td><td></td><td>([^<]*)</td></tr>", text)
+    assert row and row.group(1) == "67.4"

@@ -1,6 +1,8 @@
 """The page's "Where the weights were": one row per source, target and placement, when any trial
-placed its target otherwise than llama.cpp's default (n_cpu_moe, override_tensor, n_gpu_layers or
-vram_budget; docs/matrix.md, "Where the weights live").
+or probe placed its target otherwise than llama.cpp's default (n_cpu_moe, override_tensor,
+n_gpu_layers or vram_budget; docs/matrix.md, "Where the weights live"). A probe's row gives its
+plain step, T(1), where a matrix's row gives its baseline's tok/s: a placement that was only probed
+(a 24 GiB fit of a model too large to run a matrix of, say) still says what it costs.
 
 Bytes on the GPU are llama.cpp's own device buffers from the load log. Bytes on the host are the
 header's estimate: llama.cpp's `CPU_Mapped` buffer is the span of the file it maps, which can
@@ -24,35 +26,48 @@ def _gib(n: float | None) -> str:
     return "" if n is None else f"{n / GIB:.2f}"
 
 
+def _row(source: str, target: str, placed: str, block: dict, base_tps: float | None, t1_ms: float | None) -> str:
+    device = sum(b for name, b in (block.get("buffers") or {}).items() if not is_host_buffer(name)) \
+        if block.get("buffers") else None
+    host = ((block.get("estimate") or {}).get("weights") or {}).get("host")
+    fit = block.get("fit") or {}
+    fit_text = ""
+    if fit:
+        ngl = "all" if fit.get("n_gpu_layers") is None else fit["n_gpu_layers"]
+        fit_text = f"-ngl {ngl}, {len(fit.get('override_tensor') or [])} -ot ({fit.get('source', '?')})"
+    cells = [source, target, placed or "every layer on the GPU", _gib(device), _gib(host),
+             str(block.get("overridden_tensors", "")), fit_text, _num(base_tps), _num(t1_ms)]
+    return "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells) + "</tr>"
+
+
 def section(sources) -> str:
-    """The HTML of the section, or "" when every trial ran with llama.cpp's default placement."""
+    """The HTML of the section, or "" when every trial and probe ran with llama.cpp's default placement."""
     groups: dict[tuple, list[dict]] = {}
+    probes: dict[tuple, list[dict]] = {}
     for s in sources:
         for t in rec.kept(s.trials):
             if rec.usable(t):
                 groups.setdefault((s.label, rec.target_label(t), rec.placement_of(t)), []).append(t)
-    if not any(placed for _, _, placed in groups):
+        for p in s.probes:
+            file = str((p.get("model") or {}).get("file") or "unknown target")
+            probes.setdefault((s.label, file, rec.placement_of(p)), []).append(p)
+    if not any(placed for _, _, placed in [*groups, *probes]):
         return ""
     body = []
     for (source, target, placed), trials in sorted(groups.items()):
         block = next((t["placement"] for t in trials if t.get("placement")), {})
-        device = sum(b for name, b in (block.get("buffers") or {}).items() if not is_host_buffer(name)) \
-            if block.get("buffers") else None
-        host = ((block.get("estimate") or {}).get("weights") or {}).get("host")
-        fit = block.get("fit") or {}
-        fit_text = ""
-        if fit:
-            ngl = "all" if fit.get("n_gpu_layers") is None else fit["n_gpu_layers"]
-            fit_text = f"-ngl {ngl}, {len(fit.get('override_tensor') or [])} -ot ({fit.get('source', '?')})"
         base = [float(t["decode_tps"]) for t in trials if rec.is_baseline(t)]
-        cells = [source, target, placed or "every layer on the GPU", _gib(device), _gib(host),
-                 str(block.get("overridden_tensors", "")), fit_text, _num(statistics.fmean(base) if base else None)]
-        body.append("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells) + "</tr>")
+        body.append(_row(source, target, placed, block, statistics.fmean(base) if base else None, None))
+    for (source, target, placed), found in sorted(probes.items()):
+        newest = max(found, key=lambda p: str(p.get("time") or ""))
+        body.append(_row(source if "probe" in source else source + " (probe)", target, placed, newest.get("placement") or {}, None,
+                         newest.get("t1_ms")))
     head = ("<tr><th>source</th><th>target</th><th>placement</th><th>GPU GiB (llama.cpp)</th>"
-            "<th>host GiB (estimate)</th><th>tensors overridden</th><th>fit chose</th><th>baseline tok/s</th></tr>")
+            "<th>host GiB (estimate)</th><th>tensors overridden</th><th>fit chose</th><th>baseline tok/s</th>"
+            "<th>probe T(1) ms</th></tr>")
     return ("<h2>Where the weights were</h2>\n<p class='note'>Each placement's target weights on the GPU (the "
             "device buffers llama.cpp reported while loading) and on the host (the header's estimate: llama.cpp's "
-            "mapped-file buffer spans tensors that went to the GPU too), with its plain-decoding speed. Configs are "
-            "paired with the baseline of their own placement, and the analysis keeps each placement's cost lines "
-            "apart.</p>\n"
+            "mapped-file buffer spans tensors that went to the GPU too), with its plain-decoding speed: a matrix's "
+            "baseline tok/s, or a probe's single-token step T(1). Configs are paired with the baseline of their own "
+            "placement, and the analysis keeps each placement's cost lines apart.</p>\n"
             f"<div style='overflow-x:auto'><table class='data'>{head}{''.join(body)}</table></div>\n")
