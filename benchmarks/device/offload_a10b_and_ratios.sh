@@ -10,18 +10,24 @@
 #                  (issue 14; on the quant-true target, whose file is already on the RAM disk)
 #   4. a10b        matrices/a10b-synthetic.toml: the 122B-A10B+MTP's MTP and 0.8B-draft curves (14)
 #   5. a10b-fit    T(K)/T(1) of the 122B-A10B with llama.cpp's 24 and 48 GiB fits (17: a 3090, two)
-# From the repo root after `source .device-kit/env.sh`:
-#   benchmarks/device/offload_a10b_and_ratios.sh DEADLINE_SECONDS
-# Back in $OUT: host.txt, run.log, placement.tar.gz, a10b.tar.gz, native-ratios.log.
+#   6. a10b-fit-matrix  matrices/a10b-fit-synthetic.toml: baseline, MTP n2 and the 0.8B draft n4 at
+#                  those two fits (17), with the fits probed again at 7 passes (host jitter)
+# Stages 1-5 ran on one H200 on 2026-12-02 (results/device-h200-2026-12-02b); name stages to run
+# only those (a fresh machine starts with the records in results/ and no markers):
+#   benchmarks/device/offload_a10b_and_ratios.sh DEADLINE_SECONDS [STAGE ...]
+#   e.g.  ... 570 a10b-fit-matrix a10b-fit-24-reps7 a10b-fit-48-reps7
+# Back in $OUT: host.txt, run.log, placement.tar.gz, a10b.tar.gz, a10b-fit.tar.gz, native-ratios.log.
 set -uo pipefail
 deadline=${1:-570}
+shift || true
+only=" $* "  # the stages named on the command line; none: every stage
 ram=/mnt/specsweep-ram
 mkdir -p $ram
 mountpoint -q $ram || mount -t tmpfs -o size=100G tmpfs $ram || { echo "no RAM disk"; exit 1; }
 export SPECSWEEP_CACHE=$ram SPECSWEEP_NATIVE_BIN=/tmp/kit PYTHONUNBUFFERED=1
 R=$ram/results S=$ram/synth done=$ram/done
 mkdir -p $R $S $done
-for m in placement-synthetic a10b-synthetic; do
+for m in placement-synthetic a10b-synthetic a10b-fit-synthetic; do
     [ -d results/$m ] && [ ! -d $R/$m ] && cp -r results/$m $R/
 done
 log=$OUT/run.log
@@ -32,11 +38,13 @@ SECONDS=0
 left() { echo $((deadline - SECONDS - ${1:-0})); }
 say() { echo "[$SECONDS s] $*" | tee -a $log; }
 quiet() { grep --line-buffered -v "measuring\|^llama\|^load\|^print_info" | tee -a $log; }
+wants() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
 # stage NAME MIN_SECONDS COMMAND...: skipped once done; given what time is left; done unless the
 # time limit stopped it (a failure is logged and not retried: the next stages still get their turn)
 stage() {
     local name=$1 need=$2; shift 2
     [ -f $done/$name ] && return 0
+    wants $name || return 0
     local t; t=$(left 15)
     [ "$t" -ge "$need" ] || { say "$name: ${t}s left, needs ${need}s; next call"; return 1; }
     say "$name: start (${t}s)"
@@ -57,7 +65,7 @@ stage probe-cpu-moe-40 40 $probe $A3B --n-cpu-moe 40 --results $R/placement-synt
 stage probe-gpu 30 $probe $A3B --results $R/placement-synthetic
 stage probe-fit-24 40 $probe $A3B --vram-budget 24GiB --results $R/placement-synthetic
 stage ratio-ngram-map-k 80 $bench --method ngram-map-k
-[ -f $S/dspark.gguf ] || [ "$(left)" -lt 150 ] || python3 -m specsweep synth qwen3.6-35b-a3b-dspark \
+[ -f $S/dspark.gguf ] || ! wants ratio-dspark-n8 || [ "$(left)" -lt 150 ] || python3 -m specsweep synth qwen3.6-35b-a3b-dspark \
     --branch-scale 0.05 -o $S/dspark.gguf 2>&1 | tail -1 | quiet
 [ -f $S/dspark.gguf ] && stage ratio-dspark-n8 130 $bench --method dspark --draft $S/dspark.gguf --set draft_max=8
 grep -h "ratio\|round [0-9]" $log > $OUT/native-ratios.log 2>/dev/null
@@ -71,8 +79,14 @@ for gib in 24 48; do
     [ -f $A10B ] && stage a10b-fit-$gib 60 $probe $A10B --vram-budget ${gib}GiB --k 1,2,3,4,5,6,8,16,32 \
         --results $R/a10b-synthetic
 done
+stage a10b-fit-matrix 240 python3 -m specsweep run matrices/a10b-fit-synthetic.toml --results $R
+for gib in 24 48; do
+    [ -f $A10B ] && stage a10b-fit-$gib-reps7 60 $probe $A10B --reps 7 --vram-budget ${gib}GiB \
+        --k 1,2,3,4,5,6,8,16 --results $R/a10b-fit-synthetic
+done
 cp $log $ram/run.log
 [ -d $R/placement-synthetic ] && tar czf $OUT/placement.tar.gz -C $R placement-synthetic
 [ -d $R/a10b-synthetic ] && tar czf $OUT/a10b.tar.gz -C $R a10b-synthetic
+[ -d $R/a10b-fit-synthetic ] && tar czf $OUT/a10b-fit.tar.gz -C $R a10b-fit-synthetic
 ls $done | tr '\n' ' ' | sed 's/^/done: /' | tee -a $log; echo
 say "call over"
