@@ -394,3 +394,19 @@ def test_llama_cpps_own_flag_parser_moves_the_same_tensors(tiny_model):
         assert native.overridden == model.loaded.overridden
     # output\.weight is searched, so blk.3.attn_output.weight moves too, in both
     assert len(native.overridden) == 3 + 2 + 2 and "blk.3.attn_output.weight" in native.overridden
+
+
+def test_which_layers_experts_a_recorded_placement_put_on_the_host():
+    """A fit's own -ot patterns (as llama-fit-params printed them for the 122B-A10B at 24 GiB: part
+    of layer 16, then 17-48, 48 being its MTP layer) and --n-cpu-moe's first-N rule; a layer whose
+    up-projection stays on the GPU (layer 16 keeps ffn_up) is not on the host."""
+    from specsweep.models.placement import experts_on_host
+
+    fit = {"vram_budget": "24GiB", "fit": {"override_tensor": [r"blk\.16\.ffn_(gate|gate_up|down).*=CPU"] + [
+        rf"blk\.{i}\.ffn_(up|down|gate_up|gate)_(ch|)exps=CPU" for i in range(17, 49)]}}
+    assert [experts_on_host(fit, i) for i in (0, 15, 16, 17, 47, 48)] == [False, False, False, True, True, True]
+    moe = {"n_cpu_moe": 40}
+    assert [experts_on_host(moe, i) for i in (0, 39, 40)] == [True, True, False]  # the MTP layer 40 stays
+    assert not experts_on_host({}, 0)
+    assert not experts_on_host({"override_tensor": [r"blk\.4\..*=CUDA0", r"blk\..*=CPU"]}, 4)  # first match wins
+    assert experts_on_host({"override_tensor": [r"blk\.4\..*=CUDA0", r"blk\..*=CPU"]}, 5)

@@ -54,6 +54,7 @@ from specsweep.analysis import loopsim, profiles
 from specsweep.analysis import records as rec
 from specsweep.analysis.profiles import Profile
 from specsweep.errors import SpecsweepError
+from specsweep.models import placement
 
 TERMS = ("draft", "verify", "rollback", "switch", "host")
 BOOTSTRAP = 200
@@ -98,6 +99,11 @@ def _ratio(data: CardData, other: CardData) -> tuple[float, str]:
         return 1.0, f"on {other.card} (the same GPU placed otherwise: as measured)"
     ratio = data.curve.t1 / other.curve.t1
     return ratio, f"on {other.card}, scaled by the probes' T(1) ratio {ratio:.2f}"
+
+
+def _mtp_layer_on_host(data: CardData) -> bool:
+    """The MTP head is the GGUF's layer after the trunk; llama.cpp's fit offloads it first."""
+    return placement.experts_on_host(data.curve.probe.get("placement") or {}, data.shape.n_layer)
 
 
 def _nearest_first(data: CardData) -> list[CardData]:
@@ -323,6 +329,9 @@ def draft_cost(data: CardData, profile: Profile, pool: list[dict], curve: lc.Cur
         _, theirs = _family(Profile(profile.method, profile.n_max, profile.cond, drafter=key), other.trials)
         if theirs:
             ratio, where = _ratio(data, other)
+            if profile.method == "mtp" and data.same_gpu(other) and _mtp_layer_on_host(data) \
+                    and not _mtp_layer_on_host(other):
+                where += "; an underestimate: this placement keeps the MTP layer's experts on the host"
             fit = lc.fit_draft(theirs, lc.session_scales(other.trials, other.curve), f"in-loop {where}")
             fit.coef = {k: v * ratio for k, v in fit.coef.items()}
             return fit
