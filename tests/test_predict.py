@@ -283,3 +283,38 @@ def test_a_card_that_only_probed_gets_predictions_beside_the_card_that_measured(
     html, figures = predict_section.section(load([tmp_path / "r", tmp_path / "o"]))
     assert "Other GPU<br>predicted" in html and f"{CARD}<br>measured" in html
     assert [f[0] for f in figures] == ["fig-predicted"]
+
+
+def test_cross_placement_validation_takes_no_cost_from_the_placed_trials(tmp_path):
+    """The validation's offload case: configs run with the experts of 20 layers on the host, predicted
+    from that placement's probe and the all-on-GPU records only. Poisoning the placed records' own
+    time split (50 ms more drafting per step) changes no prediction, and the predictions match the
+    known cost model the records were made from."""
+    from specsweep.analysis import predict_validation as pv
+
+    placed = {"n_cpu_moe": 20, "override_tensor": [], "n_gpu_layers": None, "vram_budget": None}
+
+    def placed_records(folder: Path, poison: bool) -> None:
+        write_records(folder)
+        lines = [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+        for r in lines:
+            if r["kind"] == "trial":
+                r.update(placement=placed, cell_id="off-" + r["cell_id"], settings=dict(r["settings"], n_cpu_moe=20))
+                if poison and r["n_drafted"]:
+                    r["time_s"] = dict(r["time_s"], draft=r["time_s"]["draft"] + 0.05 * r["n_steps"])
+        (folder / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        (folder / "probe.jsonl").unlink()
+
+    placed_records(tmp_path / "clean", False)
+    placed_records(tmp_path / "poisoned", True)
+    write_records(tmp_path / "g")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "probe.jsonl").write_text(json.dumps(dict(probe_record(), placement=placed)) + "\n")
+    runs = [pv.validate_transfer("placed", load([tmp_path / which]), load([tmp_path / "g"]), load([tmp_path / "p"]),
+                                 costs="the same GPU placed otherwise") for which in ("clean", "poisoned")]
+    (cells, skipped), (poisoned, _) = runs
+    assert not skipped and len(cells) == sum(len(v) for v in ARMS.values())
+    assert all(c.card == f"{CARD} [cpu-moe 20]" and c.costs == "the same GPU placed otherwise" for c in cells)
+    assert all("as measured" in c.draft_source for c in cells)
+    assert [c.predicted for c in cells] == [c.predicted for c in poisoned]
+    assert all(abs(c.error) < 1.0 for c in cells)

@@ -169,8 +169,8 @@ CROSS_DONORS = ("methods-synthetic", "cost-model-synthetic", "active-contrast-sy
 PLACEMENT = "placement-synthetic"  # one H200: experts of 20 or 40 layers on the host, and every layer on the GPU
 
 
-def validate_transfer(label: str, target, donors, probes, n_boot: int = 0,
-                      measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
+def validate_transfer(label: str, target, donors, probes, n_boot: int = 0, measured_profiles: bool = False,
+                      costs: str = "another card") -> tuple[list[Cell], list[str]]:
     """Configs of the `target` sources predicted for their card from its probe, their acceptance, and
     loop costs measured only in the `donors` sources: none of the target's own trials enters a
     cost. The community case (a card that probed but ran nothing) and the offload case (a placement
@@ -206,7 +206,7 @@ def validate_transfer(label: str, target, donors, probes, n_boot: int = 0,
             sign = None if abs(m["change"]) <= THRESHOLD else (pc > 0) == (m["change"] > 0)
             cells.append(Cell(label, data.card, data.curve.file, cell, prof.method, prof.n_max, got.rollback,
                               prof.synthetic, m["acceptance"], prof.acceptance, m["change"], m["interval"], pc, ci,
-                              100 * (pc - m["change"]), sign, got.dominant, "another card", got.sources["draft"],
+                              100 * (pc - m["change"]), sign, got.dominant, costs, got.sources["draft"],
                               {k: round(v, 4) for k, v in got.ms_per_token.items()}, _measured_ms(mine), len(mine)))
     return cells, skipped
 
@@ -231,7 +231,7 @@ def validate_cross_placement(results: Path, n_boot: int = 0,
     placed = [_keep(s, lambda t: rec.placement_of(t)) for s in every]
     on_gpu = [_keep(s, lambda t: not rec.placement_of(t)) for s in every]
     return validate_transfer(PLACEMENT, placed, on_gpu, load([results / PLACEMENT / "probe"]), n_boot,
-                             measured_profiles)
+                             measured_profiles, costs="the same GPU placed otherwise")
 
 
 def _keep(source, which):
