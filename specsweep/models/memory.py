@@ -189,7 +189,7 @@ class PlacementMemory:
         return {p: self.bytes_on(p) for p in sorted(set(self.weights) | set(self.state)) if p != HOST}
 
 
-def _override_place(buft: str) -> str:
+def override_place(buft: str) -> str:
     """An -ot buffer type's memory: "CPU" the host, a device's ("CUDA1") that GPU."""
     digits = re.search(r"(\d+)$", buft)
     return HOST if buft == "CPU" or not digits else f"GPU{int(digits[1])}"
@@ -226,7 +226,7 @@ def placement_memory(path: Path, overrides: Sequence = (), n_gpu_layers: int | N
 
     sizes = {t.name: int(t.n_bytes) for rd in readers for t in rd.tensors}
     loaded = loaded_tensor_names(path, name, load_mtp)
-    compiled = [(re.compile(o.pattern), _override_place(o.buft)) for o in overrides]
+    compiled = [(re.compile(o.pattern), override_place(o.buft)) for o in overrides]
     where, overridden = {}, {}
     weights: dict[str, int] = {}
     for t in loaded:

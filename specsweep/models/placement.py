@@ -55,17 +55,17 @@ def n_cpu_moe_patterns(n: int) -> list[str]:
 
 def experts_on_host(block: dict, layer: int) -> bool:
     """Whether a recorded placement (a trial's or probe's `placement` block) put layer `layer`'s
-    expert tensors in host memory: its -ot patterns (a fit's own, when it chose them) in order,
-    first match wins as in llama.cpp, then --n-cpu-moe's. llama.cpp's fit frees memory from the
-    last layers, so in a GGUF with an MTP layer that layer's experts are the first to go."""
+    expert tensors in host memory: the overrides the load used (a fit's own, when it chose them,
+    else the keys', as load_args passes them), first match wins as in llama.cpp. llama.cpp's fit
+    frees memory from the last layers, so in a GGUF with an MTP layer that layer's experts are the
+    first to go."""
+    from specsweep.models.memory import HOST, override_place
+
+    fitted = (block.get("fit") or {}).get("override_tensor")
+    overrides = tuple(parse_override(o, "fit") for o in fitted) if fitted else target_spec(block).overrides
     name = f"blk.{layer}.ffn_up_exps.weight"
-    patterns = list((block.get("fit") or {}).get("override_tensor") or block.get("override_tensor") or [])
-    patterns += [p + "=CPU" for p in n_cpu_moe_patterns(int(block.get("n_cpu_moe") or 0))]
-    for text in patterns:
-        pattern, _, buft = str(text).partition("=")
-        if re.search(pattern, name):
-            return buft.upper().startswith("CPU")
-    return False
+    to = next((o.buft for o in overrides if re.search(o.pattern, name)), None)
+    return to is not None and override_place(to) == HOST
 
 
 @dataclass(frozen=True)
