@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
-from specsweep.models import cache
 from specsweep.models import overrides as kv
 from specsweep.synth.cards import CARDS, DRAFTER_OPTIONS, SCALES, option_error
 from specsweep.synth.fill import FILE_TYPE
@@ -170,11 +169,11 @@ def model_overrides(ref: ModelRef, lock_path: Path | None = None) -> tuple[str, 
 
 
 def _synth(ref: ModelRef, create: bool) -> Path:
-    from specsweep.synth.writer import Recipe, write_cached
+    from specsweep.synth.writer import Recipe, cached_path, write_cached
 
     d = ref.identity
     scale, wtype = d.get("scale", "full"), d.get("wtype", "Q4_0")
     recipe = Recipe(CARDS[d["synth"]].at_scale(scale), scale, wtype, d.get("seed", 0),
                     float(d.get("perturb", 0.0)), d.get("perturb_seed", 1), float(d.get("branch_scale", 1.0)),
                     bool(d.get("mtp", False)), **{k: d[k] for k in DRAFTER_OPTIONS if k in d}, quant=d.get("quant"))
-    return write_cached(recipe) if create else cache.synth_dir() / f"{recipe.file_stem}.gguf"
+    return write_cached(recipe) if create else cached_path(recipe)

@@ -141,12 +141,17 @@ def _header_writer(recipe: Recipe, path: Path, specs, qtypes, sizes) -> gguf.GGU
     return writer
 
 
-def write_cached(recipe: Recipe, progress: Callable[[int], None] | None = None) -> Path:
-    """The recipe's GGUF in the specsweep cache (`synth/<file stem>.gguf`), written once: a matrix's
-    `{ synth = CARD, ... }` entry and `probe --synth`'s stand-in of the same recipe share the file."""
+def cached_path(recipe: Recipe) -> Path:
+    """Where the recipe's GGUF lives in the specsweep cache, written or not."""
     from specsweep.models import cache
 
-    path = cache.synth_dir() / f"{recipe.file_stem}.gguf"
+    return cache.synth_dir() / f"{recipe.file_stem}.gguf"
+
+
+def write_cached(recipe: Recipe, progress: Callable[[int], None] | None = None) -> Path:
+    """The recipe's GGUF in the specsweep cache (`cached_path`), written once: a matrix's
+    `{ synth = CARD, ... }` entry and `probe --synth`'s stand-in of the same recipe share the file."""
+    path = cached_path(recipe)
     if not path.is_file():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
