@@ -322,8 +322,7 @@ def markdown(doc: dict) -> str:
         lines += [f"**Cross-placement** (the offload case, a placement that probed but ran nothing): {c['what']}.",
                   "", HEAD, _row(PLACEMENT + " offloaded", c["summary"])]
         lines += [_row(card, x) for card, x in c.get("by_card", {}).items()] + [""]
-    lines += [
-              "**With the measured draws** instead of the configured rates (what synthetic acceptance actually kept):",
+    lines += ["**With the measured draws** instead of the configured rates (what synthetic acceptance actually kept):",
               "", HEAD, _row("all", v), ""]
     lines += [f"Goal: sign right in >= 90% of cells with a measured change beyond ±3%: "
               f"{'met' if goal_sign else 'NOT met'} ({s['sign_share']:.1%}); median absolute error <= 5 points: "

@@ -60,8 +60,8 @@ def section(sources) -> str:
         body.append(_row(source, target, placed, block, statistics.fmean(base) if base else None, None))
     for (source, target, placed), found in sorted(probes.items()):
         newest = max(found, key=lambda p: str(p.get("time") or ""))
-        body.append(_row(source if "probe" in source else source + " (probe)", target, placed, newest.get("placement") or {}, None,
-                         newest.get("t1_ms")))
+        label = source if "probe" in source else source + " (probe)"
+        body.append(_row(label, target, placed, newest.get("placement") or {}, None, newest.get("t1_ms")))
     head = ("<tr><th>source</th><th>target</th><th>placement</th><th>GPU GiB (llama.cpp)</th>"
             "<th>host GiB (estimate)</th><th>tensors overridden</th><th>fit chose</th><th>baseline tok/s</th>"
             "<th>probe T(1) ms</th></tr>")
