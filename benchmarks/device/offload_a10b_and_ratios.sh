@@ -56,14 +56,14 @@ stage() {
 }
 A3B=$S/qwen3.6-35b-a3b-full-ud-q4_k_xl-s0-b0.05-mtp.gguf
 A10B=$S/qwen3.5-122b-a10b-full-Q4_0-s0-b0.05-mtp.gguf
-probe="python3 -m specsweep probe --kv q8_0 --reps 3"
+probe="python3 -m specsweep probe --kv q8_0"  # passes per K given per stage: 3 in the first lease, 7 after
 bench="python3 benchmarks/spec_vs_speculative_simple.py $A3B --tool /tmp/kit/llama-speculative-simple --gpu --backend-sampling --n 256 --rounds 5"
 
 stage placement 60 python3 -m specsweep run matrices/placement-synthetic.toml --results $R
-stage probe-cpu-moe-20 40 $probe $A3B --n-cpu-moe 20 --results $R/placement-synthetic
-stage probe-cpu-moe-40 40 $probe $A3B --n-cpu-moe 40 --results $R/placement-synthetic
-stage probe-gpu 30 $probe $A3B --results $R/placement-synthetic
-stage probe-fit-24 40 $probe $A3B --vram-budget 24GiB --results $R/placement-synthetic
+stage probe-cpu-moe-20 40 $probe --reps 3 $A3B --n-cpu-moe 20 --results $R/placement-synthetic
+stage probe-cpu-moe-40 40 $probe --reps 3 $A3B --n-cpu-moe 40 --results $R/placement-synthetic
+stage probe-gpu 30 $probe --reps 3 $A3B --results $R/placement-synthetic
+stage probe-fit-24 40 $probe --reps 3 $A3B --vram-budget 24GiB --results $R/placement-synthetic
 stage ratio-ngram-map-k 80 $bench --method ngram-map-k
 [ -f $S/dspark.gguf ] || ! wants ratio-dspark-n8 || [ "$(left)" -lt 150 ] || python3 -m specsweep synth qwen3.6-35b-a3b-dspark \
     --branch-scale 0.05 -o $S/dspark.gguf 2>&1 | tail -1 | quiet
@@ -76,7 +76,7 @@ if [ -f $done/placement ] && [ -f $done/probe-fit-24 ] && [ -f $done/ratio-ngram
 fi
 stage a10b 200 python3 -m specsweep run matrices/a10b-synthetic.toml --results $R
 for gib in 24 48; do
-    [ -f $A10B ] && stage a10b-fit-$gib 60 $probe $A10B --vram-budget ${gib}GiB --k 1,2,3,4,5,6,8,16,32 \
+    [ -f $A10B ] && stage a10b-fit-$gib 60 $probe --reps 3 $A10B --vram-budget ${gib}GiB --k 1,2,3,4,5,6,8,16,32 \
         --results $R/a10b-synthetic
 done
 stage a10b-fit-matrix 240 python3 -m specsweep run matrices/a10b-fit-synthetic.toml --results $R
