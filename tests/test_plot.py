@@ -531,3 +531,8 @@ def test_the_page_says_where_each_placements_weights_were(tmp_path):
     row = re.search(r"<tr><td>[^<]*\(probe\)</td><td>a10b.gguf</td><td>fit 24GiB</td><td>22.00</td><td></td>"
                     r"<td>99</td><td>-ngl 49, 33 -ot \(llama-fit-params\)</td><td></td><td>([^<]*)</td></tr>", text)
     assert row and row.group(1) == "67.4"
+    # a repeat of that probe: the newest T(1), and the repeats' range (host jitter shows on the page)
+    again = dict(probe, time="2026-12-02T11:58:44+0000", t1_ms=31.8)
+    (tmp_path / "probes" / "probe.jsonl").write_text(json.dumps(probe) + "\n" + json.dumps(again) + "\n")
+    text = page.render(sources_for(tmp_path / "plain3") + load.load([tmp_path / "probes"]))
+    assert "<td>31.8 (2 probes: 31.8-67.4)</td>" in text

@@ -114,6 +114,29 @@ def test_curve_keeps_the_kernel_switch():
     assert curve.switch == pytest.approx(SWITCH)
 
 
+def test_repeated_probes_of_one_file_are_pooled(tmp_path):
+    """With experts on a host CPU one probe's T(1) can be 2x the next one's: a card's curve pools every
+    pass of the newest probe's repeats (same file, same loop settings), not the newest probe alone.
+    A probe of another file of the same shape, or at another depth, stays out."""
+    def probe(time: str, scale: float, file: str = "target.gguf", depth: int = 0) -> dict:
+        p = probe_record(file=file)
+        p["time"], p["settings"] = time, dict(p["settings"], pos0=depth or 4, depth=depth)
+        p["curve"] = [dict(r, times_ms=[x * scale for x in r["times_ms"]]) for r in p["curve"]]
+        return p
+
+    (tmp_path / "p").mkdir()
+    probes = [probe("2026-12-03T00:00:00+0000", 1.0), probe("2026-12-03T00:01:00+0000", 2.0),
+              probe("2026-12-03T00:02:00+0000", 9.0, depth=2048),
+              probe("2026-12-03T00:03:00+0000", 9.0, file="other.gguf")]
+    (tmp_path / "p" / "probe.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probes))
+    other = pr.card_data(load([tmp_path / "p"]))[0].curve  # the newest probe of the shape names the file
+    assert other.file == "other.gguf" and other.times[1] == [9 * t_of(1)] * 3
+    (tmp_path / "p" / "probe.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probes[:3]))
+    curve = pr.card_data(load([tmp_path / "p"]))[0].curve
+    assert sorted(curve.times[1]) == [t_of(1)] * 3 + [2 * t_of(1)] * 3  # both depth-0 repeats, not depth 2048
+    assert curve.t1 == pytest.approx(1.5 * t_of(1))
+
+
 def test_predict_recovers_a_known_cost_model(tmp_path):
     write_records(tmp_path / "r")
     data = pr.card_data(load([tmp_path / "r"]))[0]

@@ -164,7 +164,7 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
               gpus: int | None = None) -> list[CardData]:
     """One CardData per (card, target shape, GPU count, placement) probed with this KV type (on
     `gpus` GPUs when given; 0 is the CPU); the probe chosen is the newest with the loop's settings
-    (tokens picked on the device, the shallowest depth). A one-line error when none is left."""
+    (tokens picked on the device, the shallowest depth), pooled with its repeats of the same file. A one-line error when none is left."""
     from specsweep.report.load import probe_card, trial_card
 
     found: dict[tuple, list[dict]] = defaultdict(list)
@@ -188,10 +188,13 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
     out = []
     for (c, sh, n_gpus, placed), probes in sorted(found.items(),
                                                   key=lambda kv_: (kv_[0][0], str(kv_[0][1]), kv_[0][2], kv_[0][3])):
-        probe = max(probes, key=_probe_rank)
+        # the newest probe with the loop's settings, pooled with its repeats (same file, same settings)
+        chosen = max(probes, key=_probe_rank)
+        same = [p for p in probes if _probe_rank(p)[:2] == _probe_rank(chosen)[:2]
+                and (p.get("model") or {}).get("file") == (chosen.get("model") or {}).get("file")]
         # a placement other than every layer on the GPU is a card of its own: its own probe, its own records
         name = c + (f" [{placed}]" if placed else "")
-        data = CardData(name, sh, lc.curve_of(probe, name), gpu=c)
+        data = CardData(name, sh, lc.pooled_curve(same, name), gpu=c)
         for s in sources:
             for t in s.trials:
                 tc = (s.meta.get("card") if s.origin == "contribution" else None) or trial_card(t, s.manifests)

@@ -26,7 +26,18 @@ def _gib(n: float | None) -> str:
     return "" if n is None else f"{n / GIB:.2f}"
 
 
-def _row(source: str, target: str, placed: str, block: dict, base_tps: float | None, t1_ms: float | None) -> str:
+def _t1_text(found: list[dict]) -> str:
+    """The newest probe's T(1); with repeats, their range too: with experts on the host, probes minutes
+    apart differed by 2x on the H200's host (predict pools the repeats' passes)."""
+    t1s = [float(p["t1_ms"]) for p in found if p.get("t1_ms") is not None]
+    newest = max(found, key=lambda p: str(p.get("time") or "")).get("t1_ms")
+    if newest is None:
+        return ""
+    text = _num(newest)
+    return text + (f" ({len(t1s)} probes: {min(t1s):.1f}-{max(t1s):.1f})" if len(t1s) > 1 else "")
+
+
+def _row(source: str, target: str, placed: str, block: dict, base_tps: float | None, t1: str) -> str:
     device = sum(b for name, b in (block.get("buffers") or {}).items() if not is_host_buffer(name)) \
         if block.get("buffers") else None
     host = ((block.get("estimate") or {}).get("weights") or {}).get("host")
@@ -36,7 +47,7 @@ def _row(source: str, target: str, placed: str, block: dict, base_tps: float | N
         ngl = "all" if fit.get("n_gpu_layers") is None else fit["n_gpu_layers"]
         fit_text = f"-ngl {ngl}, {len(fit.get('override_tensor') or [])} -ot ({fit.get('source', '?')})"
     cells = [source, target, placed or "every layer on the GPU", _gib(device), _gib(host),
-             str(block.get("overridden_tensors", "")), fit_text, _num(base_tps), _num(t1_ms)]
+             str(block.get("overridden_tensors", "")), fit_text, _num(base_tps), t1]
     return "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells) + "</tr>"
 
 
@@ -57,14 +68,14 @@ def section(sources) -> str:
     for (source, target, placed), trials in sorted(groups.items()):
         block = next((t["placement"] for t in trials if t.get("placement")), {})
         base = [float(t["decode_tps"]) for t in trials if rec.is_baseline(t)]
-        body.append(_row(source, target, placed, block, statistics.fmean(base) if base else None, None))
+        body.append(_row(source, target, placed, block, statistics.fmean(base) if base else None, ""))
     for (source, target, placed), found in sorted(probes.items()):
         newest = max(found, key=lambda p: str(p.get("time") or ""))
         label = source if "probe" in source else source + " (probe)"
-        body.append(_row(label, target, placed, newest.get("placement") or {}, None, newest.get("t1_ms")))
+        body.append(_row(label, target, placed, newest.get("placement") or {}, None, _t1_text(found)))
     head = ("<tr><th>source</th><th>target</th><th>placement</th><th>GPU GiB (llama.cpp)</th>"
             "<th>host GiB (estimate)</th><th>tensors overridden</th><th>fit chose</th><th>baseline tok/s</th>"
-            "<th>probe T(1) ms</th></tr>")
+            "<th>probe T(1) ms (newest; repeats' range)</th></tr>")
     return ("<h2>Where the weights were</h2>\n<p class='note'>Each placement's target weights on the GPU (the "
             "device buffers llama.cpp reported while loading) and on the host (the header's estimate: llama.cpp's "
             "mapped-file buffer spans tensors that went to the GPU too), with its plain-decoding speed: a matrix's "
