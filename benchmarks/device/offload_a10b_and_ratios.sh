@@ -12,7 +12,8 @@
 #   5. a10b-fit    T(K)/T(1) of the 122B-A10B with llama.cpp's 24 and 48 GiB fits (17: a 3090, two)
 #   6. a10b-fit-matrix  matrices/a10b-fit-synthetic.toml: baseline, MTP n2 and the 0.8B draft n4 at
 #                  those two fits (17), with the fits probed again at 7 passes (host jitter)
-# Stages 1-5 ran on one H200 on 2026-12-02 (results/device-h200-2026-12-02b); name stages to run
+# Stages 1-5 ran on one H200 on 2026-12-02 (results/device-h200-2026-12-02b), stage 6 in the next lease
+# (results/device-h200-2026-12-02c); name stages to run
 # only those (a fresh machine starts with the records in results/ and no markers):
 #   benchmarks/device/offload_a10b_and_ratios.sh DEADLINE_SECONDS [STAGE ...]
 #   e.g.  ... 570 a10b-fit-matrix a10b-fit-24-reps7 a10b-fit-48-reps7

@@ -166,7 +166,23 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 CROSS_TARGET = "a3b-synthetic"  # ran on an H100 ...
 CROSS_DONORS = ("methods-synthetic", "cost-model-synthetic", "active-contrast-synthetic")  # ... these on an H200
-PLACEMENT = "placement-synthetic"  # one H200: experts of 20 or 40 layers on the host, and every layer on the GPU
+
+
+@dataclass(frozen=True)
+class PlacementCase:
+    """Offloaded configs predicted from their placement's probe and all-on-GPU records only."""
+    matrix: str  # the offloaded configs (its all-on-GPU trials, if any, are donors)
+    on_gpu: str  # the matrix whose every-layer-on-the-GPU records give the loop's costs
+    probes: tuple[str, ...]  # probe folders under results/
+    what: str
+
+
+PLACEMENTS = (  # one H200 each
+    PlacementCase("placement-synthetic", "placement-synthetic", ("placement-synthetic/probe",),
+                  "the quant-true 35B-A3B+MTP with the experts of 20 or 40 layers on the host"),
+    PlacementCase("a10b-fit-synthetic", "a10b-synthetic", ("a10b-fit-synthetic/probe", "a10b-synthetic/probe", "probe"),
+                  "the 122B-A10B+MTP at llama.cpp's 24 and 48 GiB fits"),
+)
 
 
 def validate_transfer(label: str, target, donors, probes, n_boot: int = 0, measured_profiles: bool = False,
@@ -220,18 +236,23 @@ def validate_cross_card(results: Path, n_boot: int = 0, measured_profiles: bool 
                              load([results / "probe"]), n_boot, measured_profiles)
 
 
-def validate_cross_placement(results: Path, n_boot: int = 0,
-                             measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
-    """The placement matrix's offloaded configs (experts of 20 or 40 layers on the host) predicted
-    from their placement's probe and loop costs measured only with every layer on the GPU (carried
-    over as measured: the drafters and the recurrent state stay on the GPU)."""
+def validate_cross_placement(results: Path, n_boot: int = 0, measured_profiles: bool = False,
+                             cases=PLACEMENTS) -> tuple[list[Cell], list[str]]:
+    """Each case's offloaded configs predicted from their placement's probe and loop costs measured
+    only with every layer on the GPU (carried over as measured: the drafters and the recurrent state
+    stay on the GPU)."""
     from specsweep.report.load import load
 
-    every = load([results / PLACEMENT])
-    placed = [_keep(s, lambda t: rec.placement_of(t)) for s in every]
-    on_gpu = [_keep(s, lambda t: not rec.placement_of(t)) for s in every]
-    return validate_transfer(PLACEMENT, placed, on_gpu, load([results / PLACEMENT / "probe"]), n_boot,
-                             measured_profiles, costs="the same GPU placed otherwise")
+    cells, skipped = [], []
+    for case in cases:
+        every = load([results / case.matrix])
+        placed = [_keep(s, lambda t: rec.placement_of(t)) for s in every]
+        on_gpu = [_keep(s, lambda t: not rec.placement_of(t)) for s in load([results / case.on_gpu])]
+        got, left = validate_transfer(case.matrix, placed, on_gpu, load([results / p for p in case.probes]), n_boot,
+                                      measured_profiles, costs="the same GPU placed otherwise")
+        cells += got
+        skipped += [f"{case.matrix}: {x}" for x in left]
+    return cells, skipped
 
 
 def _keep(source, which):
@@ -271,9 +292,12 @@ def validate(results: Path, matrices=MATRICES, n_boot: int = 100, measured_profi
                                  f"({', '.join(CROSS_DONORS)}) only", "summary": summary(cross), "skipped": skipped,
                          "cells": [asdict(c) for c in cross]}
     placed, skipped = validate_cross_placement(results, 0, measured_profiles)
-    out["cross_placement"] = {"what": f"{PLACEMENT}'s offloaded configs (H200, experts of 20 or 40 layers on the "
-                                      f"host) from their placement's probe and loop costs measured with every layer "
-                                      f"on the GPU only", "summary": summary(placed), "skipped": skipped,
+    out["cross_placement"] = {"what": "offloaded configs on one H200 (" + "; ".join(
+                                  f"{c.matrix}: {c.what}" for c in PLACEMENTS) + ") from their placement's probe "
+                                  "and loop costs measured with every layer on the GPU only",
+                              "summary": summary(placed), "skipped": skipped,
+                              "by_matrix": {c.matrix: summary([x for x in placed if x.matrix == c.matrix])
+                                            for c in PLACEMENTS},
                               "by_card": {card: summary([c for c in placed if c.card == card])
                                           for card in sorted({c.card for c in placed})},
                               "cells": [asdict(c) for c in placed]}
@@ -320,7 +344,8 @@ def markdown(doc: dict) -> str:
     if "cross_placement" in doc:
         c = doc["cross_placement"]
         lines += [f"**Cross-placement** (the offload case, a placement that probed but ran nothing): {c['what']}.",
-                  "", HEAD, _row(PLACEMENT + " offloaded", c["summary"])]
+                  "", HEAD, _row("all offloaded", c["summary"])]
+        lines += [_row(name, x) for name, x in c.get("by_matrix", {}).items()]
         lines += [_row(card, x) for card, x in c.get("by_card", {}).items()] + [""]
     lines += ["**With the measured draws** instead of the configured rates (what synthetic acceptance actually kept):",
               "", HEAD, _row("all", v), ""]
