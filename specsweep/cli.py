@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -10,6 +11,7 @@ from specsweep import __version__
 from specsweep.analysis.command import analyze
 from specsweep.analysis.predict_command import predict
 from specsweep.contrib.command import contribute, merge
+from specsweep.engine import interrupts
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.command import keys
 from specsweep.models.commands import fetch, lock, models
@@ -25,6 +27,8 @@ class OneLineErrors(click.Group):
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
+        # Ctrl-C raised inside llama.cpp's log callback would be dropped (specsweep/engine/interrupts.py)
+        signal.signal(signal.SIGINT, interrupts.handler)
         try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.Exit as e:

@@ -17,7 +17,7 @@ from pathlib import Path
 import llama_cpp as ll
 import numpy as np
 
-from specsweep.engine import buffer_types, ext
+from specsweep.engine import buffer_types, ext, interrupts
 from specsweep.errors import SpecsweepError
 from specsweep.models import overrides as kv
 from specsweep.models import placement
@@ -29,13 +29,23 @@ _recent = collections.deque(maxlen=20)  # the last lines llama.cpp logged, for e
 
 @ll.llama_log_callback
 def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    line = text.decode("utf-8", errors="replace")
-    if _state["verbose"]:
-        print(line, end="", flush=True, file=sys.stderr)
-    if level in (_GGML_LOG_WARN, _GGML_LOG_ERROR) and line.strip():
-        _recent.append((level, line.strip()))
-    if _state["capture"] is not None:
-        _state["capture"].append(line)
+    with interrupts.in_callback():  # an interrupt raised in here would be dropped by ctypes
+        line = text.decode("utf-8", errors="replace")
+        if _state["verbose"]:
+            print(line, end="", flush=True, file=sys.stderr)
+        if level in (_GGML_LOG_WARN, _GGML_LOG_ERROR) and line.strip():
+            _recent.append((level, line.strip()))
+        if _state["capture"] is not None:
+            _state["capture"].append(line)
+
+
+def _loaded_then_check(obj) -> None:
+    """An interrupt that came while llama.cpp loaded: free what it made, then raise it."""
+    try:
+        interrupts.check()
+    except KeyboardInterrupt:
+        obj.close()
+        raise
 
 
 def init(verbose: bool = False) -> None:
@@ -172,6 +182,8 @@ class Model:
             self.ptr = ll.llama_model_load_from_file(str(path).encode(), params)
         finally:
             _state["capture"] = None
+        if self.ptr:
+            _loaded_then_check(self)
         self.loaded = placement.read_load_log(log)
         if not self.ptr:
             raise SpecsweepError(f"llama.cpp could not load {path}: {last_error('unknown error')}")
@@ -371,6 +383,7 @@ class Context:
         self._seq = None  # the sequence every slot of the batch is set up for (None: mixed)
         self._states: dict[int, ctypes.Array] = {}  # checkpoint buffer per sequence, reused
         self._ext: ExtBatch | None = None
+        _loaded_then_check(self)
 
     def decode(self, tokens: list[int], pos0: int, all_logits: bool = False, seq: int = 0) -> None:
         """Decode tokens at positions pos0.. in one batch; logits for the last one (or all).
@@ -398,6 +411,7 @@ class Context:
             logits[i] = all_logits
         logits[n - 1] = True
         rc = ll.llama_decode(self.ptr, b)
+        interrupts.check()
         if rc != 0:
             raise SpecsweepError(f"llama_decode failed ({rc}): {last_error('see --verbose')}")
 
@@ -424,6 +438,7 @@ class Context:
         # draft_many does not pay the n_batch-slot rewrite on every step)
         b.n_tokens = n
         rc = ll.llama_decode(self.ptr, b)
+        interrupts.check()
         if rc != 0:
             raise SpecsweepError(f"llama_decode failed ({rc}): {last_error('see --verbose')}")
         return starts

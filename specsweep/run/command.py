@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from specsweep.engine import runtime
+from specsweep.engine import interrupts, runtime
 from specsweep.engine.llama_server import find_binary
 from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
@@ -131,7 +131,8 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
 
     # `timeout`, `kill` and schedulers stop a run with SIGTERM: handle it as Ctrl-C, so the records are
     # closed and a llama-server the run started (in its own session) is stopped, not orphaned on the GPU
-    signal.signal(signal.SIGTERM, _interrupt)
+    # (the handler waits out llama.cpp's log callback, where a raised interrupt would be dropped)
+    signal.signal(signal.SIGTERM, interrupts.handler)
     try:
         with click.progressbar(length=n_todo, label="measuring", file=sys.stderr, show_eta=True, show_pos=True,
                                item_show_func=lambda name: name) as bar:
@@ -139,6 +140,7 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
             runner.progress = lambda name, n: bar.update(n, name)
             for group in groups:
                 runner.run_group(group)
+            interrupts.check()  # one that came while the last model was freed
     except KeyboardInterrupt:
         results.close()
         click.echo(f"\nspecsweep: interrupted; {runner.n_recorded} trials recorded this run, "
@@ -152,10 +154,6 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
         click.echo(f"specsweep: {len(runner.failed)} cell(s) failed (causes in {results.dir / 'failures.jsonl'}); "
                    f"their trials stay to do: run the same command again to retry them", err=True)
         sys.exit(1)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _run_fresh_processes(runs: int, child: list[str], matrix, results: ResultsDir) -> None:
