@@ -15,7 +15,7 @@ plot results/methods-synthetic results/cost-model-synthetic results/dense27-synt
     --title "H200, synthetic models: every method at synthetic acceptance (35B-A3B, 122B-A10B, dense 27B) and the cost model"
 plot results/server-concurrency-synthetic --card H200 -o plots/h200-server-concurrency.html \
     --title "H200, synthetic 35B-A3B: in process and through llama-server, 1/4/8 streams"
-plot results/placement-synthetic results/placement-synthetic/probe results/a10b-fit-synthetic \
+plot results/placement-synthetic results/placement-synthetic/probe results/a10b-fit-synthetic results/a10b-mtp-layer-synthetic \
     results/a10b-fit-synthetic/probe results/a10b-synthetic/probe --card H200 \
     -o plots/h200-placement.html \
     --title "H200: where the weights live (quant-true 35B-A3B, experts of 20/40 layers on the host; 122B-A10B at 24/48 GiB fits)"

@@ -184,3 +184,15 @@ def test_synthetic_rates_are_checked_against_a_block_drafters_real_limit(tmp_pat
     assert r.exit_code == 2, r.output
     assert "synthetic acceptance rates must contain 15 values, got 16" in r.output
     assert "drafts at most 15 tokens per block" in r.output
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "matrices").glob("*.toml")
+                                        if not p.name.endswith("-prompts.toml")))  # those are prompt files
+def test_every_committed_matrix_plans(path, tmp_path, monkeypatch):
+    """A matrix committed for a device run must not first fail there: each one loads, and its dry run
+    (cells, groups, placements and models, nothing loaded) exits 0."""
+    monkeypatch.setenv("SPECSWEEP_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(main, ["run", str(ROOT / "matrices" / path), "--dry-run",
+                                       "--results", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    assert "cells" in result.output and not (tmp_path / "results").exists()

@@ -12,12 +12,15 @@
 #   5. a10b-fit    T(K)/T(1) of the 122B-A10B with llama.cpp's 24 and 48 GiB fits (17: a 3090, two)
 #   6. a10b-fit-matrix  matrices/a10b-fit-synthetic.toml: baseline, MTP n2 and the 0.8B draft n4 at
 #                  those two fits (17), with the fits probed again at 7 passes (host jitter)
+#   7. a10b-mtp-layer  matrices/a10b-mtp-layer-synthetic.toml: the 48 GiB fit beside the MTP layer kept
+#                  on the GPU at equal memory
 # Stages 1-5 ran on one H200 on 2026-12-02 (results/device-h200-2026-12-02b), stage 6 in the next lease
 # (results/device-h200-2026-12-02c); name stages to run
 # only those (a fresh machine starts with the records in results/ and no markers):
 #   benchmarks/device/offload_a10b_and_ratios.sh DEADLINE_SECONDS [STAGE ...]
 #   e.g.  ... 570 a10b-fit-matrix a10b-fit-24-reps7 a10b-fit-48-reps7
-# Back in $OUT: host.txt, run.log, placement.tar.gz, a10b.tar.gz, a10b-fit.tar.gz, native-ratios.log.
+# Back in $OUT: host.txt, run.log, placement.tar.gz, a10b.tar.gz, a10b-fit.tar.gz, a10b-mtp-layer.tar.gz,
+# native-ratios.log.
 set -uo pipefail
 deadline=${1:-570}
 shift || true
@@ -28,7 +31,7 @@ mountpoint -q $ram || mount -t tmpfs -o size=100G tmpfs $ram || { echo "no RAM d
 export SPECSWEEP_CACHE=$ram SPECSWEEP_NATIVE_BIN=/tmp/kit PYTHONUNBUFFERED=1
 R=$ram/results S=$ram/synth done=$ram/done
 mkdir -p $R $S $done
-for m in placement-synthetic a10b-synthetic a10b-fit-synthetic; do
+for m in placement-synthetic a10b-synthetic a10b-fit-synthetic a10b-mtp-layer-synthetic; do
     [ -d results/$m ] && [ ! -d $R/$m ] && cp -r results/$m $R/
 done
 log=$OUT/run.log
@@ -85,9 +88,12 @@ for gib in 24 48; do
     [ -f $A10B ] && stage a10b-fit-$gib-reps7 60 $probe $A10B --reps 7 --vram-budget ${gib}GiB \
         --k 1,2,3,4,5,6,8,16 --results $R/a10b-fit-synthetic
 done
+# 7. the MTP layer's placement under the 48 GiB fit (a follow-up: docs/findings.md)
+stage a10b-mtp-layer 200 python3 -m specsweep run matrices/a10b-mtp-layer-synthetic.toml --results $R
 cp $log $ram/run.log
 [ -d $R/placement-synthetic ] && tar czf $OUT/placement.tar.gz -C $R placement-synthetic
 [ -d $R/a10b-synthetic ] && tar czf $OUT/a10b.tar.gz -C $R a10b-synthetic
 [ -d $R/a10b-fit-synthetic ] && tar czf $OUT/a10b-fit.tar.gz -C $R a10b-fit-synthetic
+[ -d $R/a10b-mtp-layer-synthetic ] && tar czf $OUT/a10b-mtp-layer.tar.gz -C $R a10b-mtp-layer-synthetic
 ls $done | tr '\n' ' ' | sed 's/^/done: /' | tee -a $log; echo
 say "call over"
