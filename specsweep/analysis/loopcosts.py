@@ -171,16 +171,15 @@ def pooled_curve(probes: list[dict], card: str) -> Curve:
     the probes (metadata and checkpoint timing from the newest). With experts on a host CPU one
     probe's T(1) can be off by 2x from the next one's minutes later (H200 host, 2026-12-02), so
     picking one probe would pick its jitter."""
-    newest = max(probes, key=lambda p: str(p.get("time") or ""))
-    curves = [curve_of(p, card) for p in probes]
+    curves = sorted((curve_of(p, card) for p in probes), key=lambda c: str(c.probe.get("time") or ""))
     times: dict[int, list[float]] = {}
     for c in curves:
         for k, v in c.times.items():
             times.setdefault(k, []).extend(v)
-    base = curve_of(newest, card)
+    newest = curves[-1]
     switch = [x for c in curves for x in c.switch_times]
-    return Curve(sorted(times), times, switch, base.gpu, base.hybrid, card, base.file, base.kv, newest,
-                 base.checkpoint_ms)
+    return Curve(sorted(times), times, switch, newest.gpu, newest.hybrid, card, newest.file, newest.kv,
+                 newest.probe, newest.checkpoint_ms)
 
 
 # --- the loop's costs from records ---

@@ -164,7 +164,8 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
               gpus: int | None = None) -> list[CardData]:
     """One CardData per (card, target shape, GPU count, placement) probed with this KV type (on
     `gpus` GPUs when given; 0 is the CPU); the probe chosen is the newest with the loop's settings
-    (tokens picked on the device, the shallowest depth), pooled with its repeats of the same file. A one-line error when none is left."""
+    (tokens picked on the device, the shallowest depth), pooled with its repeats of the same file.
+    A one-line error when none is left."""
     from specsweep.report.load import probe_card, trial_card
 
     found: dict[tuple, list[dict]] = defaultdict(list)
