@@ -24,7 +24,7 @@ class _SignalsOnFirstLine(list):
 
 
 @pytest.fixture
-def usr1(monkeypatch):
+def usr1():
     old = signal.signal(signal.SIGUSR1, interrupts.handler)
     yield
     signal.signal(signal.SIGUSR1, old)

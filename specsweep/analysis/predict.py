@@ -191,8 +191,8 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
                                                   key=lambda kv_: (kv_[0][0], str(kv_[0][1]), kv_[0][2], kv_[0][3])):
         # the newest probe with the loop's settings, pooled with its repeats (same file, same settings)
         chosen = max(probes, key=_probe_rank)
-        same = [p for p in probes if _probe_rank(p)[:2] == _probe_rank(chosen)[:2]
-                and (p.get("model") or {}).get("file") == (chosen.get("model") or {}).get("file")]
+        settings, file = _probe_rank(chosen)[:2], (chosen.get("model") or {}).get("file")
+        same = [p for p in probes if _probe_rank(p)[:2] == settings and (p.get("model") or {}).get("file") == file]
         # a placement other than every layer on the GPU is a card of its own: its own probe, its own records
         name = c + (f" [{placed}]" if placed else "")
         data = CardData(name, sh, lc.pooled_curve(same, name), gpu=c)

@@ -246,8 +246,9 @@ def validate_cross_placement(results: Path, n_boot: int = 0, measured_profiles: 
     cells, skipped = [], []
     for case in cases:
         every = load([results / case.matrix])
+        donors = every if case.on_gpu == case.matrix else load([results / case.on_gpu])
         placed = [_keep(s, lambda t: rec.placement_of(t)) for s in every]
-        on_gpu = [_keep(s, lambda t: not rec.placement_of(t)) for s in load([results / case.on_gpu])]
+        on_gpu = [_keep(s, lambda t: not rec.placement_of(t)) for s in donors]
         got, left = validate_transfer(case.matrix, placed, on_gpu, load([results / p for p in case.probes]), n_boot,
                                       measured_profiles, costs="the same GPU placed otherwise")
         cells += got

@@ -26,14 +26,13 @@ def _gib(n: float | None) -> str:
     return "" if n is None else f"{n / GIB:.2f}"
 
 
-def _t1_text(found: list[dict]) -> str:
+def _t1_text(found: list[dict], newest: dict) -> str:
     """The newest probe's T(1); with repeats, their range too: with experts on the host, probes minutes
     apart differed by 2x on the H200's host (predict pools the repeats' passes)."""
     t1s = [float(p["t1_ms"]) for p in found if p.get("t1_ms") is not None]
-    newest = max(found, key=lambda p: str(p.get("time") or "")).get("t1_ms")
-    if newest is None:
+    if newest.get("t1_ms") is None:
         return ""
-    text = _num(newest)
+    text = _num(newest["t1_ms"])
     return text + (f" ({len(t1s)} probes: {min(t1s):.1f}-{max(t1s):.1f})" if len(t1s) > 1 else "")
 
 
@@ -72,7 +71,7 @@ def section(sources) -> str:
     for (source, target, placed), found in sorted(probes.items()):
         newest = max(found, key=lambda p: str(p.get("time") or ""))
         label = source if "probe" in source else source + " (probe)"
-        body.append(_row(label, target, placed, newest.get("placement") or {}, None, _t1_text(found)))
+        body.append(_row(label, target, placed, newest.get("placement") or {}, None, _t1_text(found, newest)))
     head = ("<tr><th>source</th><th>target</th><th>placement</th><th>GPU GiB (llama.cpp)</th>"
             "<th>host GiB (estimate)</th><th>tensors overridden</th><th>fit chose</th><th>baseline tok/s</th>"
             "<th>probe T(1) ms (newest; repeats' range)</th></tr>")
