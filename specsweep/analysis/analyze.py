@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from specsweep.analysis import coverage, costmodel, paired
+from specsweep.analysis import coverage, costmodel, paired, union
 from specsweep.analysis import records as rec
 from specsweep.report.load import Source
 
@@ -43,8 +43,15 @@ def analyze_source(src: Source, probes: list[dict], n_boot: int = paired.BOOTSTR
     reference = coverage.Routing(moe[0].n_expert, moe[0].n_used, f"a MoE target's routing in the same records "
                                  f"({moe[0].source})") if moe else None
     for f in fits:
-        f.knee = coverage.knee_test(f, routings[f.target_key], reference, seed=seed)
-        f.knee_configured = coverage.knee_test(f, routings[f.target_key], reference, seed=seed, configured=True)
+        routing = routings[f.target_key]
+        traced = bool(f.trials) and all(r.get("experts") for r in f.trials)
+        f.knee = coverage.knee_test(f, routing, reference, seed=seed, traced=traced)
+        # the formula stays as the reference a measured union is set against
+        f.knee_formula = coverage.knee_test(f, routing, reference, seed=seed) if traced else None
+        f.knee_configured = coverage.knee_test(f, routing, reference, seed=seed, configured=True)
+        if traced:
+            f.union = union.union_by_k(f.trials)
+            f.pass_test = union.pass_test(f.trials)
     notes = []
     designs = sorted({rec.design_of(r) for r in kept if not rec.is_baseline(r)})
     if "sequential" in designs:

@@ -88,13 +88,33 @@ def break_even_text(a) -> str:
 
 
 def coverage_text(a) -> str:
-    lines = ["Expert coverage (does time per token bend where a verify's expected expert union saturates?):"]
+    lines = ["Expert coverage (does time per token bend where a verify's expert union saturates?):"]
     for f in a.fits:
         if f.knee is not None:
             lines.append(f"  {f.target} · {f.label}: {f.knee.verdict}")
+        if f.knee_formula is not None and f.knee_formula.status != "untested":
+            lines.append(f"    on the i.i.d. formula instead: {f.knee_formula.verdict}")
         if f.knee_configured is not None and f.knee_configured.status != "untested":
             lines.append(f"    at the configured draft length, as the audit counted it: {f.knee_configured.verdict}")
+        if f.pass_test is not None:
+            lines.append(f"    per traced pass (time against K): {f.pass_test.verdict}")
     return "\n".join(lines)
+
+
+def union_text(a) -> str:
+    """Measured U(K) against the formula, per traced family."""
+    parts = []
+    for f in a.fits:
+        if not f.union:
+            continue
+        head = ("K", "passes", "measured", "sd", "layers min-max", "i.i.d. at K", "i.i.d. at distinct", "expert MB",
+                "pass ms")
+        rows = [(str(r.k), str(r.n_passes), f"{r.coverage:.1%}", f"{r.coverage_sd:.1%}",
+                 f"{r.layer_min:.0%}-{r.layer_max:.0%}", f"{r.iid:.1%}", f"{r.iid_distinct:.1%}", f"{r.expert_mb:.1f}",
+                 _num(r.verify_ms, 2)) for r in f.union]
+        parts.append(f"Traced expert union, {f.target} · {f.label} (share of a layer's experts a verify of K tokens "
+                     f"read, averaged over layers):\n" + table(head, rows))
+    return "\n\n".join(parts)
 
 
 def render_text(analyses) -> str:
@@ -103,7 +123,8 @@ def render_text(analyses) -> str:
         head = (f"== {a.source}: {a.n_trials} trials ({a.n_kept} kept), design {'/'.join(a.designs) or '-'}"
                 f"{f', {a.n_runs} runs' if a.n_runs > 1 else ''} ==")
         parts.append("\n\n".join([head] + [f"note: {n}" for n in a.notes] +
-                                 [paired_text(a), fits_text(a), break_even_text(a), coverage_text(a)]))
+                                 [paired_text(a), fits_text(a), break_even_text(a), coverage_text(a)] +
+                                 ([u] if (u := union_text(a)) else [])))
     return "\n\n\n".join(parts)
 
 

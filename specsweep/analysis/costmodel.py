@@ -64,6 +64,9 @@ class FamilyFit:
     label: str = ""
     knee: object | None = None  # a coverage.KneeTest, filled in by the analysis (its drafts' coverage)
     knee_configured: object | None = None  # the same test at the configured draft length (the audit's way)
+    knee_formula: object | None = None  # traced families: the test on the i.i.d. formula, for reference
+    union: list | None = None  # traced families: union.UnionRow per verify length (measured U(K))
+    pass_test: object | None = None  # traced families: union.PassTest (each pass's time against K)
     trials: list[dict] = field(default_factory=list, repr=False)  # not written to JSON
 
 

@@ -1,10 +1,12 @@
 """The MoE expert-saturation test: does time per token bend where expert coverage saturates?
 
 The hypothesis: verifying K tokens reads the union of their experts, so cost should change course
-where that union covers (nearly) all experts. Each trial gets its expected routed-expert coverage
-per verify pass, c(K) = 1 - (1 - k/E)^K for K = drafted + 1 tokens (`theory.expected_union` / E:
-uniform, independent routing, the hypothesis' own model), averaged over the verify passes that
-carried a draft. The draft length of each comes from the record: `drafted_by_pos[i]` counts the
+where that union covers (nearly) all experts. Each trial gets its routed-expert coverage per verify
+pass, averaged over the verify passes that carried a draft: measured, when the trial was traced
+(`trace_experts`: the distinct experts each layer's router chose for that very batch, over E,
+averaged over layers; records/expert_union.py), else expected, c(K) = 1 - (1 - k/E)^K for
+K = drafted + 1 tokens (`theory.expected_union` / E: uniform, independent routing, the
+hypothesis' own model and the reference a traced union is set against). The draft length of each comes from the record: `drafted_by_pos[i]` counts the
 drafts that reached position i, so `drafted_by_pos[j-1] - drafted_by_pos[j]` drafted exactly j
 tokens. Steps without a draft (nothing to draft, the last tokens of a trial, a checkpoint's replay
 of accepted tokens) are left out: they are not the verify the hypothesis is about, and a drafter
@@ -36,6 +38,7 @@ from scipy import stats
 
 from specsweep.analysis import records as rec
 from specsweep.probe import theory
+from specsweep.records import expert_union
 
 FRACTION = theory.SATURATION_FRACTION
 MIN_LEVELS = 4  # distinct draft lengths needed to tell a bend from a line
@@ -80,6 +83,9 @@ class KneeTest:
     search: dict | None = None  # {x, coverage, f, p, n_grid, n_boot}
     residuals: dict | None = None  # {rho, p, mean_past, mean_before, n_past, n_before}
     points: list[dict] = field(default_factory=list)  # {x, y, coverage, residual, cell}
+    coverage_source: str = "i.i.d. formula"  # or "traced": each verify's measured union
+    n_verifies: int | None = None  # traced: verifies that carried a draft, over the family's trials
+    n_verifies_past: int | None = None  # ... whose measured coverage reached FRACTION
 
 
 # --- coverage per trial ---
@@ -114,6 +120,14 @@ def mean_coverage(r: dict, n_expert: int, n_used: int) -> float:
     if not total or n_expert <= 0:
         return 0.0
     return sum(n * theory.expected_union(n_expert, n_used, k) for k, n in counts.items()) / (total * n_expert)
+
+
+def traced_coverage(r: dict, n_expert: int = 0, n_used: int = 0) -> float:
+    """The measured share of routed experts one verify of a draft in this trial read (the traced
+    union over E, averaged over layers and over the trial's verifies)."""
+    t = expert_union.read(r)
+    v = t.select("v") if t is not None else []
+    return float(t.coverage[v].mean()) if len(v) else 0.0
 
 
 def configured_coverage(r: dict, n_expert: int, n_used: int) -> float:
@@ -236,9 +250,10 @@ def crossing_x(x, coverage, fraction: float = FRACTION) -> tuple[float | None, i
 # --- the test of one family's line ---
 
 def knee_test(fam, routing: Routing | None, reference: Routing | None = None, seed: int = 0,
-              n_boot: int = SEARCH_BOOT, configured: bool = False) -> KneeTest:
+              n_boot: int = SEARCH_BOOT, configured: bool = False, traced: bool = False) -> KneeTest:
     """The coverage test of one `costmodel.FamilyFit` (its trials and line); `configured`: with each
-    trial's coverage at its configured draft length, as the audit counted it, instead of its drafts'."""
+    trial's coverage at its configured draft length, as the audit counted it, instead of its drafts';
+    `traced`: with each trial's measured coverage (every trial of the family must be traced)."""
     trials = fam.trials
     if routing is None:
         return KneeTest("untested", "no routing",
@@ -248,14 +263,22 @@ def knee_test(fam, routing: Routing | None, reference: Routing | None = None, se
     use = routing if routing.moe else (reference or Routing(*REFERENCE_ROUTING, "the 35B-A3B's routing"))
     x = np.array([rec.draft_per_token(r) for r in trials])
     y = np.array([rec.ms_per_token(r) for r in trials])
-    of = configured_coverage if configured else mean_coverage
+    of = traced_coverage if traced else configured_coverage if configured else mean_coverage
     cov = np.array([of(r, use.n_expert, use.n_used) for r in trials])
     lengths = np.array([rec.draft_max(r) or 0 for r in trials])
     k95 = theory.saturation_tokens(use.n_expert, use.n_used)
     prefix = ("" if role == "moe" else
               f"control (dense target, no experts; tested where {use.n_expert} experts top-{use.n_used} would "
               f"saturate): ")
+    if traced:
+        prefix += "measured union: "
     test = KneeTest(role, "tested", "", routing, k95)
+    if traced:
+        test.coverage_source = "traced"
+        unions = [expert_union.read(r) for r in trials]
+        covs = [t.coverage[t.select("v")] for t in unions]
+        test.n_verifies = int(sum(len(c) for c in covs))
+        test.n_verifies_past = int(sum(np.sum(c >= FRACTION) for c in covs))
     if fam.fit is None:
         test.status, test.verdict = "no line", prefix + f"no line to test ({fam.note})"
         return test
@@ -285,8 +308,9 @@ def knee_test(fam, routing: Routing | None, reference: Routing | None = None, se
     if xc is None:
         test.status = "no crossing"
         side = "below" if not past.any() else "past"
+        need = ("; " + _traced_count(test)) if traced else f"; a verify needs {k95} tokens"
         test.verdict = prefix + (f"cannot test at saturation: every trial is {side} {FRACTION:.0%} coverage "
-                                 f"(coverage {cov.min():.0%}-{cov.max():.0%}; a verify needs {k95} tokens)" + where)
+                                 f"(coverage {cov.min():.0%}-{cov.max():.0%}{need})" + where)
         return test
     test.breakpoint_x, test.n_misplaced = xc, wrong
     if len(np.unique(lengths[x <= xc])) < 2 or len(np.unique(lengths[x > xc])) < 2:
@@ -296,6 +320,8 @@ def knee_test(fam, routing: Routing | None, reference: Routing | None = None, se
         return test
     h = hinge_at(x, y, xc)
     test.at_saturation = h
+    if traced:
+        where += f"; {_traced_count(test)}"
     if h.p < ALPHA:
         way = "steeper" if h.change > 0 else "flatter"
         test.verdict = prefix + (f"knee at coverage {FRACTION:.0%} (x = {xc:.2f}): slope {h.slope_before:.3f} -> "
@@ -305,3 +331,7 @@ def knee_test(fam, routing: Routing | None, reference: Routing | None = None, se
                                  f"(x = {xc:.2f}) the slope goes {h.slope_before:.3f} -> {h.slope_after:.3f} ms "
                                  f"per draft token, p = {h.p:.2g}" + where)
     return test
+
+
+def _traced_count(test: KneeTest) -> str:
+    return f"{test.n_verifies_past} of {test.n_verifies} traced verifies reached {FRACTION:.0%}"

@@ -16,13 +16,15 @@ from contextlib import ExitStack
 
 from specsweep import methods
 from specsweep.backends import Measured
+from specsweep.engine import expert_trace
 from specsweep.engine import parallel as parallel_loop
 from specsweep.engine import runtime, synthetic
 from specsweep.engine.server_loop import Synth, run_trial_server
 from specsweep.engine.speculative import run_trial
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.cells import Cell
-from specsweep.models import placement
+from specsweep.models import header, placement
+from specsweep.records import expert_union
 
 
 def context_options(cell: Cell, hybrid_snapshots: bool) -> runtime.ContextOptions:
@@ -107,6 +109,12 @@ class InProcessCell:
         self.rollback: str | None = None
         self.prior_runs = cell.settings.get("lookup_prior_runs", 0)
         self.placement: dict = {}  # the record's placement block (the group sets it)
+        # trace_experts: a second target context, created with the router-reading eval callback,
+        # that replays each trial after it ran (engine/expert_trace.py); the timed one has none
+        self.tracer: expert_trace.ExpertTracer | None = None
+        self.traced_ctx: runtime.Context | None = None
+        self.journal: expert_trace.Journal | None = None
+        self.pass_s: list[float] = []  # the last trial's pass times, for `trace`
 
     def open(self) -> None:
         cell, target = self.cell, self.target
@@ -117,6 +125,8 @@ class InProcessCell:
             self.dctx = draft_context(cell, target, self.tctx, self.draft, opts)
             if self.dctx is not None:
                 self.stack.enter_context(self.dctx)
+            if cell.settings.get("trace_experts"):
+                self._open_trace(opts)
         except BaseException:
             self.stack.close()
             raise
@@ -125,8 +135,35 @@ class InProcessCell:
         else:
             self.rollback = "snapshot" if self.tctx.can_remove_partially() else "checkpoint"
 
+    def _open_trace(self, opts: runtime.ContextOptions) -> None:
+        shape = target_shape(self.target)
+        if not shape["n_expert"]:
+            raise SpecsweepError(f"cell {self.cell.name!r}: trace_experts needs a MoE target; "
+                                 f"{self.target.path.name} is dense (no {shape['arch']}.expert_count)")
+        self.tracer = expert_trace.ExpertTracer()
+        self.traced_ctx = self.stack.enter_context(runtime.Context(self.target, opts, eval_callback=self.tracer.callback))
+        self.expert_bytes = header.routed_expert_bytes(self.target.path, self.target.path.name)
+
     def close(self) -> None:
         self.stack.close()
+
+    def trace(self) -> dict | None:
+        """The last trial's expert union (the record's `experts` block), replayed in the traced
+        context; None when the cell does not trace."""
+        journal, self.journal = self.journal, None
+        pass_s, self.pass_s = self.pass_s, []
+        if self.traced_ctx is None or journal is None:
+            return None
+        self.traced_ctx.clear()
+        done = expert_trace.replay(journal, self.traced_ctx, self.tracer)
+        passes = [p for p in done.passes if p.kind != "prefill"]
+        layers = sorted({il for p in passes for il in p.experts})
+        shape = target_shape(self.target)
+        return expert_union.block(
+            [p.kind for p in passes], [p.n_tokens for p in passes], [p.n_distinct for p in passes],
+            [p.unions(layers) for p in passes], layers, shape["n_expert"], shape["n_expert_used"],
+            [self.expert_bytes.get(il, 0) for il in layers], pass_s, done.outputs_checked, done.mismatches,
+            done.seconds)
 
     def plain(self, prompt_id: str) -> list[int]:
         """Plain greedy decoding of one prompt in stream 0 (the reference tokens)."""
@@ -158,10 +195,17 @@ class InProcessCell:
             self.dctx.clear()
         tokens = self.prompts[prompt_id]
         synth = synth_of(cell, drafter)
-        if synth is not None or cell.settings.get("loop") == "server":  # llama.cpp's synthetic acceptance: server only
-            result = run_trial_server(self.tctx, tokens, cell.n_predict, drafter, synth, use_checkpoints=use_ckpt)
-        else:
-            result = run_trial(self.tctx, tokens, cell.n_predict, drafter, use_checkpoints=use_ckpt and drafter is not None)
+        # a traced cell keeps what the timed context does (a list append per call) for `trace`
+        self.tctx.journal = self.journal = expert_trace.Journal() if self.traced_ctx is not None else None
+        try:
+            if synth is not None or cell.settings.get("loop") == "server":  # llama.cpp's synthetic acceptance: server only
+                result = run_trial_server(self.tctx, tokens, cell.n_predict, drafter, synth, use_checkpoints=use_ckpt)
+            else:
+                result = run_trial(self.tctx, tokens, cell.n_predict, drafter,
+                                   use_checkpoints=use_ckpt and drafter is not None)
+        finally:
+            self.tctx.journal = None
+        self.pass_s = result.pass_times
         return Measured([result], rollback=self.rollback)
 
 

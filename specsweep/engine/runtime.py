@@ -333,10 +333,16 @@ class ExtBatch:
 
 
 class Context:
-    def __init__(self, model: Model, opts: ContextOptions = ContextOptions(), other: "Context | None" = None):
+    def __init__(self, model: Model, opts: ContextOptions = ContextOptions(), other: "Context | None" = None,
+                 eval_callback=None):
         """`other`: the target's context, for a draft context that reads it (an MTP head runs on
-        the target's model; a DFlash drafter borrows the target's embeddings and output head)."""
+        the target's model; a DFlash drafter borrows the target's embeddings and output head).
+        `eval_callback`: llama.cpp's cb_eval (a ggml_backend_sched_eval_callback, kept alive by the
+        caller), which makes every decode run node range by node range: never for a timed context
+        (engine/expert_trace.py)."""
         params = ll.llama_context_default_params()
+        if eval_callback is not None:
+            params.cb_eval = eval_callback
         params.n_ctx = opts.n_ctx
         params.n_batch = params.n_ubatch = opts.n_batch
         params.n_seq_max = opts.n_seq_max
@@ -383,6 +389,8 @@ class Context:
         self._seq = None  # the sequence every slot of the batch is set up for (None: mixed)
         self._states: dict[int, ctypes.Array] = {}  # checkpoint buffer per sequence, reused
         self._ext: ExtBatch | None = None
+        # an expert_trace.Journal while a traced cell's trial runs: what a replay must do again
+        self.journal = None
         _loaded_then_check(self)
 
     def decode(self, tokens: list[int], pos0: int, all_logits: bool = False, seq: int = 0) -> None:
@@ -390,11 +398,16 @@ class Context:
         A prompt longer than n_batch is decoded in n_batch chunks (only its last logits kept)."""
         if not tokens:
             raise ValueError("an empty batch")
+        if self.journal is not None:
+            self.journal.ops.append(("decode", tuple(tokens), pos0, all_logits))
         if len(tokens) > self.opts.n_batch and not all_logits:
             step = self.opts.n_batch
             for i in range(0, len(tokens), step):
-                self.decode(tokens[i : i + step], pos0 + i, False, seq)
+                self._decode(tokens[i : i + step], pos0 + i, False, seq)
             return
+        self._decode(tokens, pos0, all_logits, seq)
+
+    def _decode(self, tokens: list[int], pos0: int, all_logits: bool, seq: int) -> None:
         if len(tokens) > self.opts.n_batch:
             raise ValueError(f"batch of {len(tokens)} exceeds n_batch {self.opts.n_batch}")
         b = self._batch
@@ -508,6 +521,12 @@ class Context:
     def argmax(self, i: int = -1) -> int:
         """The greedy token after output i: picked on the device with backend sampling. With
         ignore_eos, never an end-of-generation token."""
+        best = self._argmax(i)
+        if self.journal is not None:
+            self.journal.ops.append(("out", i, best))
+        return best
+
+    def _argmax(self, i: int) -> int:
         if self._sampler is not None:
             token = ll.llama_get_sampled_token_ith(self.ptr, i)
             if token >= 0:
@@ -523,18 +542,24 @@ class Context:
     # --- memory: what rollback after a rejected draft is made of ---
     def seq_rm(self, p0: int, p1: int = -1, seq: int = 0) -> bool:
         """Drop positions [p0, p1) of a sequence; False where the memory cannot (recurrent state)."""
+        if self.journal is not None:
+            self.journal.ops.append(("seq_rm", p0, p1))
         return bool(ll.llama_memory_seq_rm(ll.llama_get_memory(self.ptr), seq, p0, p1))
 
     def pos_max(self, seq: int = 0) -> int:
         return int(ll.llama_memory_seq_pos_max(ll.llama_get_memory(self.ptr), seq))
 
     def clear(self) -> None:
+        if self.journal is not None:
+            self.journal.ops.append(("clear",))
         ll.llama_memory_clear(ll.llama_get_memory(self.ptr), True)
 
     def save_partial_state(self, seq: int = 0):
         """The recurrent (non-KV) state of a sequence: llama.cpp's checkpoint for hybrid models.
         One device-to-host copy into a buffer the context reuses (tens of MB at full shape, every
         verify step): the returned checkpoint is valid until the next save."""
+        if self.journal is not None:
+            self.journal.ops.append(("save",))
         flags = ll.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
         size = ll.llama_state_seq_get_size_ext(self.ptr, seq, flags)
         state = self._states.get(seq)
@@ -544,6 +569,8 @@ class Context:
         return (state, size)
 
     def load_partial_state(self, checkpoint, seq: int = 0) -> None:
+        if self.journal is not None:
+            self.journal.ops.append(("load",))
         buf, size = checkpoint
         if ll.llama_state_seq_set_data_ext(self.ptr, buf, size, seq, ll.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY) == 0:
             raise SpecsweepError(f"could not restore a checkpoint: {last_error('see --verbose')}")

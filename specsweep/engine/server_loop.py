@@ -124,6 +124,7 @@ class SlotLoop:
         """After the decode: this slot's outputs start at batch index `at`."""
         target, drafter, r, draft = self.target, self.drafter, self.result, self.draft
         r.t_verify += t_verify
+        r.pass_times.append(t_verify)
         r.n_steps += 1
         if drafter and not self.process_deferred:
             t = _now()

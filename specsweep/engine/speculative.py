@@ -45,6 +45,9 @@ class TrialResult:
     t_draft: float = 0.0
     t_verify: float = 0.0
     t_rollback: float = 0.0
+    # seconds of each target decode of the loop (a verify, or a plain step), in order: a traced
+    # trial sets them beside each pass's expert union (engine/expert_trace.py)
+    pass_times: list[float] = field(default_factory=list)
     loop: str = "simple"  # "simple": llama-speculative-simple's loop; "server": a llama-server slot's
     # the target's recurrent-state checkpoints (hybrid targets without snapshots): the copies made
     ckpt_saves: int = 0
@@ -128,7 +131,9 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
         t = _now()
         target.decode(batch, n_past, all_logits=True)
         target.sync()
-        result.t_verify += _now() - t
+        dt = _now() - t
+        result.t_verify += dt
+        result.pass_times.append(dt)
         n_past += 1
         result.n_steps += 1
         if drafter:

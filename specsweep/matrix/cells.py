@@ -20,7 +20,8 @@ from specsweep.matrix.models import ModelRef
 from specsweep.models.placement import TARGET_KEYS, target_spec
 
 # settings that say how much to measure, not what: they stay out of the id
-NOT_IDENTITY = {"trials", "warmup"}
+# (trace_experts adds a replay after each trial, outside its timed loop: the trial measures the same)
+NOT_IDENTITY = {"trials", "warmup", "trace_experts"}
 # keys added after records existed, left out of the id at their neutral value, so that a new key
 # does not turn every recorded cell into a new one (resume and the report match by id)
 NEUTRAL = {"split_mode": "none", "tensor_split": [], "lookup_prior_runs": 0, "ignore_eos": False,
@@ -121,6 +122,9 @@ def make_cell(name: str | None, values: dict, models: dict[str, ModelRef], label
 def _check_backend(values: dict, spec, n_max: int, label: str) -> None:
     """What each backend can run (specsweep/backends/)."""
     streams, server = values.get("parallel", 1), values.get("backend") == "server"
+    if values.get("trace_experts") and (server or streams > 1):
+        raise SpecsweepError(f"{label}: trace_experts replays one in-process stream; it cannot trace "
+                             f"{'llama-server' if server else f'{streams} streams'} (backend = \"inprocess\", parallel = 1)")
     if server and values.get("lookup_prior_runs"):
         raise SpecsweepError(f"{label}: lookup_prior_runs cannot run through llama-server (it keeps its own "
                              f"n-gram cache); use backend = \"inprocess\"")

@@ -75,6 +75,10 @@ COMMON = {
     # llama-server slot's (synthetic acceptance and parallel streams always run the server's)
     "loop": Key("simple", (str,), choices=LOOPS,
                 help="in process: simple (llama-speculative-simple's loop) or server (a llama-server slot's)"),
+    # the router's choices of a MoE target, per pass and layer (engine/expert_trace.py): each trial
+    # is replayed after it ran in a second context that reads them; the timed context is untouched
+    "trace_experts": Key(False, (bool,), help="record the experts a MoE target's router chose in every verify "
+                         "(replayed in a context of its own after each trial, never timed)"),
     "rollback": Key("checkpoint", (str,), choices=ROLLBACKS,
                     help="how a hybrid target drops rejected tokens (drafters that read the target's hidden states: snapshot, as llama.cpp)"),
 }

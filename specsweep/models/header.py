@@ -71,6 +71,29 @@ def trunk_layers(reader: gguf.GGUFReader, overrides=()) -> int:
             - int(field(reader, f"{arch}.nextn_predict_layers", 0, overrides) or 0))
 
 
+def is_routed_expert_role(short: str) -> bool:
+    """A layer tensor (its name after `blk.N.`) that holds a MoE layer's routed experts
+    (`ffn_{gate,up,down,gate_up}_exps*`), all E of them: a pass reads only the experts its tokens
+    route to. Shared experts (`_shexp`) are read whole."""
+    return "_exps" in short
+
+
+def is_routed_expert(tensor_name: str) -> bool:
+    parts = tensor_name.split(".", 2)
+    return parts[0] == "blk" and len(parts) == 3 and is_routed_expert_role(parts[2])
+
+
+def routed_expert_bytes(path: Path, name: str) -> dict[int, int]:
+    """Layer -> bytes of its routed-expert tensors, over every shard of the model."""
+    out: dict[int, int] = {}
+    for shard in shard_paths(Path(path), name):
+        for t in open_gguf(shard, name).tensors:
+            if is_routed_expert(t.name):
+                layer = int(t.name.split(".")[1])
+                out[layer] = out.get(layer, 0) + int(t.n_bytes)
+    return out
+
+
 def string_array(reader: gguf.GGUFReader, key: str) -> list[bytes] | None:
     """A string array as raw bytes (token texts are compared byte for byte, as llama.cpp does)."""
     f = reader.fields.get(key)

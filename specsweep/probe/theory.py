@@ -177,7 +177,7 @@ def _used(mb: ModelBytes, layer: LayerBytes) -> int:
 
 
 def _classify(short: str) -> str:
-    if "_exps" in short:
+    if gguf_header.is_routed_expert_role(short):
         return "experts"
     if "_shexp" in short:
         return "shared"

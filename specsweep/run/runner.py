@@ -130,6 +130,10 @@ class CellRun:
         references = [self.reference(p) for p in streams]
         with self.telemetry.trial() as telemetry:
             measured = self.session.measure(streams)
+        trace = getattr(self.session, "trace", None)
+        experts = trace() if trace else None  # after the trial and its telemetry window: never timed
+        if experts is not None:
+            measured.extra["experts"] = experts
         for k, p in enumerate(streams):  # the first baseline trial of a prompt is its reference
             if references[k] is None and self.cell.method == "baseline":
                 references[k] = self.runner.keep_reference(self.ref_key, p, measured.streams[k].tokens)
