@@ -35,8 +35,10 @@ SYNTH_KEYS = {"synth": str, "scale": str, "wtype": str, "seed": int, "perturb": 
 # drafter variants (synth/writer.py Recipe): only in an entry's identity when written, so entries
 # without them keep their cell ids
 SYNTH_KEYS.update({"conf_head": bool, "sample_from_anchor": bool, "own_embeddings": bool})
-# a per-tensor quantization mix instead of wtype: likewise only in the identity when written
+# a per-tensor quantization mix instead of wtype, and a MoE router's skew: likewise only in the
+# identity when written
 SYNTH_KEYS["quant"] = str
+SYNTH_KEYS["router_skew"] = (float, int)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ class ModelRef:
             return f"models.lock:{self.name}"
         if self.kind == "path":
             return d["path"]
-        extra = "".join(f" {k}={d[k]}" for k in ("seed", "perturb", "branch_scale") if d.get(k) not in (None, 0, 1))
+        extra = "".join(f" {k}={d[k]}" for k in ("seed", "perturb", "branch_scale", "router_skew")
+                        if d.get(k) not in (None, 0, 1))
         extra += " +mtp" if d.get("mtp") else ""
         extra += "".join(f" {k}={str(d[k]).lower()}" for k in DRAFTER_OPTIONS if k in d)
         return f"synth {d['synth']} ({d.get('scale', 'full')}, {d.get('quant') or d.get('wtype', 'Q4_0')}{extra})"
@@ -133,6 +136,10 @@ def _check_synth(value: dict, where: str) -> dict:
         raise SpecsweepError(f"{where}: perturb must be between 0 and 1")
     if not 0.0 < value.get("branch_scale", 1.0) <= 1.0:
         raise SpecsweepError(f"{where}: branch_scale must be in (0, 1]")
+    if not 0.0 <= value.get("router_skew", 0.0) <= 3.0:
+        raise SpecsweepError(f"{where}: router_skew must be in [0, 3]")
+    if value.get("router_skew") and not card.is_moe:
+        raise SpecsweepError(f"{where}: router_skew shapes a MoE router; {card.name} is dense")
     if value.get("mtp") and CARDS[value["synth"]].arch not in ("qwen35", "qwen35moe"):
         raise SpecsweepError(f"{where}: mtp = true needs a Qwen3.5/3.6 card (qwen35 or qwen35moe)")
     error = option_error(CARDS[value["synth"]], **{k: value[k] for k in DRAFTER_OPTIONS if k in value})
@@ -175,5 +182,6 @@ def _synth(ref: ModelRef, create: bool) -> Path:
     scale, wtype = d.get("scale", "full"), d.get("wtype", "Q4_0")
     recipe = Recipe(CARDS[d["synth"]].at_scale(scale), scale, wtype, d.get("seed", 0),
                     float(d.get("perturb", 0.0)), d.get("perturb_seed", 1), float(d.get("branch_scale", 1.0)),
-                    bool(d.get("mtp", False)), **{k: d[k] for k in DRAFTER_OPTIONS if k in d}, quant=d.get("quant"))
+                    bool(d.get("mtp", False)), **{k: d[k] for k in DRAFTER_OPTIONS if k in d}, quant=d.get("quant"),
+                    router_skew=float(d.get("router_skew", 0.0)))
     return write_cached(recipe) if create else cached_path(recipe)

@@ -16,8 +16,8 @@ from specsweep.errors import SpecsweepError
 from specsweep.models import fit, placement
 from specsweep.models.overrides import parse_overrides
 from specsweep.probe import theory
-from specsweep.probe.measure import (DEFAULT_KS, SHORT_PROMPT, WARMUP, Curve, context_size, known_bandwidth_gbs,
-                                     measure_curve)
+from specsweep.probe.measure import (DEFAULT_KS, SHORT_PROMPT, WARMUP, Curve, TracedCurve, context_size,
+                                     known_bandwidth_gbs, measure_curve, trace_curve)
 from specsweep.records import manifest
 from specsweep.records.store import JsonlFile
 
@@ -108,6 +108,10 @@ def _fmt_a(a: float | None) -> str:
               help='The placement llama.cpp\'s -fit picks with SIZE free on the GPU, e.g. "24GiB".')
 @click.option("--bandwidth-gbs", type=float, default=None,
               help="Peak memory bandwidth, GB/s (default: known GPUs by nvidia-smi name).")
+@click.option("--trace-experts", "trace_experts", is_flag=True,
+              help="MoE models: after timing, decode each K-token batch again in a context that reads the "
+                   "router's choice in every layer, and set T(K) beside the bytes those experts hold (never "
+                   "timed: that context runs node by node).")
 @click.option("--results", "results_root", metavar="DIR", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Records go to DIR/probe/probe.jsonl.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
@@ -115,7 +119,7 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
           depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int, threads: int,
           draft_ms: float | None, draft_path: Path | None, override_kv: tuple[str, ...],
           n_cpu_moe: int | None, override_tensor: tuple[str, ...], n_gpu_layers: int | None, vram_budget: str | None,
-          bandwidth_gbs: float | None, results_root: Path, verbose: bool) -> None:
+          bandwidth_gbs: float | None, trace_experts: bool, results_root: Path, verbose: bool) -> None:
     """Time one target decode of K tokens against one ordinary decode step, T(K)/T(1), and set it
     beside the expert-union prediction, the break-even acceptance per draft length and the
     memory-bandwidth bound. With --synth, of a models.lock model's synthetic stand-in."""
@@ -149,6 +153,8 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
         _check_gguf(draft_path, "draft model")
     spec = _placement(n_cpu_moe, override_tensor, n_gpu_layers, vram_budget, gpu_ids, model_path)
     mb = theory.read_model_bytes(model_path)
+    if trace_experts and not mb.is_moe:
+        raise SpecsweepError(f"--trace-experts needs a MoE model; {model_path.name} is dense (no routed experts)")
     ctx_train = mb.header.get("context_length")
     if isinstance(ctx_train, int) and depth + max(ks) > ctx_train:
         raise SpecsweepError(f"--depth {depth} + K {max(ks)} exceeds the model's training context {ctx_train}")
@@ -165,6 +171,10 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
     with runtime.Model(model_path, gpu_ids, override_kv=overrides, **args) as model:
         placed = placement.record_block(spec, model.loaded, fitted, placement.estimate(model_path, args, gpu_ids))
         curve = measure_curve(model, ks, depth, reps, outputs, kv, n_batch, threads)
+        traced = None
+        if trace_experts:
+            click.echo("tracing the experts of each batch (untimed)", err=True)
+            traced = trace_curve(model, ks, depth, kv, n_batch, threads)
 
     draft_info: dict = {"source": "none", "ms_per_token": 0.0}
     if draft_ms is not None:
@@ -177,7 +187,7 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
                       "ms_per_token": _ms(dc.median(1)), "times_ms": [_ms(t) for t in dc.times[1]]}
     machine = _machine(gpu_ids, threads)
     record = build_record(model_path, mb, curve, draft_info, machine, gpu_ids, depth, reps, threads,
-                          bandwidth_gbs, placed)
+                          bandwidth_gbs, placed, traced)
     if synth_name is not None:  # what the stand-in stands in for (predict finds the probe by this name)
         record["stand_in"] = {"name": synth_name, "scale": synth_scale}
     for line in report_lines(record):
@@ -221,7 +231,7 @@ def _stand_ins(name: str | None, draft_name: str | None, scale: str, model_path:
 
 def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_info: dict, machine: dict,
                  gpu_ids: tuple[int, ...], depth: int, reps: int, threads: int,
-                 bandwidth_gbs: float | None, placed: dict | None = None) -> dict:
+                 bandwidth_gbs: float | None, placed: dict | None = None, traced: TracedCurve | None = None) -> dict:
     t1 = curve.median(1)
     d_tok = draft_info["ms_per_token"] / 1e3
     kv_pos = curve.pos0 + 1  # a step at position p attends over p + 1 positions
@@ -237,6 +247,14 @@ def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_in
         if n >= 1:
             row["break_even"] = theory.break_even_acceptance(n, tk, t1, n * d_tok)
             row["max_speedup"] = theory.speedup(n, 1.0, tk, t1, n * d_tok)
+        if traced is not None:  # the union this very batch read, and the bytes it holds
+            unions, traced_1 = traced.unions[k], traced.unions[curve.ks[0]]
+            row["traced"] = {"union_by_layer": [unions[il] for il in sorted(unions)],
+                             "coverage": sum(unions.values()) / len(unions) / mb.n_expert,
+                             "distinct_tokens": traced.distinct_tokens[k],
+                             "bytes": theory.pass_bytes(mb, k, kv_pos, curve.kv, measured=unions),
+                             "ratio": theory.pass_bytes(mb, k, kv_pos, curve.kv, measured=unions)
+                             / theory.pass_bytes(mb, 1, kv_pos, curve.kv, measured=traced_1)}
         rows.append(row)
 
     union = None
@@ -246,6 +264,10 @@ def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_in
                  "k_star": theory.saturation_continuous(e, kk), "k_saturation": theory.saturation_tokens(e, kk),
                  "k_approx": theory.saturation_approx(e, kk),
                  "ratio_all_experts": theory.pass_bytes(mb, 1, kv_pos, curve.kv, union=False) / b1}
+        if traced is not None:
+            union["traced"] = {"how": "decoded again in a context with llama.cpp's eval callback reading "
+                                      "ffn_moe_topk-<layer> (never timed)", "seconds": round(traced.seconds, 3),
+                               "layers": sorted(traced.unions[curve.ks[0]])}
 
     if bandwidth_gbs is not None:
         peak, peak_source = bandwidth_gbs, "given"
@@ -301,8 +323,11 @@ def report_lines(r: dict) -> list[str]:
     lines = [f"{m['file']}: {m['arch']}, {moe}, {m['size_bytes'] / 2**20:.1f} MiB; {where}; "
              f"depth {s['pos0']}, kv {s['kv']}, outputs {s['outputs']}, {s['reps']} reps, rollback {s['rollback']}"]
     head = f"{'K':>4} {'T(K) ms':>10} {'min ms':>10} {'T(K)/T(1)':>10} {'K/T(K) tok/s':>13}"
+    traced = bool(r["curve"]) and "traced" in r["curve"][0]
     if m["moe"]:
         head += f" {'B(K)/B(1)':>10}"
+    if traced:
+        head += f" {'traced U/E':>10} {'traced B':>9}"
     head += f" {'break-even a':>13} {'speedup a=1':>12}"
     lines.append(head)
     for row in r["curve"]:
@@ -310,6 +335,8 @@ def report_lines(r: dict) -> list[str]:
                 f"{row['tok_s']:>13.1f}")
         if m["moe"]:
             line += f" {row['pred_ratio']:>10.2f}"
+        if traced:
+            line += f" {row['traced']['coverage']:>10.1%} {row['traced']['ratio']:>9.2f}"
         if "break_even" in row:
             line += f" {_fmt_a(row['break_even']):>13} {row['max_speedup']:>11.2f}x"
         else:
@@ -319,6 +346,9 @@ def report_lines(r: dict) -> list[str]:
         lines.append(placement.describe(r["placement"]))
     lines.append("break-even a: per-token acceptance below which draft length K-1 loses to plain decoding; "
                  "speedup a=1: (K T(1)) / (T(K) + D(K-1))")
+    if traced:
+        lines.append("traced U/E: the share of a layer's experts the batch's tokens chose, averaged over layers; "
+                     "traced B: B(K)/B(1) with those experts instead of the i.i.d. union")
     if u:
         lines.append(f"expert union: {u['n_expert']} experts, top-{u['n_expert_used']}: "
                      f"{u['fraction']:.0%} of them expected at K* = {u['k_star']:.1f} tokens (first whole batch "

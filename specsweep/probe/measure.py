@@ -22,7 +22,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from specsweep.engine import runtime
+from specsweep.engine import expert_trace, runtime
 from specsweep.errors import SpecsweepError
 
 DEFAULT_KS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128)
@@ -168,3 +168,42 @@ def measure_curve(model: runtime.Model, ks: list[int], depth: int = 0, reps: int
             raise SpecsweepError(f"{model.path.name}: the context did not return to depth {pos0} "
                                  f"(last position {ctx.pos_max()})")
     return curve
+
+
+@dataclass
+class TracedCurve:
+    """The experts the router chose for each probed batch, read in a context of its own."""
+    unions: dict[int, dict[int, int]]  # K -> layer -> distinct experts of that layer
+    distinct_tokens: dict[int, int]  # K -> distinct token ids in the batch
+    seconds: float
+
+
+def trace_curve(model: runtime.Model, ks: list[int], depth: int = 0, kv: str = "q8_0", n_batch: int = 512,
+                n_threads: int = 0, flash_attn: bool = True) -> TracedCurve:
+    """The union of experts each K-token batch of `measure_curve` reads, layer by layer: the same
+    tokens at the same depth, decoded again after the timing in a context created with the
+    router-reading eval callback (engine/expert_trace.py), never the timed one."""
+    ks = sorted(set(ks))
+    pos0 = depth if depth > 0 else SHORT_PROMPT
+    opts = runtime.ContextOptions(n_ctx=context_size(pos0, max(ks)), n_batch=n_batch, type_kv=kv,
+                                  flash_attn=flash_attn, n_threads=n_threads)
+    stream = filler_tokens(model, pos0 + max(ks))
+    tracer = expert_trace.ExpertTracer()
+    t0 = time.perf_counter()
+    out = TracedCurve({}, {}, 0.0)
+    with runtime.Context(model, opts, eval_callback=tracer.callback) as ctx:
+        ctx.decode(stream[:pos0], 0)
+        ctx.sync()
+        checkpoint = ctx.save_partial_state() if model.has_recurrent_state else None
+        tracer.take()
+        for k in ks:
+            batch = stream[pos0 : pos0 + k]
+            ctx.decode(batch, pos0, all_logits=True)
+            ctx.sync()
+            out.unions[k] = {il: len(set(e.ravel().tolist())) for il, e in tracer.take().items()}
+            out.distinct_tokens[k] = len(set(batch))
+            if checkpoint is not None:
+                ctx.load_partial_state(checkpoint)
+            ctx.seq_rm(pos0, -1)
+    out.seconds = time.perf_counter() - t0
+    return out

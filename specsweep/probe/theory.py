@@ -155,14 +155,18 @@ def kv_bytes(mb: ModelBytes, n_positions: int, kv_type: str = "f16") -> float:
 
 
 def pass_bytes(mb: ModelBytes, n_tokens: int, kv_positions: int = 0, kv_type: str = "f16",
-               union: bool = True) -> float:
+               union: bool = True, measured: dict[int, float] | None = None) -> float:
     """Predicted bytes one pass of n_tokens reads: B(K) above. union=False reads every expert
-    (the upper bound every B(K) stays under)."""
+    (the upper bound every B(K) stays under); `measured`: layer -> the distinct experts a traced
+    pass read there, instead of the expected union."""
     total = float(mb.head) + n_tokens * mb.embd_row + kv_bytes(mb, kv_positions, kv_type)
     for layer in mb.layers:
         total += layer.dense
         if layer.n_expert:
-            share = 1.0 if not union else expected_union(layer.n_expert, _used(mb, layer), n_tokens) / layer.n_expert
+            if measured is not None and layer.layer in measured:
+                share = measured[layer.layer] / layer.n_expert
+            else:
+                share = 1.0 if not union else expected_union(layer.n_expert, _used(mb, layer), n_tokens) / layer.n_expert
             total += layer.experts * share
     return total
 

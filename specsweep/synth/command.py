@@ -40,6 +40,10 @@ from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, wr
               help="Shrink what each block adds to the residual stream (default 1). Below about 0.1 a "
                    "random model stops being chaotic, so batched verification and one-token decoding "
                    "agree on a GPU too; speed is unchanged. A --like draft copies it.")
+@click.option("--router-skew", "router_skew", type=click.FloatRange(0.0, 3.0), default=None, metavar="SIGMA",
+              help="MoE cards: how unevenly the router uses its experts (default 0: a random router, whose "
+                   "distinct tokens route independently). 0.5 matches a trained router's measured expert load "
+                   "(docs/models.md). Only the routers' values change. A --like draft copies it.")
 @click.option("--mtp", is_flag=True, help="Add the card's multi-token-prediction layer (Qwen3.5/3.6 cards), for "
               "method mtp. Its eh_proj passes the next token's embedding through, so the head follows an "
               "embedding-dominated target (use with --branch-scale 0.05); every other tensor is unchanged.")
@@ -52,8 +56,8 @@ from specsweep.synth.writer import Recipe, planned_bytes, read_recipe_fields, wr
 @click.option("--own-embeddings/--no-own-embeddings", "own_embeddings", default=None,
               help="EAGLE-3 cards: write the drafter's own token_embd/output (full vocabulary) instead of "
                    "borrowing the target's (the default).")
-def synth(card, output, scale, wtype, quant, seed, like, identical, perturb, branch_scale, mtp, conf_head,
-          sample_from_anchor, own_embeddings):
+def synth(card, output, scale, wtype, quant, seed, like, identical, perturb, branch_scale, router_skew, mtp,
+          conf_head, sample_from_anchor, own_embeddings):
     """Write a random-weight GGUF of a real shape that llama.cpp loads and runs.
 
     Timing does not depend on weight values, so a full-scale card gives a timing-true model; a tiny
@@ -61,7 +65,8 @@ def synth(card, output, scale, wtype, quant, seed, like, identical, perturb, bra
     """
     options = {k: v for k, v in (("conf_head", conf_head), ("sample_from_anchor", sample_from_anchor),
                                  ("own_embeddings", own_embeddings)) if v is not None}
-    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale, mtp, options, quant)
+    recipe = _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale, mtp, options, quant,
+                     router_skew)
     _check_writable(output)
     size = planned_bytes(recipe)
     click.echo(f"writing {output} ({recipe.card.name}, {recipe.scale}, {recipe.types}, "
@@ -77,7 +82,7 @@ def synth(card, output, scale, wtype, quant, seed, like, identical, perturb, bra
 
 
 def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=None, mtp=False,
-            options: dict | None = None, quant: str | None = None) -> Recipe:
+            options: dict | None = None, quant: str | None = None, router_skew: float | None = None) -> Recipe:
     options = options or {}
     if wtype is not None and quant is not None:
         raise SpecsweepError("give --wtype (one type for every matrix) or --quant (a per-tensor mix), not both")
@@ -95,11 +100,13 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
             raise SpecsweepError(error)
         if mtp and CARDS[card].arch not in ("qwen35", "qwen35moe"):
             raise SpecsweepError(f"--mtp needs a Qwen3.5/3.6 card (qwen35 or qwen35moe), not {card}")
+        if router_skew and not CARDS[card].is_moe:
+            raise SpecsweepError(f"--router-skew shapes a MoE router; {card} is dense")
         error = option_error(CARDS[card], **options)
         if error:
             raise SpecsweepError(error)
         return Recipe(CARDS[card].at_scale(scale), scale, wtype or "Q4_0", seed or 0,
-                      branch_scale=branch_scale or 1.0, mtp=mtp, quant=quant, **options)
+                      branch_scale=branch_scale or 1.0, mtp=mtp, quant=quant, router_skew=router_skew or 0.0, **options)
 
     if identical == (perturb is not None):
         raise SpecsweepError("with --like, give exactly one of --identical or --perturb FRACTION")
@@ -114,11 +121,12 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
         raise SpecsweepError(f"{like} names an unknown shape card {base!r}")
     have_branch = float(fields.get("branch_scale", 1.0))  # files written before it existed: 1
     have_quant = fields.get("quant")  # files without a mix have no key
+    have_skew = round(float(fields.get("router_skew", 0.0)), 6)  # stored as float32
     have_types = f"mix {have_quant}" if have_quant else fields["wtype"]
     for name, given, have in (("card", card, base), ("--scale", scale, fields["scale"]),
                               ("--wtype", wtype, have_types), ("--seed", seed, fields["seed"]),
                               ("--branch-scale", branch_scale, have_branch),
-                              ("--quant", quant, have_quant or "no mix")):
+                              ("--quant", quant, have_quant or "no mix"), ("--router-skew", router_skew, have_skew)):
         if given is not None and given != have:
             raise SpecsweepError(f"{name} {given} contradicts the target's {have}: a --like draft copies it")
     if mtp:
@@ -132,7 +140,7 @@ def _recipe(card, scale, wtype, seed, like, identical, perturb, branch_scale=Non
                              f"{have_quant or fields['wtype']})")
     return Recipe(CARDS[base].at_scale(fields["scale"]), fields["scale"], fields["wtype"], int(fields["seed"]),
                   perturb=0.0 if identical else perturb, branch_scale=have_branch, mtp=bool(fields.get("mtp", False)),
-                  quant=have_quant, **copied)
+                  quant=have_quant, router_skew=have_skew, **copied)
 
 
 def _check_writable(output: Path) -> None:

@@ -188,3 +188,19 @@ def _f32_values(spec: TensorSpec, key: int) -> np.ndarray:
     if spec.kind in (DENSE_F32, MATRIX, EMBED):
         return (rng.standard_normal(n) * _target_std(spec)).astype(np.float32)
     raise ValueError(f"no F32 filler for {spec.kind}")
+
+
+def skew_router(rows: np.ndarray, sigma: float, key: int) -> np.ndarray:
+    """A router (`ffn_gate_inp`, numpy rows = experts) whose expert e has its logits scaled by
+    s_e = exp(sigma g_e), g_e standard normal per expert and layer, normalised to an rms of 1.
+
+    A token's experts are the top-k of its logits; an expert whose logits spread wider lands in
+    more tokens' top-k, so sigma sets how unevenly experts are used, from sigma = 0 (every expert
+    equally likely, routing of distinct tokens independent: the i.i.d. union of the formula) to a
+    few favourites. Only the values change: same tensor, same size, same kernels. It does not
+    make neighbouring tokens share experts (trained routers do that too): the union of a batch
+    shrinks through popularity alone."""
+    g = np.random.default_rng(key).standard_normal(rows.shape[0])
+    s = np.exp(sigma * g)
+    s /= np.sqrt(np.mean(s * s))
+    return (rows * s[:, None].astype(np.float32)).astype(np.float32)

@@ -22,7 +22,8 @@ import numpy as np
 
 from specsweep.errors import SpecsweepError
 from specsweep.synth.cards import DRAFTER_OPTIONS, ShapeCard
-from specsweep.synth.fill import FILE_TYPE, RandomPool, blend_rows, nbytes, pool_size, stable_hash, tensor_bytes
+from specsweep.synth.fill import (FILE_TYPE, RandomPool, blend_rows, nbytes, pool_size, skew_router, stable_hash,
+                                  tensor_bytes)
 from specsweep.synth.quants import MIXES, tensor_type
 from specsweep.synth.tensors import tensor_specs
 from specsweep.synth.vocab import CHATML_TEMPLATE, family_vocab
@@ -55,6 +56,10 @@ class Recipe:
     own_embeddings: bool | None = None
     # a per-tensor quantization mix (synth/quants.py MIXES) instead of the uniform wtype; None: wtype
     quant: str | None = None
+    # how unevenly a MoE router uses its experts (fill.skew_router): 0 keeps the random router, whose
+    # distinct tokens route independently; 0.5 matches a trained router's measured expert load
+    # (docs/models.md, "Routing"). Only ffn_gate_inp's values change
+    router_skew: float = 0.0
 
     @property
     def types(self) -> str:
@@ -74,6 +79,8 @@ class Recipe:
             stem += f"-p{self.perturb:g}-ps{self.perturb_seed}"
         if self.branch_scale != 1.0:
             stem += f"-b{self.branch_scale:g}"
+        if self.router_skew:
+            stem += f"-rs{self.router_skew:g}"
         if self.mtp:
             stem += "-mtp"
         return stem + "".join(f"-{k.replace('_', '')}{int(v)}" for k, v in self.drafter_options.items())
@@ -175,6 +182,8 @@ def write_model(recipe: Recipe, out: Path, progress: Callable[[int], None] | Non
         n_perturbed = 0
         for spec, qtype in zip(specs, qtypes):
             data = tensor_bytes(spec, qtype, pool, 0, recipe.branch_scale)
+            if recipe.router_skew and spec.name.endswith(".ffn_gate_inp.weight"):
+                data = skew_router(data, recipe.router_skew, stable_hash("router_skew", recipe.seed, spec.name))
             if recipe.perturb > 0 and spec.is_output_head:
                 # Only the output head's token rows are re-randomised: the hidden states stay the
                 # target's, so the draft keeps the target's choice unless that token's row was
@@ -275,6 +284,8 @@ def _add_metadata(w: gguf.GGUFWriter, r: Recipe) -> None:
         w.add_bool(META + key, value)
     if r.quant:  # only when set, so that files without a mix keep their bytes
         w.add_string(META + "quant", r.quant)
+    if r.router_skew:  # likewise
+        w.add_float32(META + "router_skew", r.router_skew)
 
 
 def _add_drafter_metadata(w: gguf.GGUFWriter, c: ShapeCard) -> None:
