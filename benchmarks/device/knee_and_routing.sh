@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Issue 26 on one GPU: the expert union traced, and the knee at 95% coverage, in stages that each
+# run once. A call runs until DEADLINE seconds, then packs what it has; calling again on the warm
+# machine picks up where it stopped (records and markers live on the RAM disk; on a fresh machine
+# the records carried in results/ are copied there first, and a run resumes from them).
+#   1. probe-rs0    T(K) of the 35B-A3B stand-in (random router) with each batch's experts traced
+#   2. knee         matrices/knee-synthetic.toml: ngram-cache drafts of 16-128 tokens at p = 0.85,
+#                   1000-token trials, every verify traced, at router_skew 0 and 0.5
+#   3. probe-rs0.5  T(K) with the traced union at router_skew 0.5 (trained-like expert load)
+#   4. probe-rs1    ... at router_skew 1 (a few favourite experts), written for this stage alone
+#   benchmarks/device/knee_and_routing.sh DEADLINE_SECONDS [STAGE ...]
+# Back in $OUT: host.txt, run.log, knee.tar.gz (results/knee-synthetic with the probes' records).
+set -uo pipefail
+deadline=${1:-570}
+shift || true
+only=" $* "  # the stages named on the command line; none: every stage
+ram=/mnt/specsweep-ram
+mkdir -p $ram
+mountpoint -q $ram || mount -t tmpfs -o size=100G tmpfs $ram || { echo "no RAM disk"; exit 1; }
+export SPECSWEEP_CACHE=$ram SPECSWEEP_NATIVE_BIN=/tmp/kit PYTHONUNBUFFERED=1
+R=$ram/results S=$ram/synth done=$ram/done
+mkdir -p $R $S $done
+[ -d results/knee-synthetic ] && [ ! -d $R/knee-synthetic ] && cp -r results/knee-synthetic $R/
+log=$OUT/run.log
+cp $ram/run.log $log 2>/dev/null  # the whole story across calls
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv
+  lscpu | grep -E "Model name|^CPU\(s\)|MHz|L3|NUMA node\(s\)"; free -g | head -2; } > $OUT/host.txt
+SECONDS=0
+left() { echo $((deadline - SECONDS - ${1:-0})); }
+say() { echo "[$SECONDS s] $*" | tee -a $log; }
+quiet() { grep --line-buffered -v "measuring\|^llama\|^load\|^print_info" | tee -a $log; }
+wants() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
+stage() {  # stage NAME MIN_SECONDS COMMAND...: once; SIGTERM at the limit stops it with records closed
+    local name=$1 need=$2; shift 2
+    [ -f $done/$name ] && return 0
+    wants $name || return 0
+    local t; t=$(left 15)
+    [ "$t" -ge "$need" ] || { say "$name: ${t}s left, needs ${need}s; next call"; return 1; }
+    say "$name: start (${t}s)"
+    timeout "$t" "$@" 2>&1 | quiet
+    local rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 124 ] || [ "$rc" -eq 143 ] || touch $done/$name
+    say "$name: exit $rc"
+}
+stand_in() {  # the stand-in at router skew $1, where the matrix's cache keeps it
+    local f=$S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05$([ "$1" = 0 ] || echo "-rs$1").gguf
+    [ -f "$f" ] || python3 -m specsweep synth qwen3.6-35b-a3b --branch-scale 0.05 --router-skew "$1" -o "$f" 2>&1 \
+        | tail -1 | quiet
+    echo "$f"
+}
+probe="python3 -m specsweep probe --kv q8_0 --reps 5 --trace-experts --results $R/knee-synthetic"
+
+wants probe-rs0 && [ ! -f $done/probe-rs0 ] && stage probe-rs0 60 $probe "$(stand_in 0)"
+stage knee 200 python3 -m specsweep run matrices/knee-synthetic.toml --results $R
+wants probe-rs0.5 && [ ! -f $done/probe-rs0.5 ] && stage probe-rs0.5 60 $probe "$(stand_in 0.5)"
+if wants probe-rs1 && [ ! -f $done/probe-rs1 ] && [ "$(left)" -ge 150 ]; then
+    [ -f $done/knee ] && rm -f $S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05.gguf  # room on the RAM disk
+    stage probe-rs1 60 $probe "$(stand_in 1)"
+fi
+cp $log $ram/run.log
+[ -d $R/knee-synthetic ] && tar czf $OUT/knee.tar.gz -C $R knee-synthetic
+ls $done | tr '\n' ' ' | sed 's/^/done: /' | tee -a $log; echo
+say "call over"
