@@ -267,7 +267,7 @@ def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_in
         if traced is not None:
             union["traced"] = {"how": "decoded again in a context with llama.cpp's eval callback reading "
                                       "ffn_moe_topk-<layer> (never timed)", "seconds": round(traced.seconds, 3),
-                               "layers": sorted(traced.unions[curve.ks[0]])}
+                               "layers": sorted(traced.unions[curve.ks[0]]), "load": traced.load}
 
     if bandwidth_gbs is not None:
         peak, peak_source = bandwidth_gbs, "given"

@@ -22,6 +22,8 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from specsweep.engine import expert_trace, runtime
 from specsweep.errors import SpecsweepError
 
@@ -176,6 +178,9 @@ class TracedCurve:
     unions: dict[int, dict[int, int]]  # K -> layer -> distinct experts of that layer
     distinct_tokens: dict[int, int]  # K -> distinct token ids in the batch
     seconds: float
+    # how unevenly the largest batch's routings fall on experts, averaged over layers: the share of
+    # experts that take 90% of them, and the busiest expert's share
+    load: dict = field(default_factory=dict)
 
 
 def trace_curve(model: runtime.Model, ks: list[int], depth: int = 0, kv: str = "q8_0", n_batch: int = 512,
@@ -200,10 +205,27 @@ def trace_curve(model: runtime.Model, ks: list[int], depth: int = 0, kv: str = "
             batch = stream[pos0 : pos0 + k]
             ctx.decode(batch, pos0, all_logits=True)
             ctx.sync()
-            out.unions[k] = {il: len(set(e.ravel().tolist())) for il, e in tracer.take().items()}
+            experts = tracer.take()
+            out.unions[k] = {il: len(set(e.ravel().tolist())) for il, e in experts.items()}
             out.distinct_tokens[k] = len(set(batch))
+            if k == ks[-1]:
+                out.load = expert_load(experts, int(model.meta(f"{model.meta('general.architecture')}.expert_count")))
             if checkpoint is not None:
                 ctx.load_partial_state(checkpoint)
             ctx.seq_rm(pos0, -1)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def expert_load(experts: dict[int, np.ndarray], n_expert: int) -> dict:
+    """Per layer, how the batch's routings (tokens x k choices) spread over the experts: the share
+    of experts that take 90% of them (fewest first-busiest) and the busiest one's share; averaged
+    over layers."""
+    n90, top = [], []
+    for e in experts.values():
+        counts = np.sort(np.bincount(e.ravel(), minlength=n_expert))[::-1]
+        share = np.cumsum(counts) / counts.sum()
+        n90.append((int(np.searchsorted(share, 0.9)) + 1) / n_expert)
+        top.append(counts[0] / counts.sum())
+    return {"routings_per_layer": int(next(iter(experts.values())).size), "experts_for_90pct": float(np.mean(n90)),
+            "busiest_expert": float(np.mean(top))}
