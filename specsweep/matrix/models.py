@@ -3,7 +3,7 @@
 A `[models]` entry is one of:
 - `"name"`: an entry of `models.lock`, fetched into the Hugging Face cache (`specsweep fetch`);
 - `{ path = "file.gguf" }`: a file, relative to the matrix;
-- `{ synth = "card", scale = "tiny", wtype = "Q4_0", seed = 0, perturb = 0.0, mtp = false }`: a
+- `{ synth = "card", scale = "tiny", wtype = "Q4_0", seed = 0, perturb = 0.0, mtp = false, router_skew = 0.0 }`: a
   synthetic model (`specsweep synth`), written once into the specsweep cache and reused; `mtp`
   adds a Qwen3.5/3.6 card's multi-token-prediction layer, and a `*-dflash` card is a DFlash drafter
   (`*-eagle3`: EAGLE-3, with `own_embeddings`; `*-dspark`: DSpark, with `conf_head` and
