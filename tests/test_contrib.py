@@ -321,3 +321,25 @@ def test_the_h200_cost_model_run_contributes_its_paired_changes():
     lo, hi = mtp2["t_interval"]
     assert lo < mtp2["change"] < hi and mtp2["change"] > 0  # the head pays at this acceptance
     assert rows["draft n=128 p=0.697"]["change"] < -0.8
+
+
+def test_a_traced_union_travels_in_a_contribution_and_is_checked(tmp_path):
+    """The `experts` block of a traced trial is kept and read back from the contribution; a block
+    that does not follow the schema is refused with a reason."""
+    from specsweep.records import expert_union
+    from tests.test_union import experts_block
+
+    trials = sample_trials()
+    spec = next(t for t in trials if t["method"] != "baseline")
+    spec["experts"] = experts_block([3, 5, 5, 1], lambda k, il: 0.05 * k, kinds="vvrp", ms=[5.0, 6.0, 6.1, 4.0])
+    doc, _ = build(tmp_path, trials)
+    assert problem(doc) is None
+    (kept,) = [t for t in doc["trials"] if t.get("experts")]
+    assert expert_union.read(kept).unions.tolist() == expert_union.read(spec).unions.tolist()
+    for damage, reason in [(lambda e: e["passes"].update(kind="vvxp"), "does not match"),
+                           (lambda e: e.pop("n_expert"), "'n_expert' is a required property"),
+                           (lambda e: e.update(host="alice-desktop"), "'host' was unexpected")]:
+        bad = copy.deepcopy(doc)
+        damage(next(t for t in bad["trials"] if t.get("experts"))["experts"])
+        got = problem(bad)
+        assert got is not None and reason in got, got
