@@ -30,6 +30,7 @@ from specsweep.models.vocab_match import fingerprint, read_vocab
 from specsweep.synth.cards import CARDS
 from specsweep.synth.writer import Recipe, write_model
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout under test: the subprocess imports its specsweep
 REV = "0123456789abcdef0123456789abcdef01234567"
 REPO_T = "specsweep-test/Tiny-Target-GGUF"
 REPO_D = "specsweep-test/Tiny-Draft-GGUF"
@@ -107,7 +108,8 @@ def blob_of(world, repo: str, file: str) -> Path:
 
 def cli(world, *args, offline=True, endpoint=None):
     """The real CLI in a subprocess, configured by environment variables as a user would."""
-    env = dict(os.environ, HF_HOME=str(world["hf_home"]), SPECSWEEP_CACHE=str(world["tmp"] / "specsweep-cache"))
+    env = dict(os.environ, HF_HOME=str(world["hf_home"]), SPECSWEEP_CACHE=str(world["tmp"] / "specsweep-cache"),
+               PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
     env.pop("HF_HUB_CACHE", None)
     env["HF_HUB_OFFLINE"] = "1" if offline else "0"
     if endpoint:
