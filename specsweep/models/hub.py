@@ -5,16 +5,31 @@ HF_HUB_CACHE (default $HF_HOME/hub, `models--owner--name/{blobs,snapshots/<rev>,
 authenticates, HF_HUB_OFFLINE=1 keeps every request off the network, HF_ENDPOINT picks the server.
 These are read by huggingface_hub when it is imported.
 
-A download is `hf_hub_download`: it shows a progress bar, writes to a temporary file and renames it
-into the cache only when complete (an interrupted download leaves nothing under the real name),
-and keeps every finished file, so fetching a split model again resumes at the first missing shard.
-Within one file, huggingface_hub 2.x starts an interrupted plain-HTTP download again from the
-beginning (its temporary file is process-unique and deleted on failure); Xet-stored files may reuse
-hf_xet's chunk cache.
+A download is `hf_hub_download`: it shows a progress bar on a terminal (none when stderr is not
+one, as in CI), writes to a temporary file and renames it into the cache only when complete (an
+interrupted download leaves nothing under the sha256's name), and keeps every finished file, so
+fetching a split model again resumes at the first missing shard. Within one file (plain HTTP,
+huggingface_hub >= 1.20), a body cut mid-way is asked again with `Range` from the last whole
+10 MiB chunk written, while bytes keep coming; across processes nothing is resumed: the temporary
+file `<etag>.<8 hex>.incomplete` is unique to its process and deleted when the call fails, and
+one that a killed fetch left is removed by the next fetch (`remove_orphans`), which starts over.
+Xet-stored files go through hf_xet, which may reuse its chunk cache.
+
+huggingface_hub does not retry `get_hf_file_metadata` (the HEAD), and retries a download's GET only
+on 408/429; specsweep tries a HEAD or a download that failed for a passing reason (408/429/5xx, a
+timeout, a cut body) up to 4 times (hub_retry.py), and reports every failure as one line
+(hub_errors.py).
 
 Before downloading, the file's metadata on the Hub (`get_hf_file_metadata`: commit, sha256 etag of
 LFS/Xet files, size) is compared with the lock, so a file that changed upstream is reported before
-gigabytes move; after it, the file's sha256 and size are checked against the lock.
+gigabytes move; after it, the file's sha256 and size are checked against the lock, and a download
+that fails the check is removed.
+
+Tested over HTTP (tests/test_fetch_http.py, against tests/hub_server.py on 127.0.0.1): the
+plain-HTTP path with an LFS redirect to a second host, Range resume, a SIGKILL mid-way, wrong bytes,
+401/403/404/500 and timeouts, `lock --update`, and `contribute --push` (preupload + commit of a
+small file). Not tested: the hf-xet path that real Hub users of Xet-backed repos take (it needs
+Xet's CAS protocol), LFS uploads, and the real Hub itself.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ from specsweep.models.hub_retry import retrying
 from specsweep.models.lockfile import LockedFile, LockEntry
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# a partial download of huggingface_hub >= 1.x: `<etag>.<8 hex>.incomplete`, unique to its process
+# a partial download of huggingface_hub >= 1.18: `<etag>.<8 hex>.incomplete`, unique to its process
 _ORPHAN = re.compile(r"^([0-9a-f]+)\.[0-9a-f]{8}\.incomplete$")
 
 
