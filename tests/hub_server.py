@@ -3,7 +3,7 @@
 Started by the tests on 127.0.0.1 (two ports) and selected with HF_ENDPOINT in a subprocess's
 environment, so `specsweep fetch`, `lock --update` and `contribute --push` go through the real
 huggingface_hub against it. It answers what huggingface_hub reads (file_download.py,
-_commit_api.py; checked against 0.x to 2.5):
+_commit_api.py and utils/_http.py of 1.20 and 2.5):
 
 - `HEAD|GET /{repo}/resolve/{revision}/{file}`: `X-Repo-Commit` (required by hf_hub_download), for
   an LFS file a 302 to the second port (the "CDN") carrying `X-Linked-Etag` (the sha256) and
@@ -21,7 +21,8 @@ Faults (`Hub.fault(file, ...)`) apply to the requests for one file name: a statu
 answer (the first `times` requests, or all), a delay before answering, and on the request that sends
 the bytes: cut the connection after N bytes (Content-Length still says the whole file), declare and
 send only N bytes, flip one byte, or stall after N bytes until `release()`. Every request is logged
-(`Hub.log`) with the bytes of body it sent, so tests can assert what moved.
+(`Hub.log`) with the bytes of body it sent, so tests can assert what moved. Any other path is a 404
+(huggingface_hub 2.x also asks `/api/agent-harnesses`, best effort, for its user agent).
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class Hub:
         Handler.hub, Handler.role = hub, role
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return server
 
     def _take_fault(self, file: str, method: str) -> Fault | None:
