@@ -249,6 +249,17 @@ def test_changed_upstream_is_reported_before_downloading(world, monkeypatch):
     assert calls == ["Tiny-Draft-Q4_0.gguf"]
 
 
+def test_an_answer_without_x_repo_commit_is_not_taken_for_the_hub(world, monkeypatch):
+    """A proxy or captive portal answers 200 without the Hub's headers: not "changed upstream"."""
+    shutil.rmtree(world["hub"] / f"models--{REPO_D.replace('/', '--')}")
+    fake_metadata(monkeypatch, {"Tiny-Draft-Q4_0.gguf": (None, 5120, None)})
+    r = invoke("fetch", "tiny-draft", "--lock", world["lock"])
+    assert r.exit_code == 2
+    line = one_line_error(r.stderr)
+    assert "model tiny-draft" in line and "without the Hub's X-Repo-Commit header" in line and "HF_ENDPOINT" in line
+    assert not (world["hub"] / f"models--{REPO_D.replace('/', '--')}").exists()
+
+
 def test_no_disk_space_is_refused_before_downloading(world, tiny, monkeypatch):
     shutil.rmtree(world["hub"] / f"models--{REPO_D.replace('/', '--')}")
     fake_metadata(monkeypatch, {"Tiny-Draft-Q4_0.gguf": (sha256(tiny["draft"]), tiny["draft"].stat().st_size, REV)})

@@ -57,7 +57,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ORPHAN = re.compile(r"^([0-9a-f]+)\.[0-9a-f]{8}\.incomplete$")
 
 
-
 def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 

@@ -72,12 +72,13 @@ def describe(name: str, repo: str, file: str, revision: str, e: BaseException, t
     if isinstance(e, GatedRepoError) or (code in (401, 403) and not isinstance(e, RepositoryNotFoundError)):
         gated = "is gated" if isinstance(e, GatedRepoError) else f"was refused (HTTP {code})"
         if code == 401:
-            return SpecsweepError(f"model {name}: {repo} {gated} and no valid token was sent: accept its terms at {page}, "
-                                  f"set HF_TOKEN to a token of that account, then {again}")
+            return SpecsweepError(f"model {name}: {repo} {gated} and no valid token was sent: accept its terms at "
+                                  f"{page}, set HF_TOKEN to a token of that account, then {again}")
         return SpecsweepError(f"model {name}: {repo} {gated} and the token sent (HF_TOKEN or the saved login) has "
                               f"no access: accept its terms at {page} with the token's account, then {again}")
     if isinstance(e, RepositoryNotFoundError):
-        token = "or private and no valid token was sent (set HF_TOKEN)" if code == 401 else "or the token sent has no access"
+        token = ("or private and no valid token was sent (set HF_TOKEN)" if code == 401
+                 else "or the token sent has no access")
         return SpecsweepError(f"model {name}: repository {repo} (models.lock entry {name}) not found on the Hub, "
                               f"{token}")
     if isinstance(e, EntryNotFoundError):
