@@ -224,6 +224,16 @@ def test_push_failures_are_one_line(tmp_path, monkeypatch):
     assert r.output.strip().splitlines()[-1].startswith(
         "specsweep: error: cannot open a pull request on dataset specsweep/community: ConnectionError: Failed to")
     assert (tmp_path / "c.json").is_file()  # the file stays, to push again or by hand
+    class Refused(Exception):  # what huggingface_hub raises for a 401/403 carries the response
+        response = type("Response", (), {"status_code": 401})()
+
+    FakeApi.fail = Refused("401 Client Error")
+    r = cli("contribute", results(tmp_path / "3"), "-o", tmp_path / "d.json", "--push", "specsweep/community")
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == (
+        "specsweep: error: cannot open a pull request on dataset specsweep/community: the Hub refused (HTTP 401): "
+        f"set HF_TOKEN to a token that may open pull requests there ({tmp_path / 'd.json'} is kept)")
+    assert (tmp_path / "d.json").is_file()
     FakeApi.calls = []
     r = cli("contribute", results(tmp_path / "2"), "--push", "not a repo")
     assert r.exit_code == 2 and "owner/name" in r.output and not FakeApi.calls

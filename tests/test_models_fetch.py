@@ -30,6 +30,7 @@ from specsweep.models.vocab_match import fingerprint, read_vocab
 from specsweep.synth.cards import CARDS
 from specsweep.synth.writer import Recipe, write_model
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout under test: the subprocess imports its specsweep
 REV = "0123456789abcdef0123456789abcdef01234567"
 REPO_T = "specsweep-test/Tiny-Target-GGUF"
 REPO_D = "specsweep-test/Tiny-Draft-GGUF"
@@ -107,7 +108,8 @@ def blob_of(world, repo: str, file: str) -> Path:
 
 def cli(world, *args, offline=True, endpoint=None):
     """The real CLI in a subprocess, configured by environment variables as a user would."""
-    env = dict(os.environ, HF_HOME=str(world["hf_home"]), SPECSWEEP_CACHE=str(world["tmp"] / "specsweep-cache"))
+    env = dict(os.environ, HF_HOME=str(world["hf_home"]), SPECSWEEP_CACHE=str(world["tmp"] / "specsweep-cache"),
+               PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
     env.pop("HF_HUB_CACHE", None)
     env["HF_HUB_OFFLINE"] = "1" if offline else "0"
     if endpoint:
@@ -245,6 +247,17 @@ def test_changed_upstream_is_reported_before_downloading(world, monkeypatch):
     line = one_line_error(r.stderr)
     assert "model tiny-draft" in line and "changed upstream" in line and "lock --update tiny-draft" in line
     assert calls == ["Tiny-Draft-Q4_0.gguf"]
+
+
+def test_an_answer_without_x_repo_commit_is_not_taken_for_the_hub(world, monkeypatch):
+    """A proxy or captive portal answers 200 without the Hub's headers: not "changed upstream"."""
+    shutil.rmtree(world["hub"] / f"models--{REPO_D.replace('/', '--')}")
+    fake_metadata(monkeypatch, {"Tiny-Draft-Q4_0.gguf": (None, 5120, None)})
+    r = invoke("fetch", "tiny-draft", "--lock", world["lock"])
+    assert r.exit_code == 2
+    line = one_line_error(r.stderr)
+    assert "model tiny-draft" in line and "without the Hub's X-Repo-Commit header" in line and "HF_ENDPOINT" in line
+    assert not (world["hub"] / f"models--{REPO_D.replace('/', '--')}").exists()
 
 
 def test_no_disk_space_is_refused_before_downloading(world, tiny, monkeypatch):

@@ -298,6 +298,10 @@ def push(path: Path, repo: str, doc: dict) -> str:
             commit_description=f"{trials} trials, {probes} probes, schema version {doc['schema_version']}, "
                                f"written by specsweep {doc['specsweep']}.")
     except Exception as e:  # network, auth, offline mode, Hub errors: huggingface_hub raises many kinds
+        code = getattr(getattr(e, "response", None), "status_code", None)
+        if code in (401, 403):  # huggingface_hub calls a 401 "repository not found" or a plain HTTP error
+            raise SpecsweepError(f"cannot open a pull request on dataset {repo}: the Hub refused (HTTP {code}): set "
+                                 f"HF_TOKEN to a token that may open pull requests there ({path} is kept)") from None
         detail = " ".join(str(e).split())[:300]
         raise SpecsweepError(f"cannot open a pull request on dataset {repo}: {type(e).__name__}: {detail}") from None
     return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", None) or info)

@@ -5,21 +5,35 @@ HF_HUB_CACHE (default $HF_HOME/hub, `models--owner--name/{blobs,snapshots/<rev>,
 authenticates, HF_HUB_OFFLINE=1 keeps every request off the network, HF_ENDPOINT picks the server.
 These are read by huggingface_hub when it is imported.
 
-A download is `hf_hub_download`: it shows a progress bar, writes to a temporary file and renames it
-into the cache only when complete (an interrupted download leaves nothing under the real name),
-and keeps every finished file, so fetching a split model again resumes at the first missing shard.
-Within one file, huggingface_hub 2.x starts an interrupted plain-HTTP download again from the
-beginning (its temporary file is process-unique and deleted on failure); Xet-stored files may reuse
-hf_xet's chunk cache.
+A download is `hf_hub_download`: it shows a progress bar on a terminal (none when stderr is not
+one, as in CI), writes to a temporary file and renames it into the cache only when complete (an
+interrupted download leaves nothing under the sha256's name), and keeps every finished file, so
+fetching a split model again resumes at the first missing shard. Within one file (plain HTTP,
+huggingface_hub >= 1.20), a body cut mid-way is asked again with `Range` from the last whole
+10 MiB chunk written, while bytes keep coming; across processes nothing is resumed: the temporary
+file `<etag>.<8 hex>.incomplete` is unique to its process and deleted when the call fails, and
+one that a killed fetch left is removed by the next fetch (`remove_orphans`), which starts over.
+Xet-stored files go through hf_xet, which may reuse its chunk cache.
+
+huggingface_hub does not retry `get_hf_file_metadata` (the HEAD), and retries a download's GET only
+on 408/429; specsweep tries a HEAD or a download that failed for a passing reason (408/429/5xx, a
+timeout, a cut body) up to 4 times (hub_retry.py), and reports every failure as one line
+(hub_errors.py).
 
 Before downloading, the file's metadata on the Hub (`get_hf_file_metadata`: commit, sha256 etag of
 LFS/Xet files, size) is compared with the lock, so a file that changed upstream is reported before
-gigabytes move; after it, the file's sha256 and size are checked against the lock.
+gigabytes move; after it, the file's sha256 and size are checked against the lock, and a download
+that fails the check is removed.
+
+Tested over HTTP (tests/test_fetch_http.py, against tests/hub_server.py on 127.0.0.1): the
+plain-HTTP path with an LFS redirect to a second host, Range resume, a SIGKILL mid-way, wrong bytes,
+401/403/404/500 and timeouts, `lock --update`, and `contribute --push` (preupload + commit of a
+small file). Not tested: the hf-xet path that real Hub users of Xet-backed repos take (it needs
+Xet's CAS protocol), LFS uploads, and the real Hub itself.
 """
 
 from __future__ import annotations
 
-import errno
 import re
 import shutil
 import sys
@@ -28,19 +42,19 @@ from pathlib import Path
 
 import click
 import huggingface_hub
+from filelock import FileLock, Timeout
 from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
-from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                    OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
 
 from specsweep.errors import SpecsweepError
 from specsweep.models.hashing import file_sha256
+from specsweep.models.hub_errors import HubUnreachable, describe  # HubUnreachable: also hub.HubUnreachable
+from specsweep.models.hub_retry import retrying
 from specsweep.models.lockfile import LockedFile, LockEntry
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class HubUnreachable(SpecsweepError):
-    """The Hub could not be asked (offline mode, no network, Hub down): try again where it can."""
+# a partial download of huggingface_hub >= 1.18: `<etag>.<8 hex>.incomplete`, unique to its process
+_ORPHAN = re.compile(r"^([0-9a-f]+)\.[0-9a-f]{8}\.incomplete$")
 
 
 def offline() -> bool:
@@ -65,46 +79,18 @@ def cached_file(repo: str, file: str, revision: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-# ----------------------------------------------------------------------------------------------
-# errors: one line naming the model
-
-
-def _hub_error(name: str, repo: str, file: str, revision: str, e: Exception) -> SpecsweepError:
-    if isinstance(e, OfflineModeIsEnabled):
-        return HubUnreachable(f"model {name}: {file} is not in the Hugging Face cache ({cache_root()}) and "
-                              f"HF_HUB_OFFLINE is set; run: specsweep fetch {name} where the Hub is reachable "
-                              f"(same HF_HOME)")
-    if isinstance(e, RevisionNotFoundError):
-        return SpecsweepError(f"model {name}: revision {revision} of {repo} does not exist upstream (changed "
-                              f"upstream: history rewritten or the branch removed); pin another revision with "
-                              f"`specsweep lock --update --latest {name}`")
-    if isinstance(e, GatedRepoError):
-        return SpecsweepError(f"model {name}: {repo} is gated: accept its terms on huggingface.co and set HF_TOKEN")
-    if isinstance(e, RepositoryNotFoundError):
-        return SpecsweepError(f"model {name}: repository {repo} not found on the Hub (private? set HF_TOKEN)")
-    if isinstance(e, EntryNotFoundError) and not isinstance(e, LocalEntryNotFoundError):
-        return SpecsweepError(f"model {name}: {file} is not in {repo} at {revision} (changed upstream, or "
-                              f"models.lock names it wrongly)")
-    if isinstance(e, HfHubHTTPError) and e.response is not None:
-        code = e.response.status_code
-        if code in (401, 403):
-            return SpecsweepError(f"model {name}: the Hub refused {repo} (HTTP {code}): set HF_TOKEN to a token "
-                                  f"with access")
-        if code < 500 and code != 429:
-            return SpecsweepError(f"model {name}: the Hub answered HTTP {code} for {repo}/{file}")
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return SpecsweepError(f"model {name}: no space left on the device holding {cache_root()} while "
-                              f"downloading {file}; nothing was kept, free some space and fetch again")
-    detail = " ".join(str(e).split())[:160] or type(e).__name__
-    return HubUnreachable(f"model {name}: the Hugging Face Hub is unreachable ({constants.ENDPOINT}: "
-                          f"{type(e).__name__}: {detail}); check the network, or run: specsweep fetch {name} "
-                          f"where the Hub is reachable (same HF_HOME)")
-
-
 # every way a Hub request fails: HTTP status errors, connection errors of huggingface_hub's HTTP client,
-# OS errors (a full disk while writing the download)
+# OS errors (a short body, a full disk while writing the download); anything else is a bug, raised as is
 _HUB_ERRORS = (HfHubHTTPError, OfflineModeIsEnabled, EntryNotFoundError, OSError, ConnectionError, TimeoutError,
                getattr(huggingface_hub.errors, "HTTPError", OSError))
+
+
+def _ask(name: str, repo: str, file: str, revision: str, call):
+    """call() with retries; a failure as the one line naming the model."""
+    def give_up(e: Exception, tries: int) -> Exception:
+        return describe(name, repo, file, revision, e, tries) if isinstance(e, _HUB_ERRORS) else e
+
+    return retrying(f"model {name}: {file}", call, give_up)
 
 
 @dataclass(frozen=True)
@@ -118,19 +104,43 @@ def remote(name: str, repo: str, file: str, revision: str) -> Remote:
     """The file's metadata on the Hub at this revision (one HEAD request)."""
     if offline():
         raise HubUnreachable(f"model {name}: HF_HUB_OFFLINE is set, and this needs the Hub")
-    try:
-        meta = get_hf_file_metadata(hf_hub_url(repo, file, revision=revision))
-    except _HUB_ERRORS as e:
-        raise _hub_error(name, repo, file, revision, e) from None
+    meta = _ask(name, repo, file, revision, lambda: get_hf_file_metadata(hf_hub_url(repo, file, revision=revision)))
+    if meta.commit_hash is None:  # hf_hub_download refuses such an answer too; it is not from a Hub
+        raise HubUnreachable(f"model {name}: {constants.ENDPOINT} answered for {repo}/{file} without the Hub's "
+                             f"X-Repo-Commit header: not a Hugging Face Hub (a proxy or a captive portal?); "
+                             f"check HF_ENDPOINT and the network")
     etag = (meta.etag or "").strip('"').lower()
     return Remote(meta.commit_hash, etag if _SHA256.match(etag) else None, meta.size)
 
 
 def download(name: str, repo: str, file: str, revision: str, force: bool = False) -> Path:
-    try:
-        return Path(hf_hub_download(repo, file, revision=revision, force_download=force))
-    except _HUB_ERRORS as e:
-        raise _hub_error(name, repo, file, revision, e) from None
+    return Path(_ask(name, repo, file, revision,
+                     lambda: hf_hub_download(repo, file, revision=revision, force_download=force)))
+
+
+def remove_orphans(repo: str) -> int:
+    """Delete the partial downloads that killed fetches left in the repo's blobs/; the bytes freed.
+
+    huggingface_hub writes a download to `<etag>.<8 hex>.incomplete`, unique to its process, and
+    deletes it when the call fails, but a SIGKILL or a power cut leaves it behind, never to be reused,
+    and it can hold most of a 20 GB file. A download in progress holds huggingface_hub's lock
+    `.locks/<repo folder>/<etag>.lock` (flock, released by the kernel when its process dies), so a
+    partial file whose lock is free belongs to no running download.
+    """
+    folder = f"models--{repo.replace('/', '--')}"
+    freed = 0
+    for tmp in sorted((cache_root() / folder / "blobs").glob("*.incomplete")):
+        m = _ORPHAN.match(tmp.name)
+        if not m:
+            continue
+        try:
+            with FileLock(str(cache_root() / ".locks" / folder / f"{m[1]}.lock"), timeout=0):
+                size = tmp.stat().st_size
+                tmp.unlink()
+                freed += size
+        except (Timeout, OSError):  # being downloaded, or not ours to remove
+            continue
+    return freed
 
 
 def ensure_disk_space(name: str, file: str, need: int | None) -> None:
@@ -149,22 +159,26 @@ def ensure_disk_space(name: str, file: str, need: int | None) -> None:
 # verification against the lock
 
 
-def verify(entry: LockEntry, f: LockedFile, path: Path, full: bool = True, progress: bool = False) -> str:
-    """Check a cached file's size and sha256 against the lock; its sha256, or SpecsweepError."""
+def verify(entry: LockEntry, f: LockedFile, path: Path, full: bool = True, progress: bool = False,
+           downloaded: bool = False) -> str:
+    """Check a cached file's size and sha256 against the lock; its sha256, or SpecsweepError.
+    `downloaded`: the file was just downloaded (and is removed by the caller when it fails)."""
+    where, why = ("as downloaded", "the bytes were changed on the way (a proxy?) or upstream") if downloaded else \
+        ("in the cache", "corrupt or changed upstream")
+    fix = (f"the download was removed from the cache; run: specsweep fetch {entry.name} to try again" if downloaded
+           else f"`specsweep fetch --force {entry.name}` downloads it again")
     size = path.stat().st_size
     if f.size is not None and size != f.size:
-        raise SpecsweepError(f"model {entry.name}: {f.file} in the cache is {size} bytes, models.lock says "
-                             f"{f.size}: corrupt or changed upstream; `specsweep fetch --force {entry.name}` "
-                             f"downloads it again")
+        raise SpecsweepError(f"model {entry.name}: {f.file} {where} is {size} bytes, models.lock says {f.size}: "
+                             f"{why}; {fix}")
     if progress and size > 256 * 2**20:
         with click.progressbar(length=size, label=f"sha256 {Path(f.file).name}", file=sys.stderr) as bar:
             digest = file_sha256(path, bar.update, use_memo=not full)
     else:
         digest = file_sha256(path, use_memo=not full)
     if f.sha256 is not None and digest != f.sha256:
-        raise SpecsweepError(f"model {entry.name}: {f.file} fails the sha256 check (models.lock {f.sha256[:16]}..., "
-                             f"file {digest[:16]}...): corrupt or changed upstream; `specsweep fetch --force "
-                             f"{entry.name}` downloads it again")
+        raise SpecsweepError(f"model {entry.name}: {f.file} {where} fails the sha256 check (models.lock "
+                             f"{f.sha256[:16]}..., file {digest[:16]}...): {why}; {fix}")
     return digest
 
 
@@ -216,6 +230,10 @@ def fetch_files(entry: LockEntry, files: tuple[LockedFile, ...] | None = None, r
         _check_remote(entry, f, r, revision)
         if r.commit and revision != r.commit:
             revision = r.commit  # the rest of a split model comes from the same commit
+        freed = remove_orphans(repo)
+        if freed and progress:
+            echo(f"{entry.name}: removed {gib(freed)} of partial downloads that interrupted fetches left in "
+                 f"{repo}'s cache (a download starts over)")
         blob = cache_root() / f"models--{repo.replace('/', '--')}" / "blobs" / (r.sha256 or f.sha256 or "-")
         if force or not blob.is_file():  # a blob another revision already holds is only linked
             ensure_disk_space(entry.name, f.file, r.size or f.size)
@@ -223,10 +241,10 @@ def fetch_files(entry: LockEntry, files: tuple[LockedFile, ...] | None = None, r
             echo(f"{entry.name}: downloading {repo}/{f.file} ({gib(r.size or f.size)}) at {revision[:12]}")
         path = download(entry.name, repo, f.file, revision, force=force)
         try:
-            digest = verify(entry, f, path, full=True, progress=progress)
-        except SpecsweepError as e:
+            digest = verify(entry, f, path, full=True, progress=progress, downloaded=True)
+        except SpecsweepError:
             _discard(path)
-            raise SpecsweepError(f"{e.message} (the download was removed from the cache)") from None
+            raise
         if f.sha256 is None and progress and note_unverified:
             echo(f"{entry.name}: {f.file} sha256 {digest} is not in models.lock (unverified); "
                  f"`specsweep lock --update {entry.name}` records the Hub's")

@@ -42,16 +42,13 @@ def update_entry(entry: LockEntry, latest: bool = False) -> tuple[LockEntry, lis
                                      f"`specsweep lock --update --latest {entry.name}` takes the new file")
         files.append(new)
 
-    if commit is None:
-        notes.append(f"{entry.name}: the Hub gave no commit for {revision}; revision stays unverified")
-    elif "revision" in keep and commit != entry.revision:
+    if "revision" in keep and commit != entry.revision:
         raise SpecsweepError(f"model {entry.name}: revision {entry.revision} resolves to {commit} on the Hub")
 
     unverified = set(entry.unverified) - {"file"}
     if latest:
         unverified |= {"vocab"}
-    if commit is not None:
-        unverified.discard("revision")
+    unverified.discard("revision")  # hub.remote refuses an answer without X-Repo-Commit
     if all(f.sha256 for f in files):
         unverified.discard("sha256")
     if all(f.size for f in files):
