@@ -316,8 +316,9 @@ def test_a_card_name_from_a_contribution_is_escaped_in_the_page(tmp_path):
         text = page.render(sources)
         assert EVIL not in text and "<script>alert" not in text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-        # our own script elements only: hooks, one JSON per figure, the packed plotly.js and its loader
-        assert text.count("<script") == 1 + text.count('<script type="application/json" data-figure=') + 2
+        # our own script elements only: hooks, one JSON per figure, the template, the packed plotly.js and
+        # its loader
+        assert text.count("<script") == 1 + text.count('<script type="application/json" data-figure=') + 3
 
 
 def merge_into(tmp_path: Path, path: Path) -> Path:
