@@ -265,6 +265,15 @@ def test_the_layout_check_would_catch_overlapping_titles(smoke_page, tmp_path):
 
 
 COMMITTED = sorted(p.name for p in (REPO / "plots").glob("*.html"))
+SCREENSHOT = REPO / "docs" / "first-screen.png"
+
+
+def test_the_readme_shows_a_small_screenshot_of_a_first_screen():
+    """docs/first-screen.png (scripts/first-screen.py: this browser, FIRST_SCREEN_PX high, 1400 wide)."""
+    data = SCREENSHOT.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000, len(data)
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (1400, FIRST_SCREEN_PX)
+    assert "](docs/first-screen.png)" in (REPO / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("name", COMMITTED)
