@@ -79,8 +79,8 @@ def small_png(w: int, h: int, bpp: int, rows: list[bytearray]) -> bytes:
                 + _chunk(b"PLTE", b"".join(bytes(c) for c in colours)) + _chunk(b"IDAT", zlib.compress(raw, 9))
                 + _chunk(b"IEND", b""))
     raw = b"".join(b"\x00" + bytes(v for p in row for v in p) for row in pixels)
-    return (head + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + _chunk(b"IDAT", zlib.compress(raw, 9))
-            + _chunk(b"IEND", b""))
+    return (head + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b""))
 
 
 def main() -> int:

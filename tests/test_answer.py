@@ -174,3 +174,20 @@ def test_titles_wrap_left_of_the_toolbar_and_subplot_titles_are_named():
     fig = style.subplots(["one", "two"], rows=1, cols=2)
     fig.add_annotation(text="a label", x=0, y=0)
     assert [a.name for a in fig.layout.annotations] == [style.SUBPLOT_TITLE, style.SUBPLOT_TITLE, None]
+
+
+def test_a_merged_community_file_answers_one_row_per_card(tmp_path):
+    from specsweep.contrib import merge
+    from tests.test_contrib import contribution_file
+
+    a = contribution_file(tmp_path, "a.json")
+    b = contribution_file(tmp_path, "b.json", card="NVIDIA H100 80GB HBM3", mid="m2")
+    out = tmp_path / "community.jsonl"
+    assert not merge.merge([a, b], out).rejected
+    text = page.render(load.load([out]))
+    block = text[text.index("<section id='specsweep-answer'>"):text.index("</section>")]
+    rows = re.findall(r"<tr><td class='l'>(.*?)</td>", block)
+    # per card, the q8_0 target (a draft and two n-gram configs) and the f16 one (its baseline only)
+    cards = [re.sub(r"<wbr>", "", r.split("<span class='note'>")[1]) for r in rows]
+    assert sorted(cards) == sorted(["NVIDIA GeForce RTX 3090</span>", "NVIDIA H100 80GB HBM3</span>"] * 2)
+    assert block.count("plain decoding only: no speculative config ran here") == 2

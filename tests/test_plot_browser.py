@@ -115,7 +115,9 @@ MEASURE = r"""
       });
       Array.prototype.forEach.call(gd.querySelectorAll("g.annotation"), function (el) {
         var a = anns[Number(el.getAttribute("data-index"))], text = el.querySelector("text");
-        if (a && a.name === "subplot title" && text) { out.titles.push({fig: gd.id, text: text.textContent, box: box(text)}); }
+        if (a && a.name === "subplot title" && text) {
+          out.titles.push({fig: gd.id, text: text.textContent, box: box(text)});
+        }
       });
       var legend = gd.querySelector("g.legend"), modebar = gd.querySelector(".modebar");
       if (legend) { out.legends.push({fig: gd.id, box: box(legend)}); }

@@ -161,8 +161,10 @@ def fig_probe(curves: list[shape.ProbeCurve]) -> go.Figure:
         if c.pred_ratio:
             fig.add_trace(go.Scatter(
                 x=c.ks, y=c.pred_ratio, mode="lines", name="bytes read B(K)/B(1), predicted", legendgroup=group,
-                showlegend=False, line=dict(color=color, dash="dash", width=1.3), customdata=[[t(c.model)] for _ in c.ks],
-                hovertemplate="%{customdata[0]}<br>K=%{x}: predicted bytes ratio %{y:.2f}<extra></extra>"), row=1, col=1)
+                showlegend=False, line=dict(color=color, dash="dash", width=1.3),
+                customdata=[[t(c.model)] for _ in c.ks],
+                hovertemplate="%{customdata[0]}<br>K=%{x}: predicted bytes ratio %{y:.2f}<extra></extra>"),
+                row=1, col=1)
         if c.n:
             fig.add_trace(go.Scatter(
                 x=c.n, y=c.break_even, mode="lines+markers", name=t(c.label), legendgroup=group, showlegend=False,

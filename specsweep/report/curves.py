@@ -72,7 +72,8 @@ def figure(scope: Scope) -> go.Figure | None:
                 error_x=dict(type="data", symmetric=False, color=color, thickness=1.5, width=5,
                              array=[max(ci[1] - be.acceptance, 0) * 100] if ci else [0],
                              arrayminus=[max(be.acceptance - ci[0], 0) * 100] if ci else [0]),
-                customdata=[[t(arm_label(rows[0])), "" if ci is None else f" [{ci[0]:.0%}, {ci[1]:.0%}]", be.n_configs]],
+                customdata=[[t(arm_label(rows[0])), "" if ci is None else f" [{ci[0]:.0%}, {ci[1]:.0%}]",
+                             be.n_configs]],
                 hovertemplate="<b>%{customdata[0]}</b>: break-even %{x:.0f}% accepted%{customdata[1]}"
                               "<br>(a line over its %{customdata[2]} configs; bootstrap interval)<extra></extra>"))
     loose = [r for r in drafted if not scope.swept(r)]

@@ -202,6 +202,7 @@ def _outputs(outputs: list[shape.OutputRow], panels: list[shape.Panel], trial_so
     for p in panels:
         n = sum(r.panel == p.key for r in outputs)
         if n:
-            parts.append(f"<h3>{esc(p.title)}</h3>\n<details><summary>{n} outputs</summary><div style='overflow-x:auto'>"
-                         f"{tables.outputs_table(outputs, p, trial_sources)}</div></details>\n")
+            parts.append(f"<h3>{esc(p.title)}</h3>\n<details><summary>{n} outputs</summary>"
+                         f"<div style='overflow-x:auto'>{tables.outputs_table(outputs, p, trial_sources)}</div>"
+                         f"</details>\n")
     return "".join(parts)
