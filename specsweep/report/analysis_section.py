@@ -25,6 +25,7 @@ from specsweep.report.style import (BAD, CURVE_COLORS, GOOD, SUBPLOT_TITLE, SYMB
                                     short_patterns, subplots, t, wrap)
 
 PANEL_PX = 400
+FOLD = 8  # verdicts listed open up to this many
 
 
 @dataclass
@@ -297,7 +298,12 @@ def section(sources: list[Source], analyses: list[an.SourceAnalysis] | None = No
         if many:
             parts.append(f"<h3>{esc(a.source)}</h3>")
         parts.extend(f"<p class='note'>{esc(n)}</p>" for n in a.notes)
-        parts.append("<ul class='verdicts'>" + "".join(f"<li>{esc(v)}</li>" for v in _verdicts(a)) + "</ul>")
+        verdicts = _verdicts(a)
+        listed = "<ul class='verdicts'>" + "".join(f"<li>{esc(v)}</li>" for v in verdicts) + "</ul>"
+        if len(verdicts) > FOLD:  # a long list opens on demand; the page's first screen has the answer
+            listed = (f"<details><summary>{len(verdicts)} verdicts: the break-even of each line, the coverage "
+                      f"test of each drafter family</summary>{listed}</details>")
+        parts.append(listed)
         if a.paired:  # long with many configs: on demand
             parts.append(f"<details><summary>each config against its paired baseline ({len(a.paired)} configs, "
                          f"95% intervals)</summary><div style='overflow-x:auto'>{_paired_table(a)}</div></details>")
