@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Re-draw every committed page in plots/ from the committed records (no GPU needed). results/probe
+# Re-draw every committed page in plots/ from the committed records (no GPU needed), and the README's
+# screenshot of one (docs/first-screen.png, with Chromium). results/probe
 # holds probes of several cards, so each page keeps to its own card (--card).
 #   scripts/regenerate-plots.sh
 set -euo pipefail
@@ -19,3 +20,9 @@ plot results/placement-synthetic results/placement-synthetic/probe results/a10b-
     results/a10b-fit-synthetic/probe results/a10b-synthetic/probe --card H200 \
     -o plots/h200-placement.html \
     --title "H200: where the weights live (quant-true 35B-A3B, experts of 20/40 layers on the host; 122B-A10B at 24/48 GiB fits)"
+# the README's screenshot of a page's first screen, in the browser test's headless Chromium
+if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then
+    python3 scripts/first-screen.py plots/h200-methods-synthetic.html docs/first-screen.png
+else
+    echo "no chromium: docs/first-screen.png left as it is" >&2
+fi

@@ -1,29 +1,53 @@
-"""The `specsweep` command: a click group whose errors are always one line and exit code 2."""
+"""The `specsweep` command: a click group whose errors are always one line and exit code 2.
+
+Each subcommand's module is imported when that subcommand runs (or its help is shown), not at
+start-up: `run` and `probe` load libllama (llama-cpp-python) through the engine, and a contributor
+who only draws, analyses or merges files needs none of it (tests/test_light_imports.py).
+"""
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 
 import click
 
 from specsweep import __version__
-from specsweep.analysis.command import analyze
-from specsweep.analysis.predict_command import predict
-from specsweep.contrib.command import contribute, merge
-from specsweep.engine import interrupts
+from specsweep.engine import interrupts  # pure Python: the signal handler, no libllama
 from specsweep.errors import SpecsweepError
-from specsweep.matrix.command import keys
-from specsweep.models.commands import fetch, lock, models
-from specsweep.probe.command import probe
-from specsweep.report.command import plot
-from specsweep.run.check import check
-from specsweep.run.command import run
-from specsweep.synth.command import synth
+
+# name -> "module:attribute" of the click command
+COMMANDS = {
+    "analyze": "specsweep.analysis.command:analyze",
+    "check": "specsweep.run.check:check",
+    "contribute": "specsweep.contrib.command:contribute",
+    "fetch": "specsweep.models.commands:fetch",
+    "keys": "specsweep.matrix.command:keys",
+    "lock": "specsweep.models.commands:lock",
+    "merge": "specsweep.contrib.command:merge",
+    "models": "specsweep.models.commands:models",
+    "plot": "specsweep.report.command:plot",
+    "predict": "specsweep.analysis.predict_command:predict",
+    "probe": "specsweep.probe.command:probe",
+    "run": "specsweep.run.command:run",
+    "synth": "specsweep.synth.command:synth",
+}
 
 
 class OneLineErrors(click.Group):
-    """Usage errors, bad parameters and SpecsweepError all end as `specsweep: error: ...`, exit 2."""
+    """Usage errors, bad parameters and SpecsweepError all end as `specsweep: error: ...`, exit 2;
+    subcommands load on first use (COMMANDS)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
@@ -48,19 +72,5 @@ class OneLineErrors(click.Group):
 def main() -> None:
     """Does speculative decoding make a llama.cpp model faster on this GPU, and why or why not?"""
 
-
-main.add_command(synth)
-main.add_command(run)
-main.add_command(check)
-main.add_command(keys)
-main.add_command(fetch)
-main.add_command(lock)
-main.add_command(models)
-main.add_command(probe)
-main.add_command(plot)
-main.add_command(analyze)
-main.add_command(predict)
-main.add_command(contribute)
-main.add_command(merge)
 
 __all__ = ["main", "SpecsweepError"]

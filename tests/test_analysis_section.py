@@ -1,4 +1,4 @@
-"""The analysis on the report page: figures in page.render's (id, heading, note, figure) form, and
+"""The analysis on the report page: figures in the page's (id, heading, note, figure) form, and
 every string from records escaped, in the HTML and in what plotly draws."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from specsweep.report import analysis_section, load, page
+from specsweep.report import analysis_section, assets, load
 from tests.test_analysis import LENGTHS, blocks_records, line_trials
 
 EVIL = "<script>alert(1)</script>"
@@ -46,7 +46,7 @@ def test_section_has_three_figures_and_escapes_records():
     for div_id, heading, note, fig in sec.figures:
         drawn = list(_strings(json.loads(fig.to_json())))
         assert not any("<script" in s or "<b>t.gguf" in s for s in drawn), div_id
-        assert page._figure_html(fig, div_id).count(f'id="{div_id}"') == 1
+        assert assets.figure_html(fig, div_id).count(f'id="{div_id}"') == 1
     cost = sec.figures[0][3]
     legend = [tr.name for tr in cost.data if tr.showlegend is not False and tr.name]
     fit = next(f.fit for f in sec.analyses[0].fits if f.fit is not None)

@@ -300,6 +300,24 @@ def test_merge_refuses_to_overwrite_another_kind_of_file(tmp_path):
     assert r.exit_code == 2 and "not a merged community file" in r.output and trials.read_bytes() == before
 
 
+def test_merge_refuses_a_json_name_and_plot_reads_a_merged_file_by_its_content(tmp_path):
+    """A merged file is JSON Lines: `-o community.json` is refused in one line, and a merged file
+    that already carries a .json name (written before) still loads, one source per contribution."""
+    a = contribution_file(tmp_path, "a.json")
+    r = cli("merge", a, "-o", tmp_path / "community.json")
+    assert r.exit_code == 2 and r.output.strip().count("\n") == 0
+    assert "a merged community file is JSON Lines; name it .jsonl" in r.output
+    assert not (tmp_path / "community.json").exists()
+    old = tmp_path / "old-community.json"
+    old.write_bytes(merge_into(tmp_path, a).read_bytes())
+    (source,) = load.load([old])
+    assert source.origin == "contribution" and source.card == "NVIDIA GeForce RTX 3090" and len(source.trials) == 16
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json")
+    with pytest.raises(SpecsweepError, match="junk.json is not JSON"):
+        load.load([junk])
+
+
 def test_a_card_name_from_a_contribution_is_escaped_in_the_page(tmp_path):
     a = contribution_file(tmp_path, "evil.json", card=EVIL, notes=EVIL)
     for given in ([a], [merge_into(tmp_path, a)]):
@@ -308,8 +326,9 @@ def test_a_card_name_from_a_contribution_is_escaped_in_the_page(tmp_path):
         text = page.render(sources)
         assert EVIL not in text and "<script>alert" not in text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-        # our own script elements only: hooks, one JSON per figure, the packed plotly.js and its loader
-        assert text.count("<script") == 1 + text.count('<script type="application/json" data-figure=') + 2
+        # our own script elements only: hooks, one JSON per figure, the template, the packed plotly.js and
+        # its loader
+        assert text.count("<script") == 1 + text.count('<script type="application/json" data-figure=') + 3
 
 
 def merge_into(tmp_path: Path, path: Path) -> Path:

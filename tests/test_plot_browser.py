@@ -1,5 +1,9 @@
 """End to end: a real smoke run (matrices/smoke.toml on the CPU), `specsweep plot`, and the page
-opened in headless Chromium: no console errors, every chart drew, and a screenshot.
+opened in headless Chromium: no console errors, every chart drew, and a screenshot. Every page
+(the smoke page and each committed one in plots/) is also laid out at 1400 and 800 px wide and
+measured in the browser (`MEASURE`, a script added to a copy of the page): the answer block starts
+within the first 900 px, no panel says "no records", and no two chart titles' boxes in the
+rendered SVG intersect, nor a title or a legend plotly's toolbar.
 
 The page reports on itself (see specsweep/report/page.py): `#specsweep-status` says how many
 figures drew (`data-ready="yes"` once all did) and `#specsweep-errors` holds every uncaught error,
@@ -91,6 +95,96 @@ def smoke_page(tmp_path_factory) -> Path:
     return out
 
 
+# Once every figure drew: the boxes (page coordinates) of each chart's titles (its layout title, and
+# the subplot titles make_subplots wrote, which the page names "subplot title"), legend and toolbar,
+# the answer block's and its first row's, and the page's visible text (scripts left out).
+MEASURE = r"""
+(function () {
+  function box(el) {
+    var r = el.getBoundingClientRect();
+    return [r.left + window.scrollX, r.top + window.scrollY, r.right + window.scrollX, r.bottom + window.scrollY];
+  }
+  function measure() {
+    var st = document.getElementById("specsweep-status");
+    if (st.getAttribute("data-ready") !== "yes") { setTimeout(measure, 50); return; }
+    var out = {width: document.documentElement.clientWidth, titles: [], legends: [], modebars: []};
+    Array.prototype.forEach.call(document.querySelectorAll(".js-plotly-plot"), function (gd) {
+      var anns = (gd.layout && gd.layout.annotations) || [];
+      Array.prototype.forEach.call(gd.querySelectorAll(".g-gtitle text"), function (el) {
+        out.titles.push({fig: gd.id, text: el.textContent, box: box(el)});
+      });
+      Array.prototype.forEach.call(gd.querySelectorAll("g.annotation"), function (el) {
+        var a = anns[Number(el.getAttribute("data-index"))], text = el.querySelector("text");
+        if (a && a.name === "subplot title" && text) {
+          out.titles.push({fig: gd.id, text: text.textContent, box: box(text)});
+        }
+      });
+      var legend = gd.querySelector("g.legend"), modebar = gd.querySelector(".modebar");
+      if (legend) { out.legends.push({fig: gd.id, box: box(legend)}); }
+      if (modebar) { out.modebars.push({fig: gd.id, box: box(modebar)}); }
+    });
+    var answer = document.getElementById("specsweep-answer");
+    if (answer) {
+      out.answer = box(answer);
+      var row = answer.querySelector("tr:nth-child(2)");
+      out.first_row = row ? box(row) : null;
+    }
+    var main = document.querySelector("main").cloneNode(true);
+    Array.prototype.forEach.call(main.querySelectorAll("script"), function (el) { el.remove(); });
+    out.text = main.textContent;
+    var pre = document.createElement("pre");
+    pre.id = "specsweep-measure";
+    pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  }
+  measure();
+})();
+"""
+WIDTHS = (1400, 800)
+FIRST_SCREEN_PX = 900
+
+
+def measured(exe: str, page: Path, width: int, tmp: Path) -> dict:
+    """The page laid out `width` px wide, as MEASURE found it."""
+    copy = tmp / f"measure-{width}-{page.name}"
+    copy.write_text(page.read_text(encoding="utf-8").replace("</body>", f"<script>{MEASURE}</script>\n</body>", 1),
+                    encoding="utf-8")
+    got = open_page(exe, copy, "--dump-dom", f"--window-size={width},{FIRST_SCREEN_PX}")
+    assert got.returncode == 0, got.stderr[-2000:]
+    found = re.search(r'<pre id="specsweep-measure">(.*?)</pre>', got.stdout, re.S)
+    assert found, "the measuring script did not finish: " + str(status(got.stdout))
+    return json.loads(html.unescape(found.group(1)))
+
+
+def intersect(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def overlaps(first: list[dict], second: list[dict] | None = None) -> list[str]:
+    """Pairs whose boxes intersect: within `first`, or between `first` and `second` (same figure)."""
+    if second is None:
+        pairs = [(a, b) for i, a in enumerate(first) for b in first[i + 1:]]
+    else:
+        pairs = [(a, b) for a in first for b in second if a["fig"] == b["fig"]]
+    return [f"{a['fig']} {a.get('text', 'legend')[:50]!r} / {b['fig']} {b.get('text', 'toolbar')[:50]!r}"
+            for a, b in pairs if intersect(a["box"], b["box"])]
+
+
+def assert_laid_out(exe: str, page: Path, width: int, tmp: Path) -> dict:
+    """The page's first screen holds the answer; no empty panel; nothing overlaps a chart's title."""
+    m = measured(exe, page, width, tmp)
+    assert m["width"] == width
+    assert m.get("answer"), "no answer block (#specsweep-answer)"
+    assert m["answer"][1] < FIRST_SCREEN_PX and m["first_row"][3] <= FIRST_SCREEN_PX, (m["answer"], m["first_row"])
+    assert "no records" not in m["text"]
+    assert len(m["titles"]) >= len(m["modebars"]) > 0  # every chart has a title
+    assert overlaps(m["titles"]) == []
+    assert overlaps(m["titles"], m["modebars"]) == [] and overlaps(m["legends"], m["modebars"]) == []
+    assert overlaps(m["titles"], m["legends"]) == []
+    assert all(t["box"][2] <= width for t in m["titles"]), [t["text"] for t in m["titles"] if t["box"][2] > width]
+    return m
+
+
 def assert_draws(exe: str, page: Path) -> tuple[dict, str]:
     """Every figure of the page drew, from the vendored plotly.js, with no error of any kind."""
     got = open_page(exe, page, "--dump-dom")
@@ -115,9 +209,10 @@ def test_the_smoke_page_is_at_most_1_5_mb(smoke_page):
 def test_the_smoke_page_draws_every_chart_without_console_errors(smoke_page):
     exe = browser()
     attrs, dom = assert_draws(exe, smoke_page)
-    figures = re.findall(r'data-figure="(fig-[a-z-]+)"', smoke_page.read_text(encoding="utf-8"))
-    # speed, acceptance, per prompt, time split (no probe records in a run), then the analysis
-    assert figures[:4] == ["fig-tps", "fig-acceptance", "fig-prompts", "fig-time"]
+    figures = re.findall(r'data-figure="(fig-[a-z0-9-]+)"', smoke_page.read_text(encoding="utf-8"))
+    # per target and card: the curves, speed, per prompt, time split (no probe records in a run),
+    # then the analysis
+    assert figures[:4] == ["fig-curves-1", "fig-tps-1", "fig-prompts-1", "fig-time-1"]
     assert "fig-cost" in figures and set(figures[4:]) <= {"fig-cost", "fig-coverage", "fig-break-even"}
     # bars (with error bars: the basic bundle has them), points and labels were drawn, not only empty axes
     assert dom.count('class="point"') > 20 and "baseline" in dom and 'class="errorbar"' in dom
@@ -152,6 +247,45 @@ def test_without_decompression_stream_the_page_says_so(smoke_page, tmp_path):
     assert shown and "DecompressionStream" in text and "Firefox 113+" in text and "Safari 16.4+" in text
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "plots").glob("*.html")))
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_smoke_page_answers_first_and_nothing_overlaps(smoke_page, width, tmp_path):
+    m = assert_laid_out(browser(), smoke_page, width, tmp_path)
+    assert "The answer" in m["text"] and "plain decoding" in m["text"]
+
+
+def test_the_layout_check_would_catch_overlapping_titles(smoke_page, tmp_path):
+    """The negative control: two charts laid on top of each other (both divs at the page's top
+    left) must fail the check."""
+    text = smoke_page.read_text(encoding="utf-8")
+    for div_id in ("fig-curves-1", "fig-tps-1"):
+        text = text.replace(f'<div id="{div_id}" class="plotly-graph-div" style="',
+                            f'<div id="{div_id}" class="plotly-graph-div" style="position:absolute; top:0; left:0; ', 1)
+    broken = tmp_path / "overlap.html"
+    broken.write_text(text, encoding="utf-8")
+    m = measured(browser(), broken, 1400, tmp_path)
+    assert any("fig-curves-1" in x and "fig-tps-1" in x for x in overlaps(m["titles"])), m["titles"]
+
+
+COMMITTED = sorted(p.name for p in (REPO / "plots").glob("*.html"))
+SCREENSHOT = REPO / "docs" / "first-screen.png"
+
+
+def test_the_readme_shows_a_small_screenshot_of_a_first_screen():
+    """docs/first-screen.png (scripts/first-screen.py: this browser, FIRST_SCREEN_PX high, 1400 wide)."""
+    data = SCREENSHOT.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000, len(data)
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (1400, FIRST_SCREEN_PX)
+    assert "](docs/first-screen.png)" in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", COMMITTED)
 def test_the_committed_pages_draw_every_chart_offline(name):
     assert_draws(browser(), REPO / "plots" / name)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", COMMITTED)
+def test_the_committed_pages_answer_first_and_nothing_overlaps(name, width, tmp_path):
+    page = REPO / "plots" / name
+    assert page.stat().st_size <= PAGE_LIMIT, f"{page.stat().st_size / 1e6:.2f} MB"
+    assert_laid_out(browser(), page, width, tmp_path)

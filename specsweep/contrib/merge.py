@@ -66,6 +66,9 @@ def _existing(output: Path) -> tuple[list[dict], dict[str, str], dict]:
 
 
 def merge(files: list[Path], output: Path) -> Outcome:
+    if Path(output).suffix.lower() == ".json":  # one record a line is JSON Lines, not one JSON document
+        raise SpecsweepError(f"-o {output}: a merged community file is JSON Lines; name it .jsonl "
+                             f"(e.g. {Path(output).with_suffix('.jsonl')})")
     lines, ids, keys = _existing(output)
     out = Outcome(kept=len(ids))
     new_lines: list[dict] = []

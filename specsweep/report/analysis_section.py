@@ -7,7 +7,9 @@ own, so that the page can draw them with its `_figure_html` and count them in it
 (i) ms per generated token against draft tokens per generated token, with each family's line and
 R^2 in the legend; (ii) the line's residuals against expected expert coverage, with the 95% line
 and the verdicts; (iii) acceptance against speed-up, with the fitted line and the break-even
-acceptance with its interval. Page style (fonts, colours, layout) is page.py's own.
+acceptance with its interval. Page style (fonts, colours, layout) comes from style.py, which the
+page shares; a new part of the analysis adds its HTML to `section`'s parts and its figures to its
+list, in the same form.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from specsweep.analysis import analyze as an
 from specsweep.analysis.coverage import FRACTION
 from specsweep.report.load import Source
-from specsweep.report.page import BAD, CURVE_COLORS, GOOD, SYMBOLS, _base_layout, esc, method_color, t
+from specsweep.report.style import (BAD, CURVE_COLORS, GOOD, SUBPLOT_TITLE, SYMBOLS, base_layout, esc, method_color,
+                                    short_patterns, subplots, t, wrap)
 
 PANEL_PX = 400
+FOLD = 8  # verdicts listed open up to this many
 
 
 @dataclass
@@ -54,8 +57,8 @@ def _panels(analyses: list[an.SourceAnalysis], many: bool, want) -> list[tuple[s
 
 def _grid(titles: list[str]) -> go.Figure:
     n = len(titles)
-    return make_subplots(rows=n, cols=1, subplot_titles=[t(x) for x in titles],
-                         vertical_spacing=min(0.12, 0.5 / max(n - 1, 1)) if n > 1 else 0.1)
+    return subplots([wrap(x, 70) for x in titles], rows=n, cols=1,
+                    vertical_spacing=min(0.12, 0.5 / max(n - 1, 1)) if n > 1 else 0.1)
 
 
 def _family_color(f, i: int) -> str:
@@ -103,10 +106,14 @@ def fig_cost(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
 
 
 def _side_legend(fig: go.Figure, height: int) -> None:
-    """Page layout, but the legend right of the panels: family names with their lines are long."""
-    _base_layout(fig, height)
-    fig.update_layout(legend=dict(orientation="v", yref="paper", y=1.0, yanchor="top", x=1.01, xanchor="left",
-                                  font=dict(size=12)), margin=dict(t=60, r=20))
+    """Page layout with the legend under the panels, one family a line: family names with their
+    lines are long, and beside the panels they would leave them (and their titles) no width."""
+    entries = sum(1 for tr in fig.data if tr.showlegend is not False)
+    legend_px = 24 + 19 * entries
+    base_layout(fig, height + legend_px)
+    fig.update_layout(margin=dict(t=84, r=20, b=50 + legend_px),
+                      legend=dict(orientation="h", xref="paper", x=0, xanchor="left", yref="container",
+                                  y=0, yanchor="bottom", entrywidth=1, entrywidthmode="fraction"))
 
 
 def fig_residuals(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
@@ -137,19 +144,13 @@ def fig_residuals(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
     return fig
 
 
-def _wrap(title: str, width: int) -> str:
-    """A subplot title on lines of about `width` characters, broken at its ` · ` joins; escaped."""
-    lines: list[str] = []
-    for part in title.split(" · "):
-        if lines and len(lines[-1]) + 3 + len(part) <= width:
-            lines[-1] += " · " + part
-        else:
-            lines.append(part)
-    return "<br>".join(t(x) for x in lines)
+def _share(x: float) -> str:
+    """An interval's end as a share of drafts: beyond 0-100% only as a direction."""
+    return ">100%" if x > 1 else "<0%" if x < 0 else f"{x:.0%}"
 
 
 BREAK_EVEN_PX = 330  # one panel of the break-even grid
-BREAK_EVEN_GAP = 120  # between its rows: a two-line title and the x axis' title
+BREAK_EVEN_CHARS = 50  # a title's line in one of two columns of an 800 px page (12 px font)
 
 
 def fig_break_even(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
@@ -161,9 +162,12 @@ def fig_break_even(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
         return None
     cols = 1 if len(panels) <= 2 else 2
     rows = -(-len(panels) // cols)
-    plot_px = BREAK_EVEN_PX * rows + BREAK_EVEN_GAP * (rows - 1)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[_wrap(p[0], 90 if cols == 2 else 180) for p in panels],
-                        horizontal_spacing=0.08, vertical_spacing=BREAK_EVEN_GAP / plot_px if rows > 1 else 0.1)
+    titles = [wrap(short_patterns(p[0]), BREAK_EVEN_CHARS if cols == 2 else 90) for p in panels]
+    # between two rows: the x axis' title and the next row's title, as many lines as the longest
+    gap = 56 + 17 * max(x.count("<br>") + 1 for x in titles)
+    plot_px = BREAK_EVEN_PX * rows + gap * (rows - 1)
+    fig = subplots(titles, rows=rows, cols=cols, horizontal_spacing=0.12,
+                   vertical_spacing=gap / plot_px if rows > 1 else 0.1)
     shown: set[str] = set()
     for i, (_, bes) in enumerate(panels):
         row, col = i // cols + 1, i % cols + 1
@@ -192,22 +196,28 @@ def fig_break_even(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
                 lo, hi = max(b.interval[0], 0.0), min(b.interval[1], 1.0)
                 if lo < hi:
                     fig.add_vrect(x0=lo, x1=hi, fillcolor="rgba(26,127,55,0.12)", line_width=0, row=row, col=col)
+            # the label on the wider side of the line, inside its own panel
             fig.add_vline(x=b.acceptance, line=dict(color=GOOD, width=1.5), row=row, col=col,
                           annotation_text=f"break-even {b.acceptance:.0%}" +
-                                          (f" [{b.interval[0]:.0%}, {b.interval[1]:.0%}]" if b.interval else ""),
-                          annotation_position="top right", annotation_font=dict(size=11, color=GOOD))
+                                          (f" [{_share(b.interval[0])}, {_share(b.interval[1])}]" if b.interval
+                                           else ""),
+                          annotation_position="top right" if b.acceptance < 0.5 else "top left",
+                          annotation_font=dict(size=11, color=GOOD))
         elif b.acceptance is not None:
             fig.add_annotation(x=0.02, y=0.96, xref=f"x{i + 1 if i else ''} domain",
                                yref=f"y{i + 1 if i else ''} domain", xanchor="left", yanchor="top", showarrow=False,
-                               text=f"no break-even within 0-100% (the line reaches 1x at {b.acceptance:.0%})",
+                               text=f"no break-even within 0-100%<br>(the line reaches 1x at {b.acceptance:.0%})",
                                font=dict(size=11, color=BAD))
         fig.update_xaxes(title_text="acceptance (accepted / drafted)", title_font=dict(size=12), tickformat=".0%",
                          range=[-0.03, 1.05], row=row, col=col)
         fig.update_yaxes(title_text="speed-up (paired)", title_font=dict(size=12), ticksuffix="x",
                          range=[0, top * 1.08], row=row, col=col)
-    _base_layout(fig, plot_px + 140)
-    fig.update_annotations(font_size=12)  # the panels' titles and the break-even labels
-    fig.update_layout(margin=dict(t=100))
+    first = max(x.count("<br>") + 1 for x in titles[:cols])
+    # above the first row: the toolbar's band, then its titles
+    base_layout(fig, plot_px + 60 + 44 + 17 * first)
+    fig.update_annotations(font_size=12)  # the break-even labels
+    fig.update_annotations(selector=dict(name=SUBPLOT_TITLE), font_size=11.5)  # two titles fit a row at 800 px
+    fig.update_layout(margin=dict(t=44 + 17 * first))
     return fig
 
 
@@ -288,7 +298,12 @@ def section(sources: list[Source], analyses: list[an.SourceAnalysis] | None = No
         if many:
             parts.append(f"<h3>{esc(a.source)}</h3>")
         parts.extend(f"<p class='note'>{esc(n)}</p>" for n in a.notes)
-        parts.append("<ul class='verdicts'>" + "".join(f"<li>{esc(v)}</li>" for v in _verdicts(a)) + "</ul>")
+        verdicts = _verdicts(a)
+        listed = "<ul class='verdicts'>" + "".join(f"<li>{esc(v)}</li>" for v in verdicts) + "</ul>"
+        if len(verdicts) > FOLD:  # a long list opens on demand; the page's first screen has the answer
+            listed = (f"<details><summary>{len(verdicts)} verdicts: the break-even of each line, the coverage "
+                      f"test of each drafter family</summary>{listed}</details>")
+        parts.append(listed)
         if a.paired:  # long with many configs: on demand
             parts.append(f"<details><summary>each config against its paired baseline ({len(a.paired)} configs, "
                          f"95% intervals)</summary><div style='overflow-x:auto'>{_paired_table(a)}</div></details>")

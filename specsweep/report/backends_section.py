@@ -17,7 +17,7 @@ import statistics
 from collections import defaultdict
 
 from specsweep.report import shape
-from specsweep.report.page import _pct, esc
+from specsweep.report.style import esc, pct
 
 # settings that say which backend ran a cell, or how much to measure: not part of "the same cell"
 _NOT_THE_CELL = {"backend", "loop", "trials", "warmup"}
@@ -62,7 +62,7 @@ def section(sources, rows: list[shape.Config]) -> str:
                 cells += ["", "", ""]
                 continue
             per_stream = _stream_tps(trials_of[(c.source, c.cell_id)])
-            cells += [f"{c.mean:.1f}", "" if per_stream is None else f"{per_stream:.1f}", _pct(c.change)]
+            cells += [f"{c.mean:.1f}", "" if per_stream is None else f"{per_stream:.1f}", pct(c.change)]
         both = [by_backend.get(b) for b in ("inprocess", "server")]
         gap = ("" if None in both or both[0].change is None or both[1].change is None
                else f"{(both[1].change - both[0].change) * 100:+.1f}")

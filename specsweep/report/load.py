@@ -8,6 +8,7 @@ A RESULTS argument may be
   `manifests.jsonl` beside it), or a merged community file (`specsweep merge`), which holds one
   source per contribution;
 - a contribution file (`specsweep contribute`, JSON), checked against the schema first.
+A file is told by its content, not its suffix: a merged file named `.json` still reads as JSONL.
 
 A source's card is the GPU its trials ran on (the manifest's name for the first GPU of `gpus`),
 or the CPU's name for CPU runs; a contribution names its own.
@@ -120,19 +121,32 @@ def from_contribution(doc: dict, name: str) -> Source:
                   list(doc.get("probes") or []), meta)
 
 
-def _contribution_file(path: Path) -> Source:
+RECORD_KINDS = ("trial", "manifest", "probe", "contribution")  # a JSON Lines file's first (or only) line
+
+
+def _records_file(path: Path) -> list[Source]:
+    """A file by its content, not its name: one JSON document is a contribution (checked against
+    the schema first); a record per line is JSON Lines, whatever the suffix (a merged file written
+    as community.json, say)."""
     from specsweep.contrib import problem
 
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecsweepError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        doc = json.loads(text)
     except ValueError as e:
-        raise SpecsweepError(f"{path} is not JSON: {e}") from None
-    reason = problem(doc)
-    if reason:
-        raise SpecsweepError(f"{path} is not a valid contribution: {reason}")
-    return from_contribution(doc, path.name)
+        doc, error = None, e
+    if isinstance(doc, dict) and doc.get("kind") not in RECORD_KINDS:
+        reason = problem(doc)
+        if reason:
+            raise SpecsweepError(f"{path} is not a valid contribution: {reason}")
+        return [from_contribution(doc, path.name)]
+    got = _jsonl_file(path)
+    if not got and doc is None and path.suffix == ".json":
+        raise SpecsweepError(f"{path} is not JSON: {error}")
+    return got
 
 
 def _jsonl_file(path: Path) -> list[Source]:
@@ -167,7 +181,7 @@ def load(paths: list[Path]) -> list[Source]:
             else:
                 got = [s for sub in sorted(p for p in path.iterdir() if p.is_dir()) if (s := _folder(sub))]
         elif path.is_file():
-            got = [_contribution_file(path)] if path.suffix == ".json" else _jsonl_file(path)
+            got = _records_file(path)
         else:
             raise SpecsweepError(f"results not found: {path}")
         if not got:

@@ -17,7 +17,7 @@ import statistics
 
 from specsweep.analysis import records as rec
 from specsweep.models.placement import is_host_buffer
-from specsweep.report.page import _num, esc
+from specsweep.report.style import esc, num
 
 GIB = 2**30
 
@@ -32,7 +32,7 @@ def _t1_text(found: list[dict], newest: dict) -> str:
     t1s = [float(p["t1_ms"]) for p in found if p.get("t1_ms") is not None]
     if newest.get("t1_ms") is None:
         return ""
-    text = _num(newest["t1_ms"])
+    text = num(newest["t1_ms"])
     return text + (f" ({len(t1s)} probes: {min(t1s):.1f}-{max(t1s):.1f})" if len(t1s) > 1 else "")
 
 
@@ -46,7 +46,7 @@ def _row(source: str, target: str, placed: str, block: dict, base_tps: float | N
         ngl = "all" if fit.get("n_gpu_layers") is None else fit["n_gpu_layers"]
         fit_text = f"-ngl {ngl}, {len(fit.get('override_tensor') or [])} -ot ({fit.get('source', '?')})"
     cells = [source, target, placed or "every layer on the GPU", _gib(device), _gib(host),
-             str(block.get("overridden_tensors", "")), fit_text, _num(base_tps), t1]
+             str(block.get("overridden_tensors", "")), fit_text, num(base_tps), t1]
     return "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells) + "</tr>"
 
 

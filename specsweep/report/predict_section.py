@@ -22,7 +22,7 @@ from specsweep.analysis import records as rec
 from specsweep.analysis.predict_validation import THRESHOLD
 from specsweep.errors import SpecsweepError
 from specsweep.report.load import Source
-from specsweep.report.page import CURVE_COLORS, _base_layout, _change_cls, _pct, esc, t
+from specsweep.report.style import CURVE_COLORS, base_layout, change_cls, esc, pct, t
 
 
 @dataclass
@@ -82,8 +82,8 @@ def table(rs: list[Row]) -> str:
             r = by.get((c, cfg))
             m = None if r is None or r.measured is None else r.measured["change"]
             p = None if r is None or r.predicted is None else r.predicted.change
-            cells.append(f"<td class='{_change_cls(m)}'>{esc(_pct(m))}</td>")
-            cells.append(f"<td class='{_change_cls(p)}'>{esc(_pct(p))}</td>")
+            cells.append(f"<td class='{change_cls(m)}'>{esc(pct(m))}</td>")
+            cells.append(f"<td class='{change_cls(p)}'>{esc(pct(p))}</td>")
             if r is not None and (r.predicted is None or r.measured is None):
                 notes.append(f"{c}: {r.how}")
         cells.append(f"<td class='l'>{esc('; '.join(notes))}</td>")
@@ -108,7 +108,7 @@ def figure(rs: list[Row]) -> go.Figure | None:
             customdata=[[t(r.config), t(r.target), t(r.how)] for r in mine],
             hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}<br>measured %{x:.2f}x, predicted %{y:.2f}x"
                           "<br>%{customdata[2]}<extra></extra>"))
-    _base_layout(fig, 520)
+    base_layout(fig, 520)
     fig.update_xaxes(title_text="measured speed-up (paired)", range=[0, top], ticksuffix="x")
     fig.update_yaxes(title_text="predicted speed-up", range=[0, top], ticksuffix="x")
     return fig

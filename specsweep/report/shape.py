@@ -4,7 +4,6 @@
   shares the cell's reference key (as in the run's table), acceptance, lossless trials and the time
   split per generated token;
 - `panels`: one per target model and KV type, its rows grouped by method;
-- `speedup_points`: acceptance against speedup, one point per speculative config;
 - `prompt_points`: one point per trial, against the baseline's mean on the same prompt, so that
   prompts that speed up and prompts that slow down stay apart instead of averaging out;
 - `probe_curves`: T(K)/T(1), the byte prediction and the break-even acceptance per probe record;
@@ -173,29 +172,6 @@ def panels(rows: list[Config]) -> list[Panel]:
         keys = list(p.methods)
         p.rows = sorted(keys, key=lambda k: (method_rank(p.methods[k]), first_seen[(p.key, k)]))
     return list(found.values())
-
-
-@dataclass
-class Point:
-    source: str
-    panel: tuple[str, str]
-    key: str
-    method: str
-    acceptance: float
-    speedup: float
-    lossless: str  # "n/m", or "synthetic"
-    synthetic: bool = False  # llama.cpp's synthetic acceptance (some or all of its trials)
-
-
-def speedup_points(rows: list[Config]) -> list[Point]:
-    """Speculative configs that drafted something and have a baseline to compare with."""
-    return [Point(c.source, c.panel, c.key, c.method, c.acceptance, c.speedup, c.lossless, c.n_synthetic > 0)
-            for c in rows if c.method != "baseline" and c.acceptance is not None and c.speedup is not None]
-
-
-def not_plotted(rows: list[Config]) -> list[Config]:
-    """Speculative configs missing from the acceptance chart: nothing drafted, or no baseline."""
-    return [c for c in rows if c.method != "baseline" and (c.acceptance is None or c.speedup is None)]
 
 
 @dataclass
@@ -368,24 +344,6 @@ def header(source: Source) -> dict:
                                 "power_limit_w": meta.get("power_limit_w"), "clocks": meta.get("clocks"),
                                 "notes": meta.get("notes")}
     return info
-
-
-def verdict(panel: Panel, source: str) -> str:
-    """One sentence per panel and source: does any speculative config beat the baseline?"""
-    spec = [c for (s, _), c in panel.configs.items() if s == source and c.method != "baseline"]
-    rated = [c for c in spec if c.change is not None]
-    if not spec:
-        return "baseline only"
-    if not rated:
-        return "no baseline to compare with"
-    best = max(rated, key=lambda c: c.change)
-    winners = [c for c in rated if c.change > 0]
-    full = [c for c in rated if c.acceptance is not None and c.acceptance >= 0.995 and c.change < 0]
-    text = (f"{len(winners)} of {len(rated)} speculative configs beat the baseline; best {best.key} {best.change:+.1%}"
-            if winners else f"no speculative config beats the baseline (best: {best.key}, {best.change:+.1%})")
-    if full:
-        text += f"; {len(full)} lose{'s' if len(full) == 1 else ''} even at 100% acceptance"
-    return text
 
 
 TEXT_CAP = 2000  # characters of a trial's text the page shows
