@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from specsweep.report import analysis_section, assets, load
 from tests.test_analysis import LENGTHS, blocks_records, line_trials
 
@@ -60,3 +62,27 @@ def test_no_trials_no_section():
     probe = {"kind": "probe", "model": {"file": "x.gguf"}}
     sec = analysis_section.section([load.Source("p", "records", [], [], [probe])])
     assert sec.html == "" and sec.figures == []
+
+
+def test_traced_records_add_the_union_figure_and_the_pass_verdicts():
+    """Traced trials (and traced probes) get 'The expert union, traced', one panel per target, with
+    the measured union drawn as recorded; untraced records get no such figure (above)."""
+    from specsweep.records import expert_union
+    from tests.test_union import iid, pass_trials
+
+    recs = pass_trials(lambda k: 4.0 + 0.6 * k, iid)
+    for r in recs:
+        r["models"]["target"]["file"] = "<b>t.gguf"
+    probe = {"kind": "probe", "model": {"file": "p.gguf", "n_expert": 256, "n_expert_used": 8},
+             "machine": {"gpu_name": None},
+             "curve": [{"k": k, "traced": {"coverage": iid(k) * 0.9, "distinct_tokens": k}} for k in (1, 4, 16)]}
+    sec = analysis_section.section([load.Source("mine", "records", recs, [], [probe])])
+    ids = [f[0] for f in sec.figures]
+    assert "fig-union" in ids
+    fig = sec.figures[ids.index("fig-union")][3]
+    assert [a.text for a in fig.layout.annotations if a.text and "gguf" in a.text] == ["&lt;b&gt;t.gguf", "probe · p.gguf"]
+    measured = next(tr for tr in fig.data if tr.name and tr.name.endswith("(verifies)"))
+    first = expert_union.read(recs[0])
+    assert measured.x[0] == first.n_tokens[0] and measured.y[0] == pytest.approx(first.coverage[0])
+    assert "per traced pass" not in sec.html and "a pass&#x27;s time goes" in sec.html  # the per-pass verdict, escaped
+    assert "<b>t.gguf" not in sec.html

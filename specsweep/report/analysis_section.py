@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from specsweep.analysis import analyze as an
 from specsweep.analysis.coverage import FRACTION
+from specsweep.report import union_section
 from specsweep.report.load import Source
 from specsweep.report.style import (BAD, CURVE_COLORS, GOOD, SUBPLOT_TITLE, SYMBOLS, base_layout, esc, method_color,
                                     short_patterns, subplots, t, wrap)
@@ -137,7 +138,9 @@ def fig_residuals(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
                       annotation_text=f"{FRACTION:.0%} of experts", annotation_position="top left",
                       annotation_font=dict(size=11, color=BAD))
         fig.add_hline(y=0, line=dict(color="#444", width=1), row=row, col=1)
-        fig.update_xaxes(title_text="expected routed-expert coverage per verify", tickformat=".0%", range=[0, 1.02],
+        measured = any(f.knee.coverage_source == "traced" for f in fits)
+        fig.update_xaxes(title_text=("routed-expert coverage per verify (traced where measured)" if measured else
+                                     "expected routed-expert coverage per verify"), tickformat=".0%", range=[0, 1.02],
                          row=row, col=1)
         fig.update_yaxes(title_text="ms per token off the line", row=row, col=1)
     _side_legend(fig, PANEL_PX * len(panels) + 60)
@@ -323,11 +326,16 @@ def section(sources: list[Source], analyses: list[an.SourceAnalysis] | None = No
     resid = fig_residuals(analyses)
     if resid is not None:
         figures.append(("fig-coverage", "Does cost bend where expert coverage saturates?",
-                        "Each trial's distance from its family's line against the expected share of routed experts "
-                        f"one of its verify passes reads (uniform routing, over its drafts' real lengths); dashed: "
+                        "Each trial's distance from its family's line against the share of routed experts one of "
+                        "its verify passes reads: measured for traced trials (trace_experts), else expected (uniform "
+                        f"routing, over its drafts' real lengths); dashed: "
                         f"{FRACTION:.0%}. A dense target is drawn against a MoE's routing as a control. The verdicts, "
                         "also at the configured draft length as the published audit counted coverage, are listed "
                         "above.", resid))
+    union = union_section.figure(analyses, [p for s in sources for p in s.probes])
+    if union is not None:
+        figures.append(("fig-union", union_section.HEADING, union_section.NOTE, union))
+        parts.append(union_section.html(analyses))
     be = fig_break_even(analyses)
     if be is not None:
         figures.append(("fig-break-even", "Acceptance against paired speed-up",
