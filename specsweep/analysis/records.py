@@ -149,3 +149,28 @@ def throttled(r: dict) -> bool:
 
 def synthetic(r: dict) -> bool:
     return bool(r.get("synthetic"))
+
+
+def configured_acceptance(r: dict) -> float | None:
+    """What a synthetic-acceptance trial's settings ask for, as accepted / drafted of full-length
+    drafts: the mean of llama.cpp's resolved per-position rates (None without synthetic acceptance
+    or with settings that do not resolve)."""
+    from specsweep.acceptance import resolve_rates
+    from specsweep.errors import SpecsweepError
+
+    s = r.get("settings") or {}
+    if s.get("synth_len") is None and not s.get("synth_rates"):
+        return None
+    n = len(s["synth_rates"]) if s.get("synth_rates") else int(s.get("draft_max") or 0)
+    try:
+        rates = resolve_rates(s.get("synth_len"), s.get("synth_rates"), n)
+    except SpecsweepError:
+        return None
+    return sum(rates) / len(rates) if rates else None
+
+
+def acceptance_label(realized: float | None, configured: float | None) -> str:
+    """A synthetic config's acceptance as drawn beside what its settings ask for: "55% drawn, 50% set"."""
+    if configured is None:
+        return "" if realized is None else f"{realized:.1%}"
+    return ("" if realized is None else f"{realized:.1%} drawn, ") + f"{configured:.1%} set"
