@@ -174,3 +174,11 @@ def acceptance_label(realized: float | None, configured: float | None) -> str:
     if configured is None:
         return "" if realized is None else f"{realized:.1%}"
     return ("" if realized is None else f"{realized:.1%} drawn, ") + f"{configured:.1%} set"
+
+
+CALIBRATION_PREFIX = "calibrate-"  # the matrix name of `specsweep probe --calibrate`'s runs
+
+
+def is_calibration(r: dict) -> bool:
+    """A trial of a card's calibration run (`specsweep probe --calibrate`)."""
+    return str(r.get("matrix") or "").startswith(CALIBRATION_PREFIX)
