@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from specsweep.analysis import predict_heldout as ho
 from specsweep.analysis import predict_validation as pv
 from specsweep.analysis.analyze import _clean
 
@@ -37,10 +38,12 @@ def main() -> None:
                              "matrices": {k: v["summary"] for k, v in variant["matrices"].items()},
                              "cross_card": variant["cross_card"]["summary"],
                              "cross_placement": variant["cross_placement"]["summary"]}
+    doc["held_out"] = ho.held_out(results)
+    doc["held_out_measured_draws"] = {k: v["summary"] for k, v in ho.held_out(results, measured_profiles=True).items()}
     out = results / "predict-validation"
     out.mkdir(exist_ok=True)
     (out / "validation.json").write_text(json.dumps(rounded(_clean(doc)), indent=1) + "\n")
-    (out / "README.md").write_text(pv.markdown(_clean(doc)))
+    (out / "README.md").write_text(pv.markdown(_clean(doc)) + "\n" + ho.markdown(_clean(doc["held_out"]), _clean(doc["held_out_measured_draws"])))
     print((out / "README.md").read_text())
 
 

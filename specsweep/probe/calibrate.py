@@ -72,11 +72,13 @@ def _value(v) -> str:
 
 
 def matrix_text(name: str, target: Model, *, mtp: bool, draft: Model | None = None,
-                drafter: tuple[Model, str] | None = None, gpus: tuple[int, ...] = (0,), kv: str = "q8_0",
+                drafters: tuple[tuple[Model, str], ...] = (), gpus: tuple[int, ...] = (0,), kv: str = "q8_0",
                 n_batch: int = 512, threads: int = 0, placement: dict | None = None, blocks: int = BLOCKS,
                 n_predict: int = N_PREDICT) -> str:
-    """The calibration's matrix (TOML)."""
-    arms = (["mtp"] if mtp else []) + (["draft"] if draft else []) + ([drafter[1]] if drafter else [])
+    """The calibration's matrix (TOML); `drafters`: (model, method) of each DFlash/DSpark/EAGLE-3."""
+    # arms: (method, the row's model key line); drafters named drafter1, drafter2, ...
+    arms = ([("mtp", "")] if mtp else []) + ([("draft", 'draft = "draft"')] if draft else []) + \
+        [(method, f'drafter = "drafter{i}"') for i, (_, method) in enumerate(drafters, 1)]
     if not arms:
         raise SpecsweepError("--calibrate needs a drafter: a target with its MTP layer, --draft MODEL or "
                              "--drafter DRAFTER (or their --synth-* stand-ins)")
@@ -84,19 +86,18 @@ def matrix_text(name: str, target: Model, *, mtp: bool, draft: Model | None = No
                 "n_predict": n_predict, "warmup": 1, "prompt_kinds": ["chat"],
                 **{k: v for k, v in (placement or {}).items() if v not in (None, [], ())}}
     lines = [f'name = "{name}"',
-             f"description = {json.dumps('specsweep probe --calibrate: ' + ', '.join(arms))}",
+             f"description = {json.dumps('specsweep probe --calibrate: ' + ', '.join(a for a, _ in arms))}",
              'design = "blocks"', f"blocks = {blocks}", "", "[models]", f"target = {target.entry()}"]
     if draft:
         lines.append(f"draft = {draft.entry()}")
-    if drafter:
-        lines.append(f"drafter = {drafter[0].entry()}")
+    lines += [f"drafter{i} = {m.entry()}" for i, (m, _) in enumerate(drafters, 1)]
     lines += ["", "[defaults]"] + [f"{k} = {_value(v)}" for k, v in defaults.items()]
     lines += ["", "[[cell]]", 'method = "baseline"']
-    for arm in arms:
-        role = {"draft": 'draft = "draft"', "mtp": ""}.get(arm, 'drafter = "drafter"')
+    for i, (arm, role) in enumerate(arms):
+        label = arm + (f" ({role.split('=')[1].strip().strip(chr(34))})" if [a for a, _ in arms].count(arm) > 1 else "")
         for n in LENGTHS:
             lengths = [round(1 + level * n, 3) for level in LEVELS]
-            lines += ["", "[[cell]]", f'name = "{arm} n={{draft_max}} L={{synth_len}}"', f'method = "{arm}"',
+            lines += ["", "[[cell]]", f'name = "{label} n={{draft_max}} L={{synth_len}}"', f'method = "{arm}"',
                       *([role] if role else []), f"draft_max = {n}", f"synth_len = {lengths}"]
     return "\n".join(lines) + "\n"
 

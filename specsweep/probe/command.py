@@ -117,10 +117,11 @@ def _fmt_a(a: float | None) -> str:
                    "(plain decoding; the MTP head when the model has it, --draft, --drafter: draft lengths 2 and 4 at "
                    "two acceptance levels each), recorded in DIR/calibrate-<model>-<card>-<engine>/; predict takes "
                    "a card's calibration before any other record.")
-@click.option("--drafter", "drafter_path", type=click.Path(path_type=Path), default=None,
-              help="--calibrate: a DFlash, DSpark or EAGLE-3 drafter of the model to calibrate too.")
-@click.option("--synth-drafter", "synth_drafter", metavar="CARD", default=None,
-              help="--calibrate: a drafter's shape card (e.g. qwen3.6-35b-a3b-dflash), written as a stand-in.")
+@click.option("--drafter", "drafter_paths", type=click.Path(path_type=Path), multiple=True,
+              help="--calibrate: a DFlash, DSpark or EAGLE-3 drafter of the model to calibrate too (repeatable).")
+@click.option("--synth-drafter", "synth_drafters", metavar="CARD", multiple=True,
+              help="--calibrate: a drafter's shape card (e.g. qwen3.6-35b-a3b-dflash), written as a stand-in "
+                   "(repeatable).")
 @click.option("--calibrate-blocks", type=int, default=calibrate.BLOCKS, show_default=True,
               help="--calibrate: blocks (each runs every cell once).")
 @click.option("--calibrate-tokens", type=int, default=calibrate.N_PREDICT, show_default=True,
@@ -132,8 +133,8 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
           depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int, threads: int,
           draft_ms: float | None, draft_path: Path | None, override_kv: tuple[str, ...],
           n_cpu_moe: int | None, override_tensor: tuple[str, ...], n_gpu_layers: int | None, vram_budget: str | None,
-          bandwidth_gbs: float | None, trace_experts: bool, calibrate_: bool, drafter_path: Path | None,
-          synth_drafter: str | None, calibrate_blocks: int, calibrate_tokens: int, results_root: Path,
+          bandwidth_gbs: float | None, trace_experts: bool, calibrate_: bool, drafter_paths: tuple[Path, ...],
+          synth_drafters: tuple[str, ...], calibrate_blocks: int, calibrate_tokens: int, results_root: Path,
           verbose: bool) -> None:
     """Time one target decode of K tokens against one ordinary decode step, T(K)/T(1), and set it
     beside the expert-union prediction, the break-even acceptance per draft length and the
@@ -162,8 +163,8 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
         raise SpecsweepError(f"--draft-ms must be non-negative, got {draft_ms}")
     if bandwidth_gbs is not None and bandwidth_gbs <= 0:
         raise SpecsweepError(f"--bandwidth-gbs must be positive, got {bandwidth_gbs}")
-    drafter = _check_calibration(calibrate_, drafter_path, synth_drafter, synth_scale, calibrate_blocks,
-                                 calibrate_tokens)
+    drafters = _check_calibration(calibrate_, drafter_paths, synth_drafters, synth_scale, calibrate_blocks,
+                                  calibrate_tokens)
     if synth_name is not None or synth_draft is not None:
         model_path, draft_path = _stand_ins(synth_name, synth_draft, synth_scale, model_path, draft_path)
     _check_gguf(model_path, "model")
@@ -172,7 +173,7 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
     spec = _placement(n_cpu_moe, override_tensor, n_gpu_layers, vram_budget, gpu_ids, model_path)
     mb = theory.read_model_bytes(model_path)
     has_mtp = int(mb.header.get("nextn_predict_layers") or 0) > 0
-    if calibrate_ and not (has_mtp or draft_path is not None or drafter is not None):
+    if calibrate_ and not (has_mtp or draft_path is not None or drafters):
         raise SpecsweepError(f"--calibrate needs a drafter: {model_path.name} has no MTP layer; give --draft MODEL, "
                              f"--drafter DRAFTER or their --synth-* stand-ins")
     if trace_experts and not mb.is_moe:
@@ -223,37 +224,35 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
     if calibrate_:
         places = {"n_cpu_moe": n_cpu_moe, "override_tensor": list(override_tensor), "n_gpu_layers": n_gpu_layers,
                   "vram_budget": vram_budget}  # the probe's placement, as matrix keys
-        _calibrate(model_path, synth_name, synth_draft, synth_scale, draft_path, drafter, has_mtp, machine, gpu_ids,
+        _calibrate(model_path, synth_name, synth_draft, synth_scale, draft_path, drafters, has_mtp, machine, gpu_ids,
                    kv, n_batch, threads, places, calibrate_blocks, calibrate_tokens, results_root, verbose)
 
 
-def _check_calibration(on: bool, drafter_path: Path | None, synth_drafter: str | None, scale: str, blocks: int,
-                       tokens: int) -> tuple[calibrate.Model, str] | None:
-    """--calibrate's own options, checked before anything loads; the drafter and its method."""
+def _check_calibration(on: bool, drafter_paths: tuple[Path, ...], synth_drafters: tuple[str, ...], scale: str,
+                       blocks: int, tokens: int) -> tuple[tuple[calibrate.Model, str], ...]:
+    """--calibrate's own options, checked before anything loads; each drafter and its method."""
     if not on:
-        if drafter_path is not None or synth_drafter is not None:
+        if drafter_paths or synth_drafters:
             raise SpecsweepError("--drafter and --synth-drafter are for --calibrate (the probe times no drafter)")
-        return None
+        return ()
     if blocks < 1:
         raise SpecsweepError(f"--calibrate-blocks must be at least 1, got {blocks}")
     if tokens < 8:
         raise SpecsweepError(f"--calibrate-tokens must be at least 8, got {tokens}")
-    if drafter_path is not None and synth_drafter is not None:
-        raise SpecsweepError("give one drafter: --drafter or --synth-drafter")
-    if drafter_path is not None:
-        _check_gguf(drafter_path, "drafter")
-        return calibrate.Model(drafter_path), calibrate.drafter_method(drafter_path)
-    if synth_drafter is not None:
-        from specsweep.synth.cards import CARDS
+    out = []
+    for path in drafter_paths:
+        _check_gguf(path, "drafter")
+        out.append((calibrate.Model(path), calibrate.drafter_method(path)))
+    from specsweep.synth.cards import CARDS
 
-        card = CARDS.get(synth_drafter)
+    for name in synth_drafters:
+        card = CARDS.get(name)
         if card is None or card.arch not in ("dflash", "eagle3"):
             known = sorted(n for n, c in CARDS.items() if c.arch in ("dflash", "eagle3"))
-            raise SpecsweepError(f"--synth-drafter {synth_drafter!r}: not a drafter's shape card ({', '.join(known)})")
+            raise SpecsweepError(f"--synth-drafter {name!r}: not a drafter's shape card ({', '.join(known)})")
         method = "eagle3" if card.is_eagle3 else "dspark" if card.is_dspark else "dflash"
-        recipe = {"synth": synth_drafter, "scale": scale, "branch_scale": 0.05}
-        return calibrate.Model(Path(synth_drafter), recipe), method
-    return None
+        out.append((calibrate.Model(Path(name), {"synth": name, "scale": scale, "branch_scale": 0.05}), method))
+    return tuple(out)
 
 
 def _recipe(name: str, scale: str) -> dict:
@@ -265,7 +264,7 @@ def _recipe(name: str, scale: str) -> dict:
             **({"quant": s.quant} if s.quant else {})}
 
 
-def _calibrate(model_path: Path, synth_name, synth_draft, scale: str, draft_path: Path | None, drafter,
+def _calibrate(model_path: Path, synth_name, synth_draft, scale: str, draft_path: Path | None, drafters,
                has_mtp: bool, machine: dict, gpu_ids, kv: str, n_batch: int, threads: int, places: dict,
                blocks: int, tokens: int, results_root: Path, verbose: bool) -> None:
     from specsweep.run.command import execute
@@ -276,7 +275,7 @@ def _calibrate(model_path: Path, synth_name, synth_draft, scale: str, draft_path
         draft = calibrate.Model(draft_path, _recipe(synth_draft, scale) if synth_draft else None)
     card = machine.get("gpu_name") if gpu_ids else machine.get("cpu")
     name = calibrate.matrix_name(model_path, str(card or "unknown card"), manifest.source_hash())
-    text = calibrate.matrix_text(name, target, mtp=has_mtp, draft=draft, drafter=drafter, gpus=gpu_ids, kv=kv,
+    text = calibrate.matrix_text(name, target, mtp=has_mtp, draft=draft, drafters=drafters, gpus=gpu_ids, kv=kv,
                                  n_batch=n_batch, threads=threads, placement=places, blocks=blocks, n_predict=tokens)
     path = calibrate.write_matrix(results_root, name, text)
     click.echo(f"calibrating the loop on this card: {path}", err=True)
