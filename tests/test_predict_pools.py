@@ -142,3 +142,23 @@ def test_plain_decodings_host_term_is_never_another_machines(tmp_path):
     assert got.baseline_tps == pytest.approx(1e3 / pr.lc.curve_of(other, "Other GPU").t1, rel=0.02)
     assert "Test GPU's host" in got.sources["host"]  # the speculative loop's host work is borrowed, labelled
     assert pl.fallback_note(datas["Other GPU"].pools(), "target.gguf").startswith("loop costs: no records of any file")
+
+
+def test_server_and_multi_stream_records_stay_out_of_a_cards_loop_costs(tmp_path):
+    """llama-server's trials have no time split and several streams share their passes: neither enters
+    the one-stream loop's costs, nor plain decoding's speed (4 streams' aggregate is 3x one's)."""
+    data = setup(tmp_path / "a", "current")
+    path = tmp_path / "b" / "current"
+    setup(tmp_path / "b", "current")
+    lines = [json.loads(x) for x in path.joinpath("trials.jsonl").read_text().splitlines()]
+    extra = []
+    for r in lines[1:]:
+        for how in ({"parallel": 4}, {"backend": "server"}):
+            x = dict(r, cell_id=r["cell_id"] + str(how), settings=dict(r["settings"], **how), decode_tps=3 * r["decode_tps"])
+            x["time_s"] = dict(x["time_s"], draft=None, verify=None) if "backend" in how else x["time_s"]
+            extra.append(x)
+    path.joinpath("trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines + extra))
+    (mixed,) = pr.card_data(load([tmp_path / "b" / "probe", path]))
+    assert len(mixed.trials) == len(data.trials)
+    a, b = (pr.predict_one(d, PROFILE, 128, "snapshot", n_boot=0, with_break_even=False) for d in (data, mixed))
+    assert (a.speedup, a.baseline_tps) == (b.speedup, b.baseline_tps)

@@ -181,7 +181,8 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
     """One CardData per (card, target shape, GPU count, placement) probed with this KV type (on
     `gpus` GPUs when given; 0 is the CPU); the probe chosen is the newest with the loop's settings
     (tokens picked on the device, the shallowest depth), pooled with its repeats of the same file.
-    A one-line error when none is left."""
+    The card's trials: one stream in process (what the loop model describes). A one-line error when
+    none is left."""
     from specsweep.report.load import probe_card, trial_card
 
     found: dict[tuple, list[dict]] = defaultdict(list)
@@ -217,7 +218,8 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
             for t in s.trials:
                 tc = (s.meta.get("card") if s.origin == "contribution" else None) or trial_card(t, s.manifests)
                 if tc == c and lc.trial_shape(t) == sh and (t.get("settings") or {}).get("kv") == kv \
-                        and lc.trial_gpus(t) == n_gpus and rec.placement_of(t) == placed and rec.usable(t):
+                        and lc.trial_gpus(t) == n_gpus and rec.placement_of(t) == placed and rec.usable(t) \
+                        and rec.one_stream_in_process(t):
                     data.trials.append(t)
                     data.manifests[id(t)] = by_id.get(t.get("manifest"))
         out.append(data)
@@ -292,14 +294,15 @@ def _plain_host(data: CardData, pools: list[pl.Pool], curve: lc.Curve,
     """Plain decoding's host term (ms per pass) and the loop's own plain decoding speed, from this
     card's baseline trials (its calibration first); without them the host per pass of this card's
     speculative trials, else of the same GPU placed otherwise (the same host machine), else 0, said
-    so: never another machine's."""
+    so: never another machine's. The speed only from the probed file's own baseline (another file
+    of the shape decodes at its own speed)."""
     bp, base = pl.first(pools, rec.is_baseline)
     if base:
         b = lc.session_scales(bp.trials, curve)
         steps = sum(float(t.get("n_steps") or 0) for t in base)
         if steps:
             host = sum(lc.t_ms(t, "host") / b(t) for t in base) / steps
-            tps = statistics.fmean(float(t["decode_tps"]) for t in base)
+            tps = statistics.fmean(float(t["decode_tps"]) for t in base) if bp.own_file else None
             return host, f"{len(base)} baseline trial(s) on this card: {bp.label}", tps
     if own_host is not None:
         return own_host["pass"], "this card's speculative trials' host work per pass (no baseline trials here)", None
@@ -583,7 +586,7 @@ def profiles_for(sources, shape: lc.Shape, measured: bool = False) -> list[tuple
     by_name: dict[str, list[dict]] = defaultdict(list)
     for s in sources:
         for name, trials in rec.speculative_by(s.trials, "cell").items():
-            mine = [t for t in trials if lc.trial_shape(t) == shape]
+            mine = [t for t in trials if lc.trial_shape(t) == shape and rec.one_stream_in_process(t)]
             if mine:
                 by_name[name] += mine
     out = []

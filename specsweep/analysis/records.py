@@ -182,3 +182,10 @@ CALIBRATION_PREFIX = "calibrate-"  # the matrix name of `specsweep probe --calib
 def is_calibration(r: dict) -> bool:
     """A trial of a card's calibration run (`specsweep probe --calibrate`)."""
     return str(r.get("matrix") or "").startswith(CALIBRATION_PREFIX)
+
+
+def one_stream_in_process(r: dict) -> bool:
+    """A trial of one stream in specsweep's own loop: what `predict`'s loop model describes and
+    fits (a server's trials have no time split, several streams share their passes)."""
+    s = r.get("settings") or {}
+    return (r.get("backend") or s.get("backend") or "inprocess") == "inprocess" and int(s.get("parallel") or 1) == 1
