@@ -30,6 +30,7 @@ from specsweep import acceptance, methods  # noqa: E402
 from specsweep.analysis import predict_validation as pv  # noqa: E402
 from specsweep.analysis.profiles import parse_accept  # noqa: E402
 from specsweep.matrix import load as matrix_load  # noqa: E402
+from specsweep.matrix.cells import placement_label  # noqa: E402
 
 
 def accept_spec(cell) -> str:
@@ -69,6 +70,10 @@ def predict(args) -> None:
     if out.exit_code != 0:
         raise SystemExit(out.output)
     doc = json.loads(Path(args.out).read_text())
+    # the cards of the matrix's placement only (every layer on the GPU: no " [cpu-moe 20]" label)
+    placed = {placement_label(c.settings).strip() for c in matrix.cells}
+    doc["cards"] = [c for c in doc["cards"] if (c["card"].endswith("]") and c["card"].rsplit(" [", 1)[1][:-1] in placed)
+                    or (not c["card"].endswith("]") and "" in placed)]
     for card in doc["cards"]:  # which prediction is which cell: given in order, each matched by its profile
         preds, out_ = list(card["predictions"]), []
         for cell, spec in zip(cells, specs):
@@ -79,12 +84,38 @@ def predict(args) -> None:
                 hit["cell"] = cell.name
             out_.append(hit)
         card["by_cell"] = out_
+        del card["predictions"]
     text = Path(args.matrix).read_text()
     Path(args.out).write_text(json.dumps({
         "kind": "prospective-prediction", "matrix": matrix.name, "matrix_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": engine(), "command": ["specsweep", *command],
         "cells": [{"cell": c.name, "accept": s} for c, s in zip(cells, specs)], "prediction": doc}, indent=1) + "\n")
+    Path(args.out).with_suffix(".md").write_text(summary_md(matrix.name, json.loads(Path(args.out).read_text())))
     print(out.output)
+
+
+def summary_md(name: str, doc: dict) -> str:
+    """The predictions as a table per card (beside the JSON)."""
+    lines = [f"# {name}: predicted before the run", "",
+             f"Made {doc['made']} by `{' '.join(doc['command'][:2])} ...` (the full command and every number: "
+             f"`{name}` JSON beside this file), engine {doc['engine']['specsweep_source']} "
+             f"(git {doc['engine']['specsweep_git']}), for the matrix of sha256 {doc['matrix_sha256'][:16]}. "
+             f"Change: predicted speed-up - 1 against plain decoding, with its 95% bootstrap interval (measurement "
+             f"noise of the probe and the costs, not the model's error).", ""]
+    for card in doc["prediction"]["cards"]:
+        lines += [f"## {card['card']} (probe of {card['target']}, T(1) {card['t1_ms']:.2f} ms)", ""]
+        if card.get("pools"):
+            lines += ["Loop costs from, in order: " + "; ".join(f"{p['label']} ({p['trials']} trials)"
+                                                          for p in card["pools"][:4]) + ".", ""]
+        lines += ["| config | accept | change [95%] | plain decoding tok/s | draft cost from |", "|---|---|---|---|---|"]
+        for p in card["by_cell"]:
+            if p is None:
+                continue
+            lo, hi = p["speedup_interval"] or (p["speedup"], p["speedup"])
+            lines.append(f"| {p['cell']} | {p['acceptance']:.1%} | {p['speedup'] - 1:+.1%} [{lo - 1:+.1%}, {hi - 1:+.1%}] | "
+                         f"{p['baseline_tps']:.1f} | {p['sources']['draft'].split(': ')[0]} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def compare(args) -> None:
