@@ -90,15 +90,16 @@ def predict(args) -> None:
         "kind": "prospective-prediction", "matrix": matrix.name, "matrix_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": engine(), "command": ["specsweep", *command],
         "cells": [{"cell": c.name, "accept": s} for c, s in zip(cells, specs)], "prediction": doc}, indent=1) + "\n")
-    Path(args.out).with_suffix(".md").write_text(summary_md(matrix.name, json.loads(Path(args.out).read_text())))
+    Path(args.out).with_suffix(".md").write_text(summary_md(matrix.name, json.loads(Path(args.out).read_text()),
+                                                            Path(args.out).name))
     print(out.output)
 
 
-def summary_md(name: str, doc: dict) -> str:
+def summary_md(name: str, doc: dict, json_name: str) -> str:
     """The predictions as a table per card (beside the JSON)."""
     lines = [f"# {name}: predicted before the run", "",
              f"Made {doc['made']} by `{' '.join(doc['command'][:2])} ...` (the full command and every number: "
-             f"`{name}` JSON beside this file), engine {doc['engine']['specsweep_source']} "
+             f"`{json_name}` beside this file), engine {doc['engine']['specsweep_source']} "
              f"(git {doc['engine']['specsweep_git']}), for the matrix of sha256 {doc['matrix_sha256'][:16]}. "
              f"Change: predicted speed-up - 1 against plain decoding, with its 95% bootstrap interval (measurement "
              f"noise of the probe and the costs, not the model's error).", ""]
