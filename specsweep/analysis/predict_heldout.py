@@ -208,6 +208,22 @@ def reason(c: dict) -> str:
             f"draft cost from {c['draft_source'].split(' (')[0]}")
 
 
+KEPT = ("matrix", "card", "config", "method", "n_max", "synthetic", "acceptance", "profile_acceptance", "measured",
+        "predicted", "error", "sign_ok", "baseline")
+# what results/predict-validation/held-out.jsonl keeps of each cell, one per line
+LINE = ("matrix", "card", "config", "n_max", "acceptance", "profile_acceptance", "measured", "predicted", "error",
+        "sign_ok")
+
+
+def _compact(c: dict) -> dict:
+    """A held-out cell for the README and held-out.jsonl: the numbers, the draft cost's source in short, and
+    why it is off (the terms behind that stay out: the file stays small)."""
+    out = {k: c[k] for k in KEPT}
+    out["draft_source"] = c["draft_source"].split(": ")[0]
+    out["why"] = reason(c)
+    return out
+
+
 def held_out(results: Path, measured_profiles: bool = False) -> dict:
     out = {}
     for kind, what in SETS.items():
@@ -219,7 +235,7 @@ def held_out(results: Path, measured_profiles: bool = False) -> dict:
                      "by_method": {m: pv.summary([c for c in cells if c.method == m])
                                    for m in sorted({c.method for c in cells})},
                      "baseline": baseline_summary(cells) if kind == "calibration" else None,
-                     "cells": [asdict(c) for c in cells]}
+                     "cells": [_compact(asdict(c)) for c in cells]}
     return out
 
 
@@ -246,12 +262,12 @@ def markdown(doc: dict, measured_draws: dict | None = None) -> str:
     wrong = [(k, c) for k, s in doc.items() for c in s["cells"]
              if c["sign_ok"] is False or abs(c["error"]) > pv.WRONG_POINTS]
     lines += ["", f"Cells off by more than {pv.WRONG_POINTS:.0f} points or with the sign wrong, by set "
-                  f"(`validation.json`, `held_out`, has every cell):", "",
+                  f"(`held-out.jsonl` has every cell):", "",
               "| set | matrix | config | measured | predicted | error | why |", "|---|---|---|---|---|---|---|"]
     for kind, c in wrong:
         mark = " (sign)" if c["sign_ok"] is False else ""
         lines.append(f"| {kind} | {c['matrix']} | {c['config']} | {c['measured']:+.1%} | {c['predicted']:+.1%} | "
-                     f"{c['error']:+.1f}{mark} | {reason(c)} |")
+                     f"{c['error']:+.1f}{mark} | {c['why']} |")
     left = {k: len(s["skipped"]) for k, s in doc.items() if s["skipped"]}
     if left:
         lines += ["", "Not predicted (named in `validation.json`): " + ", ".join(f"{k} {n}" for k, n in left.items())
