@@ -33,6 +33,14 @@ Assumptions, each a place the prediction can be wrong:
   independently of the draft's length and from step to step (synthetic acceptance is exactly
   this; real text is burstier).
 - Times of a session whose baseline ran at b x the probe's T(1) are divided by b.
+- Which records: one-stream, in-process trials, in the order `pools.py` gives (the card's
+  calibration of the probed file, the probed file's records, another file of the shape; the
+  running engine's first); each term from the first pool that holds what it needs.
+- Plain decoding: passes x (T(1) + host), the host term from this card's own baseline trials
+  (else its speculative trials', else the same host placed otherwise, else 0: never another
+  machine's); where the card measured the probed file's plain decoding, tok/s are given on the
+  loop's clock (that measured speed, and the config at its predicted speed-up of it). The terms'
+  ms per token stay on the probe's clock.
 
 The interval is a 95% bootstrap over the probe's timed passes and the trials behind each fitted
 cost (resampled within each config): measurement noise, not the model's error, which
