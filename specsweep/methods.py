@@ -10,6 +10,8 @@ matrix or drawing a page never loads libllama.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -52,9 +54,28 @@ SYNTH = {
                      help="mean accepted length per verify, the target's token included (--spec-synth-len)"),
     "synth_rates": Key(None, (list,), help="unconditional acceptance per draft position (--spec-synth-rates)"),
     "synth_seed": Key(None, (int,), minimum=0, maximum=0xFFFFFFFE,
-                      help="seed of the accept/reject draws, the request's seed (default 42)"),
+                      help="root of the accept/reject draws' seeds: each trial's seed is derived from it (default 42)"),
 }
-SYNTH_SEED = 42  # the seed a synthetic cell's draws use unless `synth_seed` says otherwise
+SYNTH_SEED = 42  # the root of a synthetic cell's seeds unless `synth_seed` says otherwise
+SEED_MAX = 0xFFFFFFFE  # llama-server reads a request's seed -1 (0xFFFFFFFF as uint32) as "random"
+
+
+def trial_seed(settings: dict, draws_key: str, run: int, block: int, prompt_id: str) -> int:
+    """The seed of one trial's synthetic draws, derived from the cell's `synth_seed` (default 42),
+    the cell (`draws_key`: its identity without the backend, so a config draws alike in process and
+    through llama-server), the run, the block (the trial index in the sequential design) and the
+    prompt. One seed per trial, all its streams alike: llama-server seeds every slot of a request
+    from the request's one `seed`, and a multi-stream trial is one request so that its streams
+    start in the same step (a request per stream arrives with jitter, see backends/server.py)."""
+    root = settings.get("synth_seed")
+    key = json.dumps([SYNTH_SEED if root is None else int(root), draws_key, int(run), int(block), str(prompt_id)])
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little") % (SEED_MAX + 1)
+
+
+def base_seed(settings: dict) -> int:
+    """The seed of draws outside the recorded trials (warm-ups): the root itself."""
+    root = settings.get("synth_seed")
+    return SYNTH_SEED if root is None else int(root)
 
 
 @dataclass(frozen=True)

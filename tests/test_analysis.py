@@ -323,6 +323,23 @@ def test_throttled_and_synthetic_are_carried():
     assert r.n_throttled == 1 and r.synthetic
 
 
+def test_synthetic_configs_show_the_acceptance_drawn_beside_the_one_set():
+    from specsweep.analysis import records as rec
+    from specsweep.analysis.command import paired_text
+    from specsweep.report.summary import cell_stats, table
+
+    recs = blocks_records([0.1, 0.1])
+    for r in recs[1::2]:  # the speculative trials: L = 2.5 over 3 positions asks for 50%, drew 40 of 96
+        r.update(synthetic=True, n_accepted=40, drafted_by_pos=[32, 32, 32], n_drafted=96)
+        r["settings"] = {**r["settings"], "draft_max": 3, "synth_len": 2.5}
+    assert rec.configured_acceptance(recs[1]) == pytest.approx(0.5, abs=1e-6)
+    assert rec.configured_acceptance(recs[0]) is None
+    (a,) = an.analyze([load.Source("s", "records", recs)])
+    assert "41.7% drawn, 50.0% set" in paired_text(a)
+    assert "41.7% drawn, 50.0% set" in table(cell_stats(recs))
+    assert rec.acceptance_label(0.25, None) == "25.0%" and rec.acceptance_label(None, None) == ""
+
+
 # --- break-even ---
 
 def row(acc: float, speedup: float, target: str = "t.gguf") -> PairedRow:

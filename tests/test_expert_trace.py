@@ -140,10 +140,10 @@ def test_no_timed_figure_comes_from_a_traced_context(tmp_path, monkeypatch):
         calls.append((id(self) in traced, state["timing"]))
         return decode(self, *args, **kwargs)
 
-    def spy_measure(self, streams):
+    def spy_measure(self, streams, seed=None):
         state["timing"] = True
         try:
-            return measure(self, streams)
+            return measure(self, streams, seed)
         finally:
             state["timing"] = False
 

@@ -194,7 +194,9 @@ parallel = 2
         mine, theirs = both["inprocess"], both["server"]
         assert [(s["tokens_sha"], s["n_drafted"], s["n_accepted"]) for s in mine["streams"]] == \
                [(s["tokens_sha"], s["n_drafted"], s["n_accepted"]) for s in theirs["streams"]], name
+        assert mine.get("synth_seed") == theirs.get("synth_seed")  # one config, one seed per trial, both ways
     assert sum(r["n_accepted"] for r in records if r["method"] == "mtp") > 0
+    assert len({r["synth_seed"] for r in records if r.get("synthetic")}) == 2  # a seed per prompt, not one
 
 
 def test_drafters_that_read_the_target_run_streams_as_the_servers_slots(tmp_path):

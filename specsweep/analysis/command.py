@@ -36,6 +36,8 @@ def table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def paired_text(a) -> str:
+    from specsweep.analysis import records as rec
+
     head = ("config", "design", "kept", "N blocks", "pairs", "tok/s mean (min-max)", "change", "t-interval",
             "bootstrap", "accept", "runs: spread (min..max)", "throttled")
     rows = []
@@ -47,7 +49,7 @@ def paired_text(a) -> str:
                      "seq" if r.design == "sequential" else r.design, str(r.n_kept), str(r.n_blocks),
                      str(r.n_pairs), f"{r.tps_mean:.1f} ({r.tps_min:.1f}-{r.tps_max:.1f})", _pct(r.change) or "n/a",
                      _ci(r.t_interval), _ci(r.bootstrap_interval),
-                     "" if r.acceptance is None else f"{r.acceptance:.1%}", spread,
+                     rec.acceptance_label(r.acceptance, r.configured_acceptance), spread,
                      f"{r.n_throttled}/{r.n_kept}" if r.n_throttled else ""))
     out = ["Paired change against the baseline of the same block and prompt (95% intervals over blocks):",
            table(head, rows) if rows else "(no speculative configs)"]

@@ -84,6 +84,7 @@ class PairedRow:
     n_unpaired: int = 0
     n_throttled: int = 0  # trials whose telemetry saw the GPU throttle
     synthetic: bool = False  # acceptance forced by llama.cpp's synthetic acceptance
+    configured_acceptance: float | None = None  # what synthetic acceptance asked for (acceptance: what was drawn)
     ckpt_restores_per_token: float | None = None
     arm: str = ""  # drafter family and draft limit ("mtp n=2"): one curve of an acceptance sweep
     run_by: str = ""  # " [server]", " x4": what ran it, where not one stream in process
@@ -235,6 +236,7 @@ def paired_rows(trials: list[dict], n_boot: int = BOOTSTRAP,
             acceptance=accepted / drafted if drafted else None, n_drafted=drafted, n_accepted=accepted,
             runs=runs if len(runs) > 1 else [], run_spread=spread, n_unpaired=n_missing[cid],
             n_throttled=sum(rec.throttled(r) for r in mine), synthetic=any(rec.synthetic(r) for r in mine),
+            configured_acceptance=rec.configured_acceptance(first),
             ckpt_restores_per_token=statistics.fmean(restores) if restores else None,
             arm=f"{rec.family(first)} n={rec.draft_max(first)}", run_by=rec.run_by(first)))
     return rows, missing

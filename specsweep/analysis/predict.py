@@ -33,6 +33,14 @@ Assumptions, each a place the prediction can be wrong:
   independently of the draft's length and from step to step (synthetic acceptance is exactly
   this; real text is burstier).
 - Times of a session whose baseline ran at b x the probe's T(1) are divided by b.
+- Which records: one-stream, in-process trials, in the order `pools.py` gives (the card's
+  calibration of the probed file, the probed file's records, another file of the shape; the
+  running engine's first); each term from the first pool that holds what it needs.
+- Plain decoding: passes x (T(1) + host), the host term from this card's own baseline trials
+  (else its speculative trials', else the same host placed otherwise, else 0: never another
+  machine's); where the card measured the probed file's plain decoding, tok/s are given on the
+  loop's clock (that measured speed, and the config at its predicted speed-up of it). The terms'
+  ms per token stay on the probe's clock.
 
 The interval is a 95% bootstrap over the probe's timed passes and the trials behind each fitted
 cost (resampled within each config): measurement noise, not the model's error, which
@@ -43,6 +51,8 @@ the predicted speed-up is 1, with the config's costs; "never" when even a = 1 lo
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -51,6 +61,7 @@ import numpy as np
 from specsweep import methods
 from specsweep.analysis import loopcosts as lc
 from specsweep.analysis import loopsim, profiles
+from specsweep.analysis import pools as pl
 from specsweep.analysis import records as rec
 from specsweep.analysis.profiles import Profile
 from specsweep.errors import SpecsweepError
@@ -73,7 +84,9 @@ class CardData:
     trials: list[dict] = field(default_factory=list, repr=False)
     others: list["CardData"] = field(default_factory=list, repr=False)  # other cards, same shape
     gpu: str = ""  # the card without its placement: "NVIDIA H200" for "NVIDIA H200 [cpu-moe 20]"
+    manifests: dict[int, dict] = field(default_factory=dict, repr=False)  # id(trial) -> its run's manifest
     _units: lc.UnitsCache | None = field(default=None, init=False, repr=False)
+    _pools: list[pl.Pool] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         self.gpu = self.gpu or self.card
@@ -91,6 +104,15 @@ class CardData:
         if self._units is None:
             self._units = lc.UnitsCache(self.trials)
         return self._units
+
+    def pools(self, exclude=None) -> list[pl.Pool]:
+        """The card's records in order of preference (analysis/pools.py), without `exclude`d trials."""
+        if self._pools is None:
+            self._pools = pl.pools(self.trials, lambda t: self.manifests.get(id(t)), self.curve.file)
+        if exclude is None:
+            return self._pools
+        kept = [dataclasses.replace(p, trials=[t for t in p.trials if not exclude(t)]) for p in self._pools]
+        return [p for p in kept if p.trials]
 
 
 def _ratio(data: CardData, other: CardData) -> tuple[float, str]:
@@ -120,6 +142,8 @@ class Costs:
     base_host: float  # ms per plain decoding pass, host side
     switch: float
     checkpoint: bool
+    base_source: str = ""  # where plain decoding's host term came from
+    loop_base_tps: float | None = None  # the loop's own plain decoding measured on this card
 
 
 @dataclass
@@ -165,7 +189,8 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
     """One CardData per (card, target shape, GPU count, placement) probed with this KV type (on
     `gpus` GPUs when given; 0 is the CPU); the probe chosen is the newest with the loop's settings
     (tokens picked on the device, the shallowest depth), pooled with its repeats of the same file.
-    A one-line error when none is left."""
+    The card's trials: one stream in process (what the loop model describes). A one-line error when
+    none is left."""
     from specsweep.report.load import probe_card, trial_card
 
     found: dict[tuple, list[dict]] = defaultdict(list)
@@ -197,11 +222,14 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
         name = c + (f" [{placed}]" if placed else "")
         data = CardData(name, sh, lc.pooled_curve(same, name), gpu=c)
         for s in sources:
+            by_id = {m.get("id"): m for m in s.manifests}
             for t in s.trials:
                 tc = (s.meta.get("card") if s.origin == "contribution" else None) or trial_card(t, s.manifests)
                 if tc == c and lc.trial_shape(t) == sh and (t.get("settings") or {}).get("kv") == kv \
-                        and lc.trial_gpus(t) == n_gpus and rec.placement_of(t) == placed and rec.usable(t):
+                        and lc.trial_gpus(t) == n_gpus and rec.placement_of(t) == placed and rec.usable(t) \
+                        and rec.one_stream_in_process(t):
                     data.trials.append(t)
+                    data.manifests[id(t)] = by_id.get(t.get("manifest"))
         out.append(data)
     for d in out:
         d.others = [o for o in out if o is not d and o.shape == d.shape]
@@ -226,43 +254,77 @@ def _names_target(probe: dict, shape: lc.Shape, target: str) -> bool:
 
 # --- the costs of one config on one card ---
 
-def _excluding(trials: list[dict], exclude) -> list[dict]:
-    return [t for t in trials if not exclude(t)] if exclude else list(trials)
-
-
 def arm_of(t: dict) -> tuple:
     return str(t.get("method")), profiles.drafter_key(t), profiles.n_max_of(t)
 
 
-def fit_costs(data: CardData, profile: Profile, rollback: str, pool: list[dict], curve: lc.Curve,
+def _rollback_of(t: dict) -> str | None:
+    return t.get("rollback") or (t.get("settings") or {}).get("rollback")
+
+
+def _configs(trials: list[dict]) -> int:
+    return len({t.get("cell_id") for t in trials})
+
+
+def fit_costs(data: CardData, profile: Profile, rollback: str, pools: list[pl.Pool], curve: lc.Curve,
               units: lc.UnitsCache, rng: np.random.Generator | None = None) -> Costs:
-    """The config's costs from the pool of records (resampled within each config when rng)."""
+    """The config's costs from the card's pools of records (resampled within each config when rng):
+    each term from the first pool that holds what it needs (analysis/pools.py)."""
     if rng is not None:
-        pool = _resample(pool, rng)
-    b = lc.session_scales(pool, curve)
+        pools = [dataclasses.replace(p, trials=_resample(p.trials, rng)) for p in pools]
     checkpoint = rollback == "checkpoint" and curve.hybrid
-    spec = [t for t in pool if not rec.is_baseline(t)]
-    same_mode = [t for t in spec if (t.get("rollback") or (t.get("settings") or {}).get("rollback")) == rollback]
-    n_cards = f"{len({t.get('cell_id') for t in same_mode})} config(s) on this card"
+    vp, same_mode = pl.first(pools, lambda t: not rec.is_baseline(t) and _rollback_of(t) == rollback)
     if same_mode:
+        b = lc.session_scales(vp.trials, curve)
+        n_cards = f"{_configs(same_mode)} config(s) on this card: {vp.label}"
         verify = lc.fit_verify(same_mode, curve, b, units, f"the probe's T(K) plus the loop's own cost per verified "
                                                          f"token ({rollback} rollback, {n_cards})")
         roll = lc.fit_rollback(same_mode, b, f"in-loop, {rollback} rollback, {n_cards}")
     else:
         verify, roll = _other_card(data, rollback, curve) or _probe_only(rollback, curve, checkpoint)
-    host_b, where = b, "on this card"
+    hp, spec = pl.first(pools, lambda t: not rec.is_baseline(t))
+    host_b, where = (lc.session_scales(hp.trials, curve), f"on this card: {hp.label}") if spec else (None, "")
     if not spec:  # the host's own work: Python's, the same loop on another card's host
-        other = next((o for o in data.others if any(not rec.is_baseline(t) for t in o.trials)), None)
-        if other is not None:
-            spec = [t for t in other.trials if not rec.is_baseline(t)]
-            host_b, where = lc.session_scales(other.trials, other.curve), f"on {other.card}'s host"
-    host = lc.fit_host(spec, host_b, f"in-loop, {len({t.get('cell_id') for t in spec})} config(s) {where}") if spec \
+        for other in data.others:
+            op, spec = pl.first(other.pools(), lambda t: not rec.is_baseline(t))
+            if spec:
+                host_b, where = lc.session_scales(op.trials, other.curve), f"on {other.card}'s host"
+                break
+    host = lc.fit_host(spec, host_b, f"in-loop, {_configs(spec)} config(s) {where}") if spec \
         else lc.Fit({}, "unknown: no speculative trials, counted as 0")
-    base = [t for t in pool if rec.is_baseline(t)]
-    base_steps = sum(float(t.get("n_steps") or 0) for t in base)
-    base_host = (sum(lc.t_ms(t, "host") / b(t) for t in base) / base_steps) if base_steps else host["pass"]
-    draft = draft_cost(data, profile, pool, curve, b)
-    return Costs(verify, roll, host, draft, base_host, curve.switch, checkpoint)
+    base_host, base_source, loop_tps = _plain_host(data, pools, curve, host if hp is not None else None)
+    draft = draft_cost(data, profile, pools, curve)
+    return Costs(verify, roll, host, draft, base_host, curve.switch, checkpoint, base_source, loop_tps)
+
+
+def _plain_host(data: CardData, pools: list[pl.Pool], curve: lc.Curve,
+                own_host: lc.Fit | None) -> tuple[float, str, float | None]:
+    """Plain decoding's host term (ms per pass) and the loop's own plain decoding speed, from this
+    card's baseline trials (its calibration first); without them the host per pass of this card's
+    speculative trials, else of the same GPU placed otherwise (the same host machine), else 0, said
+    so: never another machine's. The speed only from the probed file's own baseline (another file
+    of the shape decodes at its own speed)."""
+    bp, base = pl.first(pools, rec.is_baseline)
+    if base:
+        b = lc.session_scales(bp.trials, curve)
+        steps = sum(float(t.get("n_steps") or 0) for t in base)
+        if steps:
+            host = sum(lc.t_ms(t, "host") / b(t) for t in base) / steps
+            tps = statistics.fmean(float(t["decode_tps"]) for t in base) if bp.own_file else None
+            return host, f"{len(base)} baseline trial(s) on this card: {bp.label}", tps
+    if own_host is not None:
+        return own_host["pass"], "this card's speculative trials' host work per pass (no baseline trials here)", None
+    for other in data.others:
+        if not data.same_gpu(other):
+            continue
+        op, theirs = pl.first(other.pools(), rec.is_baseline)
+        steps = sum(float(t.get("n_steps") or 0) for t in theirs)
+        if steps:
+            b = lc.session_scales(op.trials, other.curve)
+            return (sum(lc.t_ms(t, "host") / b(t) for t in theirs) / steps,
+                    f"{len(theirs)} baseline trial(s) of the same GPU placed otherwise ({other.card}; the same host)",
+                    None)
+    return 0.0, "unknown: no trials on this card or its host (specsweep probe --calibrate), counted as 0", None
 
 
 def _probe_only(rollback: str, curve: lc.Curve, checkpoint: bool) -> tuple[lc.Fit, lc.Fit]:
@@ -280,14 +342,13 @@ def _probe_only(rollback: str, curve: lc.Curve, checkpoint: bool) -> tuple[lc.Fi
 def _other_card(data: CardData, rollback: str, curve: lc.Curve) -> tuple[lc.Fit, lc.Fit] | None:
     """The loop's verify extras and rollback costs measured on another card with the same target,
     scaled by the two probes' T(1) (as measured on the same GPU placed otherwise); the shape changes
-    stay this card's probe's."""
+    stay this card's probe's. The other card's records in its own order of preference."""
     for other in _nearest_first(data):
-        mode = [t for t in other.trials if not rec.is_baseline(t)
-                and (t.get("rollback") or (t.get("settings") or {}).get("rollback")) == rollback]
+        op, mode = pl.first(other.pools(), lambda t: not rec.is_baseline(t) and _rollback_of(t) == rollback)
         if not mode:
             continue
         ratio, where = _ratio(data, other)
-        b = lc.session_scales(other.trials, other.curve)
+        b = lc.session_scales(op.trials, other.curve)
         verify = lc.fit_verify(mode, other.curve, b, other.units(),
                                f"the probe's T(K) plus the loop's own cost per verified token {where}")
         verify.coef = {"pass": verify["pass"] * ratio, "token": verify["token"] * ratio,
@@ -323,20 +384,27 @@ def _family(profile: Profile, trials: list[dict]) -> tuple[str, list[dict]]:
     return key, [t for t in mine if profiles.drafter_key(t) == key]
 
 
-def draft_cost(data: CardData, profile: Profile, pool: list[dict], curve: lc.Curve, b) -> lc.Fit:
-    key, mine = _family(profile, pool)
+def draft_cost(data: CardData, profile: Profile, pools: list[pl.Pool], curve: lc.Curve) -> lc.Fit:
+    key, _ = _family(profile, [t for p in pools for t in p.trials])
     who = f"{profile.method}{' · ' + key if key else ''}"
+
+    def of(drafter: str):
+        return lambda t: (t.get("method") == profile.method and not rec.is_baseline(t)
+                          and profiles.drafter_key(t) == drafter)
+
+    dp, mine = pl.first(pools, of(key))
     if mine:
-        fit = lc.fit_draft(mine, b, f"in-loop, {who}, {len({t.get('cell_id') for t in mine})} config(s) on this card")
-        return fit
+        return lc.fit_draft(mine, lc.session_scales(dp.trials, curve),
+                            f"in-loop, {who}, {_configs(mine)} config(s) on this card: {dp.label}")
     for other in _nearest_first(data):  # the same drafter measured on another card (see _ratio)
-        _, theirs = _family(Profile(profile.method, profile.n_max, profile.cond, drafter=key), other.trials)
+        theirs_key, _ = _family(Profile(profile.method, profile.n_max, profile.cond, drafter=key), other.trials)
+        op, theirs = pl.first(other.pools(), of(theirs_key))
         if theirs:
             ratio, where = _ratio(data, other)
             if profile.method == "mtp" and data.same_gpu(other) and _mtp_layer_on_host(data) \
                     and not _mtp_layer_on_host(other):
                 where += "; an underestimate: this placement keeps the MTP layer's experts on the host"
-            fit = lc.fit_draft(theirs, lc.session_scales(other.trials, other.curve), f"in-loop {where}")
+            fit = lc.fit_draft(theirs, lc.session_scales(op.trials, other.curve), f"in-loop {where}")
             fit.coef = {k: v * ratio for k, v in fit.coef.items()}
             return fit
     d = curve.probe.get("draft") or {}
@@ -425,20 +493,20 @@ def predict_one(data: CardData, profile: Profile, n_predict: int = N_PREDICT, ro
                              f"{profile.n_max}")
     method = methods.METHODS.get(profile.method)
     rollback = rollback or (method.rollback if method else "checkpoint")
-    pool = _excluding(data.trials, exclude)
+    pools = data.pools(exclude)
     # a config's expected counts depend on its own records only, and `exclude` leaves whole configs
     # out: the card's cache (built once) serves every prediction
     su = _Setup(profile, data.units(), n_predict, loop,
                 loopsim.expected_units(None, n_predict, False, base_loop or loop))
-    costs = fit_costs(data, profile, rollback, pool, data.curve, su.units)
+    costs = fit_costs(data, profile, rollback, pools, data.curve, su.units)
     u = loopsim.expected_units(profile, n_predict, costs.checkpoint, loop)
-    tps, base_tps, terms = _evaluate(su, data.curve, costs, u)
+    tps, base_tps, terms = _on_loop_clock(*_evaluate(su, data.curve, costs, u), costs)
     rng = np.random.default_rng(seed)
     boots_tps, boots_sp = [], []
     for _ in range(n_boot):
         curve = data.curve.resampled(rng)
-        c = fit_costs(data, profile, rollback, pool, curve, su.units, rng)
-        t, bt, _ = _evaluate(su, curve, c, u)
+        c = fit_costs(data, profile, rollback, pools, curve, su.units, rng)
+        t, bt, _ = _on_loop_clock(*_evaluate(su, curve, c, u), c)
         boots_tps.append(t)
         boots_sp.append(t / bt)
     q = [50 * (1 - LEVEL), 50 * (1 + LEVEL)]
@@ -453,9 +521,25 @@ def predict_one(data: CardData, profile: Profile, n_predict: int = N_PREDICT, ro
         tps=tps, tps_interval=tps_ci, baseline_tps=base_tps, speedup=tps / base_tps, speedup_interval=sp_ci,
         break_even=be, break_even_note=be_note, ms_per_token=per_tok, dominant=max(per_tok, key=per_tok.get),
         sources={"verify": costs.verify.source, "draft": costs.draft.source, "rollback": costs.rollback.source,
-                 "switch": _switch_source(costs), "host": costs.host.source},
+                 "switch": _switch_source(costs), "host": costs.host.source,
+                 "baseline": _baseline_source(costs)},
         units={"passes": u.passes, "calls": u.calls, "drafted": u.drafted, "saves": u.saves,
                "restores": u.restores, "switches": u.switches, "tokens": u.tokens})
+
+
+def _on_loop_clock(tps: float, base_tps: float, terms: dict, costs: Costs) -> tuple[float, float, dict]:
+    """Speeds on the loop's clock where this card measured its own plain decoding: the loop's step
+    is not the probe's T(1) (its own host work, another session's clocks), so plain decoding is
+    what the loop measured and the config its predicted speed-up of that; else the probe's clock."""
+    if not costs.loop_base_tps:
+        return tps, base_tps, terms
+    return costs.loop_base_tps * tps / base_tps, costs.loop_base_tps, terms
+
+
+def _baseline_source(costs: Costs) -> str:
+    clock = ("the loop's own plain decoding measured in them" if costs.loop_base_tps else
+             "passes x (the probe's T(1) + that host term)")
+    return f"host term from {costs.base_source}; tok/s: {clock}"
 
 
 def _switch_source(costs: Costs) -> str:
@@ -510,7 +594,7 @@ def profiles_for(sources, shape: lc.Shape, measured: bool = False) -> list[tuple
     by_name: dict[str, list[dict]] = defaultdict(list)
     for s in sources:
         for name, trials in rec.speculative_by(s.trials, "cell").items():
-            mine = [t for t in trials if lc.trial_shape(t) == shape]
+            mine = [t for t in trials if lc.trial_shape(t) == shape and rec.one_stream_in_process(t)]
             if mine:
                 by_name[name] += mine
     out = []

@@ -43,6 +43,8 @@ def _short(source: str) -> str:
 
 
 def render_text(groups) -> str:
+    from specsweep.analysis import pools
+
     parts = []
     for data, preds, missing in groups:
         c = data.curve
@@ -50,9 +52,12 @@ def render_text(groups) -> str:
         head = (f"== {data.card} · {c.file} ({data.shape}), KV {c.kv}: T(1) {c.t1:.2f} ms, plain decoding "
                 f"{base:.1f} tok/s predicted; shape switch +{c.switch:.2f} ms; {len(data.trials)} trial records "
                 f"on this card ==")
-        parts.append(head + "\n" + (rows_text(preds) if preds else "(nothing could be predicted)"))
+        note = pools.fallback_note(data.pools(), c.file)
+        parts.append(head + ("\n" + note if note else "") + "\n"
+                     + (rows_text(preds) if preds else "(nothing could be predicted)"))
         parts.extend(f"  not predicted: {m}" for m in missing)
-        notes = sorted({f"{k}: {v}" for p in preds for k, v in p.sources.items() if k in ("verify", "rollback")})
+        notes = sorted({f"{k}: {v}" for p in preds for k, v in p.sources.items()
+                        if k in ("verify", "rollback", "baseline")})
         parts.append("\n".join(f"  {n}" for n in notes))
     parts.append("tok/s and change: predicted for this card (95% bootstrap over the probe's passes and the trials "
                  "behind each cost: measurement noise, not the model's error, see docs/analysis.md); break-even a: "
@@ -67,6 +72,7 @@ def to_json(groups) -> dict:
         c = data.curve
         out.append({"card": data.card, "target": c.file, "shape": str(data.shape), "kv": c.kv, "t1_ms": c.t1,
                     "switch_ms": c.switch, "n_trials": len(data.trials), "probe_time": c.probe.get("time"),
+                    "pools": [{"label": p.label, "trials": len(p.trials)} for p in data.pools()],
                     "predictions": [dataclasses.asdict(p) for p in preds], "not_predicted": missing})
     return {"kind": "prediction", "cards": out}
 

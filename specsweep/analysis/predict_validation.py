@@ -53,6 +53,7 @@ class Cell:
     predicted_ms: dict  # per generated token, by term
     measured_ms: dict  # per generated token: draft, verify (with shape changes), rollback, host
     n_trials: int = 0
+    baseline: dict | None = None  # plain decoding: predicted and measured tok/s (held-out sets)
 
 
 def validate_matrix(name: str, sources, n_boot: int, measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
@@ -122,7 +123,8 @@ def reason(c: Cell) -> str:
                 f"{_fmt_ci(c.measured_interval)})")
     if c.synthetic and c.acceptance is not None and abs(c.acceptance - c.profile_acceptance) >= 0.03:
         return (f"the draws kept {c.acceptance:.0%} of the drafts against the configured {c.profile_acceptance:.0%} "
-                f"(every trial of a cell draws with the same seed, so the difference does not average out)")
+                f"(these records drew every trial of a cell from one seed, before per-trial seeds, so the difference "
+                f"does not average out)")
     if c.costs == "same arm":
         return ("its arm is the drafter's only one on the card, so its costs come from the arm's other acceptance "
                 f"levels only (draft {d['draft']:.2f} against {m['draft']:.2f}, rollback {d['rollback']:.2f} against "

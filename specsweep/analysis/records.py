@@ -149,3 +149,43 @@ def throttled(r: dict) -> bool:
 
 def synthetic(r: dict) -> bool:
     return bool(r.get("synthetic"))
+
+
+def configured_acceptance(r: dict) -> float | None:
+    """What a synthetic-acceptance trial's settings ask for, as accepted / drafted of full-length
+    drafts: the mean of llama.cpp's resolved per-position rates (None without synthetic acceptance
+    or with settings that do not resolve)."""
+    from specsweep.acceptance import resolve_rates
+    from specsweep.errors import SpecsweepError
+
+    s = r.get("settings") or {}
+    if s.get("synth_len") is None and not s.get("synth_rates"):
+        return None
+    n = len(s["synth_rates"]) if s.get("synth_rates") else int(s.get("draft_max") or 0)
+    try:
+        rates = resolve_rates(s.get("synth_len"), s.get("synth_rates"), n)
+    except SpecsweepError:
+        return None
+    return sum(rates) / len(rates) if rates else None
+
+
+def acceptance_label(realized: float | None, configured: float | None) -> str:
+    """A synthetic config's acceptance as drawn beside what its settings ask for: "55% drawn, 50% set"."""
+    if configured is None:
+        return "" if realized is None else f"{realized:.1%}"
+    return ("" if realized is None else f"{realized:.1%} drawn, ") + f"{configured:.1%} set"
+
+
+CALIBRATION_PREFIX = "calibrate-"  # the matrix name of `specsweep probe --calibrate`'s runs
+
+
+def is_calibration(r: dict) -> bool:
+    """A trial of a card's calibration run (`specsweep probe --calibrate`)."""
+    return str(r.get("matrix") or "").startswith(CALIBRATION_PREFIX)
+
+
+def one_stream_in_process(r: dict) -> bool:
+    """A trial of one stream in specsweep's own loop: what `predict`'s loop model describes and
+    fits (a server's trials have no time split, several streams share their passes)."""
+    s = r.get("settings") or {}
+    return (r.get("backend") or s.get("backend") or "inprocess") == "inprocess" and int(s.get("parallel") or 1) == 1

@@ -13,7 +13,8 @@ without knowing which one ran them:
     with backend.group(group, files) as prepare:   # what the cells of a group share (in process: the models)
         session = prepare(plan)                     # one cell, made ready to measure
         session.open()                              # contexts made / server started
-        measured = session.measure(streams)         # a trial (warm-ups too): a list of prompts, one per stream
+        measured = session.measure(streams, seed)   # a trial (warm-ups too): a list of prompts, one per stream,
+                                                    # and the trial's synthetic seed (None: the cell's root)
         session.close()
 
 A trial with `parallel = N` runs N streams at once, each on its own prompt; a `Measured` holds
@@ -56,7 +57,7 @@ class Session(Protocol):
 
     def open(self) -> None: ...
     def close(self) -> None: ...
-    def measure(self, streams: list[str]) -> Measured: ...
+    def measure(self, streams: list[str], seed: int | None = None) -> Measured: ...
     def plain(self, prompt_id: str) -> list[int] | None:
         """Plain greedy decoding of a prompt (the reference), or None when this session cannot."""
 

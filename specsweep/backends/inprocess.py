@@ -71,9 +71,10 @@ def draft_context(cell: Cell, target: runtime.Model, target_ctx: runtime.Context
     return None
 
 
-def synth_of(cell: Cell, drafter) -> Synth | None:
+def synth_of(cell: Cell, drafter, seed: int | None = None) -> Synth | None:
     """A cell's synthetic acceptance, resolved against its drafter's actual draft limit (after the
-    drafter's own caps, as llama.cpp resolves it after initialising its implementations)."""
+    drafter's own caps, as llama.cpp resolves it after initialising its implementations), drawing
+    from `seed` (the trial's, methods.trial_seed; None: the cell's root seed, for warm-ups)."""
     s = cell.settings
     if drafter is None or (s.get("synth_len") is None and not s.get("synth_rates")):
         return None
@@ -81,8 +82,7 @@ def synth_of(cell: Cell, drafter) -> Synth | None:
         rates = synthetic.resolve_rates(s.get("synth_len"), s.get("synth_rates"), drafter.n_max)
     except SpecsweepError as e:
         raise SpecsweepError(f"cell {cell.name!r}: {e.message}") from None
-    seed = s.get("synth_seed")
-    return Synth(synthetic.conditional(rates), methods.SYNTH_SEED if seed is None else seed)
+    return Synth(synthetic.conditional(rates), methods.base_seed(s) if seed is None else seed)
 
 
 def target_shape(model: runtime.Model) -> dict:
@@ -176,7 +176,7 @@ class InProcessCell:
         prior = [self.prompts[prompt_id] + reference] * self.prior_runs if reference else []
         return make_drafter(cell, self.dctx, self.tctx, self.matrix_dir, prior, seq)
 
-    def measure(self, streams: list[str]) -> Measured:
+    def measure(self, streams: list[str], seed: int | None = None) -> Measured:
         cell = self.cell
         use_ckpt = self.rollback == "checkpoint"
         if len(streams) > 1:
@@ -186,7 +186,7 @@ class InProcessCell:
             drafters = [self._drafter(p, seq) for seq, p in enumerate(streams)]
             results, loop_times, window = parallel_loop.run_streams(
                 self.tctx, [self.prompts[p] for p in streams], cell.n_predict, drafters,
-                [synth_of(cell, d) for d in drafters], use_checkpoints=use_ckpt)
+                [synth_of(cell, d, seed) for d in drafters], use_checkpoints=use_ckpt)
             return Measured(results, window, rollback=self.rollback, loop_times=loop_times)
         prompt_id = streams[0]
         drafter = self._drafter(prompt_id)
@@ -194,7 +194,7 @@ class InProcessCell:
         if self.dctx is not None:
             self.dctx.clear()
         tokens = self.prompts[prompt_id]
-        synth = synth_of(cell, drafter)
+        synth = synth_of(cell, drafter, seed)
         # a traced cell keeps what the timed context does (a list append per call) for `trace`
         self.tctx.journal = self.journal = expert_trace.Journal() if self.traced_ctx is not None else None
         try:

@@ -19,7 +19,8 @@ What a record gets from the server, and what it means:
   a task of each and starts them in the same step, one per slot. N separate HTTP requests arrive
   with jitter, which changes which streams' prompts share a batch and so what a near-tie rounds
   to: on the CPU, two runs of the same EAGLE-3 cell at synthetic acceptance gave different tokens
-  that way. The aggregate tok/s is over the window from the first stream's first generated token
+  that way. So the streams of a trial share its one synthetic seed (`seed` of the request, which
+  seeds every slot's draws; methods.trial_seed), in process too. The aggregate tok/s is over the window from the first stream's first generated token
   to the last stream's last, from the server's own timings (the slots start their prompts
   together: window = max(prompt_ms + predicted_ms) - min(prompt_ms)). When the N prompts do not
   fit one batch of n_batch, the later slots finish their prompts later and the window holds that
@@ -130,10 +131,11 @@ class ServerCell:
         return self.measure([prompt_id]).streams[0].tokens
 
     # --- one trial ---
-    def measure(self, streams: list[str]) -> Measured:
+    def measure(self, streams: list[str], seed: int | None = None) -> Measured:
         assert self.server is not None, "session not open"
         cell = self.cell
-        seed, ignore_eos = _seed(cell), bool(cell.settings.get("ignore_eos", False))
+        seed = methods.base_seed(cell.settings) if seed is None else seed
+        ignore_eos = bool(cell.settings.get("ignore_eos", False))
         before = parse_metrics(self.server.metrics())
         if len(streams) == 1:
             answers = [self.server.complete(self.prompts[streams[0]], cell.n_predict, seed, ignore_eos)]
@@ -153,11 +155,6 @@ class ServerCell:
         extra = {"server": {"timings": [a.get("timings") or {} for a in answers], "metrics": delta,
                             "log": self.log_path.name}}
         return Measured(results, window, extra, rollback=None, split_times=False)
-
-
-def _seed(cell: Cell) -> int:
-    seed = cell.settings.get("synth_seed")
-    return 42 if seed is None else int(seed)
 
 
 @contextlib.contextmanager

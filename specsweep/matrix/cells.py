@@ -61,6 +61,12 @@ class Cell:
         d.update({role: ref.identity for role, ref in self.models.items()})
         return d
 
+    def draws_key(self) -> str:
+        """What a synthetic cell's seeds derive from (methods.trial_seed): its identity without the
+        backend and the loop, so the same config draws alike in process and through llama-server."""
+        d = {k: v for k, v in self.identity().items() if k not in ("backend", "loop")}
+        return _digest(d)
+
     @property
     def draft_gpus(self) -> tuple[int, ...]:
         """Where the draft model (or drafter) goes: `draft_gpu`, else with the target."""

@@ -15,7 +15,7 @@ from specsweep.engine import buffer_types, runtime
 from specsweep.errors import SpecsweepError
 from specsweep.models import fit, placement
 from specsweep.models.overrides import parse_overrides
-from specsweep.probe import theory
+from specsweep.probe import calibrate, theory
 from specsweep.probe.measure import (DEFAULT_KS, SHORT_PROMPT, WARMUP, Curve, TracedCurve, context_size,
                                      known_bandwidth_gbs, measure_curve, trace_curve)
 from specsweep.records import manifest
@@ -112,6 +112,20 @@ def _fmt_a(a: float | None) -> str:
               help="MoE models: after timing, decode each K-token batch again in a context that reads the "
                    "router's choice in every layer, and set T(K) beside the bytes those experts hold (never "
                    "timed: that context runs node by node).")
+@click.option("--calibrate", "calibrate_", is_flag=True,
+              help="Then measure this card's own loop costs: a short matrix of the model at synthetic acceptance "
+                   "(plain decoding; the MTP head when the model has it, --draft, --drafter: draft lengths 2 and 4 at "
+                   "two acceptance levels each), recorded in DIR/calibrate-<model>-<card>-<engine>/; predict takes "
+                   "a card's calibration before any other record.")
+@click.option("--drafter", "drafter_paths", type=click.Path(path_type=Path), multiple=True,
+              help="--calibrate: a DFlash, DSpark or EAGLE-3 drafter of the model to calibrate too (repeatable).")
+@click.option("--synth-drafter", "synth_drafters", metavar="CARD", multiple=True,
+              help="--calibrate: a drafter's shape card (e.g. qwen3.6-35b-a3b-dflash), written as a stand-in "
+                   "(repeatable).")
+@click.option("--calibrate-blocks", type=int, default=calibrate.BLOCKS, show_default=True,
+              help="--calibrate: blocks (each runs every cell once).")
+@click.option("--calibrate-tokens", type=int, default=calibrate.N_PREDICT, show_default=True,
+              help="--calibrate: tokens generated per trial.")
 @click.option("--results", "results_root", metavar="DIR", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Records go to DIR/probe/probe.jsonl.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
@@ -119,10 +133,13 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
           depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int, threads: int,
           draft_ms: float | None, draft_path: Path | None, override_kv: tuple[str, ...],
           n_cpu_moe: int | None, override_tensor: tuple[str, ...], n_gpu_layers: int | None, vram_budget: str | None,
-          bandwidth_gbs: float | None, trace_experts: bool, results_root: Path, verbose: bool) -> None:
+          bandwidth_gbs: float | None, trace_experts: bool, calibrate_: bool, drafter_paths: tuple[Path, ...],
+          synth_drafters: tuple[str, ...], calibrate_blocks: int, calibrate_tokens: int, results_root: Path,
+          verbose: bool) -> None:
     """Time one target decode of K tokens against one ordinary decode step, T(K)/T(1), and set it
     beside the expert-union prediction, the break-even acceptance per draft length and the
-    memory-bandwidth bound. With --synth, of a models.lock model's synthetic stand-in."""
+    memory-bandwidth bound. With --synth, of a models.lock model's synthetic stand-in; with
+    --calibrate, then the card's own loop costs in a short matrix (probe/calibrate.py)."""
     if (model_path is None) == (synth_name is None):
         raise SpecsweepError("give MODEL or --synth NAME (a models.lock target), one of them")
     if synth_draft is not None and (draft_path is not None or draft_ms is not None):
@@ -146,6 +163,8 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
         raise SpecsweepError(f"--draft-ms must be non-negative, got {draft_ms}")
     if bandwidth_gbs is not None and bandwidth_gbs <= 0:
         raise SpecsweepError(f"--bandwidth-gbs must be positive, got {bandwidth_gbs}")
+    drafters = _check_calibration(calibrate_, drafter_paths, synth_drafters, synth_scale, calibrate_blocks,
+                                  calibrate_tokens)
     if synth_name is not None or synth_draft is not None:
         model_path, draft_path = _stand_ins(synth_name, synth_draft, synth_scale, model_path, draft_path)
     _check_gguf(model_path, "model")
@@ -153,6 +172,10 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
         _check_gguf(draft_path, "draft model")
     spec = _placement(n_cpu_moe, override_tensor, n_gpu_layers, vram_budget, gpu_ids, model_path)
     mb = theory.read_model_bytes(model_path)
+    has_mtp = int(mb.header.get("nextn_predict_layers") or 0) > 0
+    if calibrate_ and not (has_mtp or draft_path is not None or drafters):
+        raise SpecsweepError(f"--calibrate needs a drafter: {model_path.name} has no MTP layer; give --draft MODEL, "
+                             f"--drafter DRAFTER or their --synth-* stand-ins")
     if trace_experts and not mb.is_moe:
         raise SpecsweepError(f"--trace-experts needs a MoE model; {model_path.name} is dense (no routed experts)")
     ctx_train = mb.header.get("context_length")
@@ -198,6 +221,65 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
     finally:
         store.close()
     click.echo(f"recorded in {store.path}", err=True)
+    if calibrate_:
+        places = {"n_cpu_moe": n_cpu_moe, "override_tensor": list(override_tensor), "n_gpu_layers": n_gpu_layers,
+                  "vram_budget": vram_budget}  # the probe's placement, as matrix keys
+        _calibrate(model_path, synth_name, synth_draft, synth_scale, draft_path, drafters, has_mtp, machine, gpu_ids,
+                   kv, n_batch, threads, places, calibrate_blocks, calibrate_tokens, results_root, verbose)
+
+
+def _check_calibration(on: bool, drafter_paths: tuple[Path, ...], synth_drafters: tuple[str, ...], scale: str,
+                       blocks: int, tokens: int) -> tuple[tuple[calibrate.Model, str], ...]:
+    """--calibrate's own options, checked before anything loads; each drafter and its method."""
+    if not on:
+        if drafter_paths or synth_drafters:
+            raise SpecsweepError("--drafter and --synth-drafter are for --calibrate (the probe times no drafter)")
+        return ()
+    if blocks < 1:
+        raise SpecsweepError(f"--calibrate-blocks must be at least 1, got {blocks}")
+    if tokens < 8:
+        raise SpecsweepError(f"--calibrate-tokens must be at least 8, got {tokens}")
+    out = []
+    for path in drafter_paths:
+        _check_gguf(path, "drafter")
+        out.append((calibrate.Model(path), calibrate.drafter_method(path)))
+    from specsweep.synth.cards import CARDS
+
+    for name in synth_drafters:
+        card = CARDS.get(name)
+        if card is None or card.arch not in ("dflash", "eagle3"):
+            known = sorted(n for n, c in CARDS.items() if c.arch in ("dflash", "eagle3"))
+            raise SpecsweepError(f"--synth-drafter {name!r}: not a drafter's shape card ({', '.join(known)})")
+        method = "eagle3" if card.is_eagle3 else "dspark" if card.is_dspark else "dflash"
+        out.append((calibrate.Model(Path(name), {"synth": name, "scale": scale, "branch_scale": 0.05}), method))
+    return tuple(out)
+
+
+def _recipe(name: str, scale: str) -> dict:
+    """A stand-in's matrix entry: the recipe stand_ins.write wrote (the same cache file)."""
+    from specsweep.synth import stand_ins
+
+    s = stand_ins.resolve(name)
+    return {"synth": s.card, "scale": scale, "branch_scale": s.branch_scale, "mtp": s.mtp,
+            **({"quant": s.quant} if s.quant else {})}
+
+
+def _calibrate(model_path: Path, synth_name, synth_draft, scale: str, draft_path: Path | None, drafters,
+               has_mtp: bool, machine: dict, gpu_ids, kv: str, n_batch: int, threads: int, places: dict,
+               blocks: int, tokens: int, results_root: Path, verbose: bool) -> None:
+    from specsweep.run.command import execute
+
+    target = calibrate.Model(model_path, _recipe(synth_name, scale) if synth_name else None)
+    draft = None
+    if draft_path is not None:
+        draft = calibrate.Model(draft_path, _recipe(synth_draft, scale) if synth_draft else None)
+    card = machine.get("gpu_name") if gpu_ids else machine.get("cpu")
+    name = calibrate.matrix_name(model_path, str(card or "unknown card"), manifest.source_hash())
+    text = calibrate.matrix_text(name, target, mtp=has_mtp, draft=draft, drafters=drafters, gpus=gpu_ids, kv=kv,
+                                 n_batch=n_batch, threads=threads, placement=places, blocks=blocks, n_predict=tokens)
+    path = calibrate.write_matrix(results_root, name, text)
+    click.echo(f"calibrating the loop on this card: {path}", err=True)
+    execute(path, results_root, verbose=verbose)
 
 
 def _placement(n_cpu_moe, override_tensor, n_gpu_layers, vram_budget, gpu_ids, model_path: Path) -> placement.Spec:

@@ -3,10 +3,16 @@
 Numbers from different machines are only comparable with this beside them. GPU facts come from
 `nvidia-smi` when it is there; llama.cpp's commit is the one llama-cpp-python's changelog names for
 the pinned version. Model sha256s come from `specsweep.models.hashing`.
+
+Which engine measured: the version string alone stays 0.1.0 across every change of the loop, so
+`specsweep_source` is a hash of the package's own files (every file under specsweep/, its path and
+bytes) and `specsweep_git` the checkout's commit (with "+dirty" when the package's files differ
+from it), when the package runs from a git checkout and git is there; never a reason to fail.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -63,6 +69,45 @@ def _llama_system_info() -> str:
         return ""
 
 
+PACKAGE = Path(__file__).resolve().parent.parent
+
+
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    """sha256 (16 hex digits) of every file of the package: its path and its bytes."""
+    h = hashlib.sha256()
+    for p in sorted(PACKAGE.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"):
+            h.update(p.relative_to(PACKAGE).as_posix().encode() + b"\0")
+            h.update(p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from, "+dirty" when its files differ; None
+    without a checkout or git."""
+    root = PACKAGE.parent
+    exe = shutil.which("git")
+    if exe is None or not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run([exe, "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run([exe, "-C", str(root), "status", "--porcelain", "--", PACKAGE.name],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+def engine() -> dict:
+    """What tells one state of specsweep's engine from another (manifests and probe records)."""
+    return {"specsweep": __version__, "specsweep_source": source_hash(), "specsweep_git": git_commit()}
+
+
 def matrix_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -91,7 +136,7 @@ def machine() -> dict:
         "llama_system_info": _llama_system_info(),
         "llama_cpp_python": version,
         "llama_cpp_commit": LLAMA_CPP_COMMITS.get(version, "unknown"),
-        "specsweep": __version__,
+        **engine(),
     }
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from specsweep.analysis.records import acceptance_label, configured_acceptance
+
 
 @dataclass
 class CellStats:
@@ -32,6 +34,7 @@ class CellStats:
     paired: float | None = None
     paired_ci: tuple[float, float] | None = None
     target: str = ""  # the target model's name in the matrix
+    configured_acceptance: float | None = None  # synthetic acceptance: what the settings ask for
 
     @property
     def drafted_per_token(self) -> float | None:
@@ -74,6 +77,8 @@ def cell_stats(records: list[dict], order: list[str] | None = None) -> list[Cell
                                                   r["settings"]["n_predict"], r["reference_key"], [], 0, 0, 0, 0,
                                                   target=str(((r.get("models") or {}).get("target") or {})
                                                              .get("name") or ""))
+        if s.configured_acceptance is None:
+            s.configured_acceptance = configured_acceptance(r)
         s.tps.append(r["decode_tps"])
         s.n_drafted += r["n_drafted"]
         s.n_accepted += r["n_accepted"]
@@ -127,7 +132,7 @@ def table(stats: list[CellStats]) -> str:
             s.name + (" (throttled)" if s.n_throttled else ""), *((s.target,) if several else ()),
             s.kv, str(s.n_predict), str(s.n_trials),
             f"{s.mean:.1f}", f"{min(s.tps):.1f}", f"{max(s.tps):.1f}", _change(s),
-            "" if s.acceptance is None else f"{s.acceptance:.1%}",
+            acceptance_label(s.acceptance, s.configured_acceptance),
             "" if s.method == "baseline" or s.drafted_per_token is None else f"{s.drafted_per_token:.2f}",
             f"{s.ckpt_mb_per_token:.2f}" if s.ckpt_bytes and s.ckpt_mb_per_token is not None else "",
             s.lossless_text,

@@ -80,6 +80,15 @@ def _check_pairings(groups, files) -> None:
 def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path, targets: tuple[str, ...],
         runs: int, run_index: int | None, llama_server: str | None, verbose: bool) -> None:
     """Measure every cell of MATRIX and append one record per trial under results/."""
+    execute(matrix_file, results_root, dry_run=dry_run, shard=shard, targets=targets, runs=runs, run_index=run_index,
+            llama_server=llama_server, verbose=verbose)
+
+
+def execute(matrix_file: Path, results_root: Path = Path("results"), *, dry_run: bool = False, shard: str | None = None,
+            targets: tuple[str, ...] = (), runs: int = 1, run_index: int | None = None,
+            llama_server: str | None = None, verbose: bool = False) -> None:
+    """`specsweep run`'s work, for its command and for other commands that measure a matrix
+    (`probe --calibrate`): exits 130 when interrupted and 1 when a cell failed, as the command does."""
     if runs < 1:
         raise SpecsweepError(f"--runs {runs}: give at least 1")
     matrix = matrix_load.load(matrix_file)

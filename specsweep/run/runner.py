@@ -125,11 +125,22 @@ class CellRun:
     def prompt_text(self, prompt_id: str) -> str:
         return b"".join(self.vocab.piece_bytes(t) for t in self.prompts[prompt_id][-8:]).decode("utf-8", errors="replace")
 
+    def seed(self, prompt: Prompt, slot: Slot) -> int | None:
+        """The trial's synthetic seed (methods.trial_seed); None for a cell without synthetic
+        acceptance. A re-run attempt of a block draws as the attempt it replaces."""
+        s = self.cell.settings
+        if s.get("synth_len") is None and not s.get("synth_rates"):
+            return None
+        return methods.trial_seed(s, self.cell.draws_key(), self.runner.run_index, slot.index, prompt.id)
+
     def trial(self, prompt: Prompt, slot: Slot) -> None:
         streams = stream_prompts(self.prompt_ids, prompt.id, self.parallel)
         references = [self.reference(p) for p in streams]
+        seed = self.seed(prompt, slot)
         with self.telemetry.trial() as telemetry:
-            measured = self.session.measure(streams)
+            measured = self.session.measure(streams, seed)
+        if seed is not None:  # every stream of the trial drew from it (one request's seed)
+            measured.extra["synth_seed"] = seed
         trace = getattr(self.session, "trace", None)
         experts = trace() if trace else None  # after the trial and its telemetry window: never timed
         if experts is not None:
