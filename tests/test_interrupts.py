@@ -6,6 +6,7 @@ llama.cpp returns."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 
@@ -78,3 +79,28 @@ def test_a_signal_during_a_model_load_stops_it_after_the_load(tiny_model, monkey
     with pytest.raises(KeyboardInterrupt):
         runtime.Model(path, ())
     assert len(got) > 10 and freed == [True]  # the load ran to its end, then the model was freed
+
+
+def test_an_interrupt_before_the_guard_is_up_is_kept_too(monkeypatch, usr1):
+    """The window an eval callback (called once per graph node) hits: the signal lands as the
+    callback enters, before it marks itself inside one. The decorator keeps it pending all the same,
+    and the callback returns its interrupted answer to C instead of stopping half-way."""
+    real_enter = interrupts.in_callback.__enter__
+
+    def enter_after_a_signal(self):
+        os.kill(os.getpid(), signal.SIGUSR1)  # handled here, at depth 0: raises KeyboardInterrupt
+        real_enter(self)
+
+    monkeypatch.setattr(interrupts.in_callback, "__enter__", enter_after_a_signal)
+    ran = []
+
+    @ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_bool)
+    @interrupts.guarded(lambda ask: not ask)
+    def on_node(ask):
+        ran.append(ask)
+        return True
+
+    assert on_node(True) is False  # the interrupted answer: observe nothing
+    assert ran == [] and interrupts._state["depth"] == 0
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.check()

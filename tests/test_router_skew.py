@@ -84,3 +84,20 @@ def test_the_knob_in_a_matrix_and_on_the_command_line(tmp_path):
     m.write_text(m.read_text().replace('d = { synth = "qwen3.5-0.8b", scale = "tiny", router_skew = 0.5 }\n', ""))
     out = runner.invoke(main, ["run", str(m), "--dry-run"])
     assert out.exit_code == 0 and "router_skew=0.5" in out.output and "-rs0.5.gguf" in out.output
+
+
+def test_distinct_batches_hold_no_repeat_and_read_more_experts(skewed):
+    """`probe --batch-tokens distinct`: the batch of K tokens has K different ordinary tokens, the
+    text's own first; at random routing it reads more experts than the text, which repeats."""
+    from specsweep.probe.measure import FILLER, probe_stream
+    runtime.init(False)
+    with runtime.Model(skewed[0.0], ()) as model:
+        stream = probe_stream(model, 8, 200, "distinct")
+        batch = stream[8:]
+        assert len(batch) == 200 == len(set(batch))
+        assert not set(batch) & set(model.control_tokens + model.eog_tokens)
+        text = list(dict.fromkeys(model.tokenize(FILLER, parse_special=False)))
+        assert batch[:len(text)] == text and stream[:8] == probe_stream(model, 8, 200, "text")[:8]
+        assert probe_stream(model, 8, 200, "distinct") == stream  # seeded
+        assert trace_curve(model, [128], n_threads=2).distinct_tokens[128] < 100
+        assert trace_curve(model, [128], n_threads=2, batch_tokens="distinct").distinct_tokens[128] == 128

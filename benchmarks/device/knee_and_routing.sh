@@ -1,40 +1,50 @@
 #!/usr/bin/env bash
-# Issue 26 on one GPU: the expert union traced, and the knee at 95% coverage, in stages that each
-# run once. A call runs until DEADLINE seconds, then packs what it has; calling again on the warm
-# machine picks up where it stopped (records and markers live on the RAM disk; on a fresh machine
-# the records carried in results/ are copied there first, and a run resumes from them).
-#   1. knee-rs0     matrices/knee-synthetic.toml, its router_skew 0 target: ngram-cache drafts of
-#                   16-128 tokens at p = 0.85, 1000-token trials, every verify traced
-#   2. probe-rs0    T(K) of that stand-in with each batch's experts traced
-#   3. knee-rs0.5   the matrix's router_skew 0.5 target (trained-like expert load)
-#   4. probe-rs0.5  T(K) with the traced union at router_skew 0.5
-#   5. probe-rs1    ... at router_skew 1 (a few favourite experts), written for this stage alone
+# Issue 26 on one GPU: the expert union traced beside the verify's time, in stages that each run
+# once. A call runs until DEADLINE seconds; calling again on the warm machine picks up where it
+# stopped (records and markers live on the RAM disk; on a fresh machine the records carried in
+# results/knee-synthetic are copied there first). Records are packed after every stage.
+#   probe-d-rs0, -rs0.5, -rs1   T(K) of the 35B-A3B stand-in at router_skew 0 / 0.5 / 1, K up to 256,
+#                               batches of K *distinct* tokens (a draft with no repeat), every batch
+#                               traced: the knee test (does T(K) bend where the traced union passes
+#                               95%?) and its trained-like counterparts
+#   probe-rs0, -rs0.5, -rs1     the same with the probe's text (repeating tokens, as real drafts do)
+#   knee-rs0, knee-rs0.5        matrices/knee-synthetic.toml (opt-in: name them). On an H100 on
+#                               2026-12-07 its ngram-cache rows drafted 0.2-3 tokens per generated
+#                               token, not n_max: synthetic acceptance keeps drafted tokens the target
+#                               would not have chosen, so the text leaves the prior runs' text and the
+#                               cache stops finding it. Kept for the record, not for the knee.
 #   benchmarks/device/knee_and_routing.sh DEADLINE_SECONDS [STAGE ...]
-# Back in $OUT: host.txt, run.log, knee.tar.gz (results/knee-synthetic with the probes' records).
+# Back in $OUT: host.txt, run.log, knee.tar.gz (results/knee-synthetic, the probes' records in probe/).
 set -uo pipefail
 deadline=${1:-570}
 shift || true
-only=" $* "  # the stages named on the command line; none: every stage
+only=" $* "  # the stages named on the command line; none: every probe stage
+[ "$only" = "  " ] && only=" probe-d-rs0 probe-rs0 probe-d-rs0.5 probe-rs0.5 probe-d-rs1 probe-rs1 "
 source "$(dirname "$0")/stages.sh"
 S=$ram/synth
 mkdir -p $S
 [ -d results/knee-synthetic ] && [ ! -d $R/knee-synthetic ] && cp -r results/knee-synthetic $R/
+pack() { [ -d $R/knee-synthetic ] && tar czf $OUT/knee.tar.gz -C $R knee-synthetic; }
 stand_in() {  # the stand-in at router skew $1, where the matrix's cache keeps it
     local f=$S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05$([ "$1" = 0 ] || echo "-rs$1").gguf
     [ -f "$f" ] || python3 -m specsweep synth qwen3.6-35b-a3b --branch-scale 0.05 --router-skew "$1" -o "$f" 2>&1 \
         | tail -1 | quiet >&2  # not into the path echoed below
     echo "$f"
 }
-probe="python3 -m specsweep probe --kv q8_0 --reps 5 --trace-experts --results $R/knee-synthetic"
-
+ks=1,2,3,4,6,8,9,10,12,16,24,32,48,64,80,96,112,128,160,192,256
+probe="python3 -m specsweep probe --kv q8_0 --reps 5 --trace-experts --k $ks --results $R/knee-synthetic"
 knee="python3 -m specsweep run matrices/knee-synthetic.toml --results $R --target"
-stage knee-rs0 200 $knee a3b
-wants probe-rs0 && [ ! -f $done/probe-rs0 ] && [ "$(left)" -ge 90 ] && stage probe-rs0 60 $probe "$(stand_in 0)"
-stage knee-rs0.5 200 $knee a3b_rs
-wants probe-rs0.5 && [ ! -f $done/probe-rs0.5 ] && [ "$(left)" -ge 90 ] && stage probe-rs0.5 60 $probe "$(stand_in 0.5)"
-if wants probe-rs1 && [ ! -f $done/probe-rs1 ] && [ "$(left)" -ge 150 ]; then
-    [ -f $done/knee-rs0 ] && rm -f $S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05.gguf  # room on the RAM disk
-    stage probe-rs1 60 $probe "$(stand_in 1)"
-fi
-[ -d $R/knee-synthetic ] && tar czf $OUT/knee.tar.gz -C $R knee-synthetic
+for rs in 0 0.5 1; do
+    for kind in d text; do
+        name=probe-$([ $kind = d ] && echo d-)rs$rs
+        wants $name && [ ! -f $done/$name ] && [ "$(left)" -ge 150 ] || continue
+        stage $name 60 $probe --batch-tokens $([ $kind = d ] && echo distinct || echo text) "$(stand_in $rs)"
+    done
+    [ $rs = 0 ] && stage knee-rs0 200 $knee a3b
+    [ $rs = 0.5 ] && stage knee-rs0.5 200 $knee a3b_rs
+    # room on the RAM disk for the next stand-in once this one's stages are done
+    all=1; for n in probe-d-rs$rs probe-rs$rs; do wants $n && [ ! -f $done/$n ] && all=0; done
+    [ $all = 1 ] && rm -f $S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05$([ "$rs" = 0 ] || echo "-rs$rs").gguf
+done
+pack
 finish

@@ -5,8 +5,10 @@
 # SPECSWEEP_CACHE and SPECSWEEP_NATIVE_BIN, $R (records), $done (markers), $log ($OUT/run.log, the
 # whole story across calls) and $OUT/host.txt, and defines:
 #   stage NAME MIN_SECONDS COMMAND...  run COMMAND once, with what time is left (SIGTERM at the limit
-#                                      stops specsweep as Ctrl-C does, its records closed); marked done
-#                                      on exit 0, or, with retry_failures=0, on anything but the limit
+#                                      stops specsweep as Ctrl-C does, its records closed; SIGKILL 20 s
+#                                      later if it has not); marked done on exit 0, or, with
+#                                      retry_failures=0, on anything but the limit; then `pack`, when the
+#                                      script defines one, so that a call cut off later keeps its records
 #   left [MARGIN], say TEXT, quiet (a filter: llama.cpp's load chatter out, the rest to the log),
 #   wants NAME (named on the command line, or none named), finish (keep the log for the next call)
 ram=/mnt/specsweep-ram
@@ -29,15 +31,17 @@ stage() {
     local name=$1 need=$2; shift 2
     [ -f $done/$name ] && return 0
     wants $name || return 0
-    local t; t=$(left 15)
+    local t; t=$(left 35)
     [ "$t" -ge "$need" ] || { say "$name: ${t}s left, needs ${need}s; next call"; return 1; }
     say "$name: start (${t}s)"
-    timeout "$t" "$@" 2>&1 | quiet
+    timeout -k 20 "$t" "$@" 2>&1 | quiet
     local rc=${PIPESTATUS[0]}
-    if [ "$rc" -eq 0 ] || { [ "$retry_failures" = 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 143 ]; }; then
+    if [ "$rc" -eq 0 ] || { [ "$retry_failures" = 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] && [ "$rc" -ne 143 ]; }; then
         touch $done/$name
     fi
     say "$name: exit $rc"
+    declare -F pack >/dev/null && pack
+    return 0
 }
 finish() {
     ls $done | tr '\n' ' ' | sed 's/^/done: /' | tee -a $log; echo

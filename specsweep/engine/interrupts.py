@@ -11,6 +11,7 @@ right after the llama.cpp call returns (`check`, after every load, context creat
 
 from __future__ import annotations
 
+import functools
 import threading
 
 _main = threading.main_thread()
@@ -28,6 +29,24 @@ class in_callback:
     def __exit__(self, *exc) -> None:
         if threading.current_thread() is _main:
             _state["depth"] -= 1
+
+
+def guarded(on_interrupt):
+    """Decorates a ctypes callback: its body runs inside `in_callback`, and an interrupt that lands
+    in the few bytecodes before the guard is up (seen on an H100, 2026-12-07: a `timeout` SIGTERM
+    while the eval callback ran once per graph node, lost there, and the run went on) is left
+    pending too; the callback then returns `on_interrupt(*args)`."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def callback(*args):
+            try:
+                with in_callback():
+                    return fn(*args)
+            except KeyboardInterrupt:
+                _state["pending"] = True
+                return on_interrupt(*args)
+        return callback
+    return wrap
 
 
 def handler(signum, frame) -> None:

@@ -28,15 +28,15 @@ _recent = collections.deque(maxlen=20)  # the last lines llama.cpp logged, for e
 
 
 @ll.llama_log_callback
+@interrupts.guarded(lambda *_: None)  # an interrupt raised in here would be dropped by ctypes
 def _log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    with interrupts.in_callback():  # an interrupt raised in here would be dropped by ctypes
-        line = text.decode("utf-8", errors="replace")
-        if _state["verbose"]:
-            print(line, end="", flush=True, file=sys.stderr)
-        if level in (_GGML_LOG_WARN, _GGML_LOG_ERROR) and line.strip():
-            _recent.append((level, line.strip()))
-        if _state["capture"] is not None:
-            _state["capture"].append(line)
+    line = text.decode("utf-8", errors="replace")
+    if _state["verbose"]:
+        print(line, end="", flush=True, file=sys.stderr)
+    if level in (_GGML_LOG_WARN, _GGML_LOG_ERROR) and line.strip():
+        _recent.append((level, line.strip()))
+    if _state["capture"] is not None:
+        _state["capture"].append(line)
 
 
 def _loaded_then_check(obj) -> None:
@@ -267,6 +267,13 @@ class Model:
         if getattr(self, "_eog", None) is None:
             self._eog = [t for t in range(self.n_vocab) if ll.llama_vocab_is_eog(self.vocab, t)]
         return self._eog
+
+    @property
+    def control_tokens(self) -> list[int]:
+        """Every control token (chat markers and the like), found once."""
+        if getattr(self, "_control", None) is None:
+            self._control = [t for t in range(self.n_vocab) if ll.llama_vocab_is_control(self.vocab, t)]
+        return self._control
 
     def piece_bytes(self, token: int) -> bytes:
         """The token's text as llama.cpp prints it (special tokens rendered)."""

@@ -16,8 +16,8 @@ from specsweep.errors import SpecsweepError
 from specsweep.models import fit, placement
 from specsweep.models.overrides import parse_overrides
 from specsweep.probe import calibrate, theory
-from specsweep.probe.measure import (DEFAULT_KS, SHORT_PROMPT, WARMUP, Curve, TracedCurve, context_size,
-                                     known_bandwidth_gbs, measure_curve, trace_curve)
+from specsweep.probe.measure import (BATCH_TOKENS, DEFAULT_KS, SHORT_PROMPT, WARMUP, Curve, TracedCurve,
+                                     context_size, known_bandwidth_gbs, measure_curve, trace_curve)
 from specsweep.records import manifest
 from specsweep.records.store import JsonlFile
 
@@ -108,6 +108,10 @@ def _fmt_a(a: float | None) -> str:
               help='The placement llama.cpp\'s -fit picks with SIZE free on the GPU, e.g. "24GiB".')
 @click.option("--bandwidth-gbs", type=float, default=None,
               help="Peak memory bandwidth, GB/s (default: known GPUs by nvidia-smi name).")
+@click.option("--batch-tokens", type=click.Choice(BATCH_TOKENS), default="text", show_default=True,
+              help="What the K-token batches hold: text (ordinary text, repeating after about 80 tokens, as a "
+                   "draft of real text repeats tokens) or distinct (K different tokens: a draft with no repeat, "
+                   "the i.i.d. union formula's case; seeded).")
 @click.option("--trace-experts", "trace_experts", is_flag=True,
               help="MoE models: after timing, decode each K-token batch again in a context that reads the "
                    "router's choice in every layer, and set T(K) beside the bytes those experts hold (never "
@@ -130,7 +134,7 @@ def _fmt_a(a: float | None) -> str:
               show_default=True, help="Records go to DIR/probe/probe.jsonl.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
 def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | None, synth_scale: str, gpus: str,
-          depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int, threads: int,
+          depth: int, k_text: str, reps: int, outputs: str, kv: str, n_batch: int, threads: int, batch_tokens: str,
           draft_ms: float | None, draft_path: Path | None, override_kv: tuple[str, ...],
           n_cpu_moe: int | None, override_tensor: tuple[str, ...], n_gpu_layers: int | None, vram_budget: str | None,
           bandwidth_gbs: float | None, trace_experts: bool, calibrate_: bool, drafter_paths: tuple[Path, ...],
@@ -193,11 +197,11 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
     click.echo(f"probing {model_path.name} on {place}: K = {','.join(map(str, ks))}, {reps} reps", err=True)
     with runtime.Model(model_path, gpu_ids, override_kv=overrides, **args) as model:
         placed = placement.record_block(spec, model.loaded, fitted, placement.estimate(model_path, args, gpu_ids))
-        curve = measure_curve(model, ks, depth, reps, outputs, kv, n_batch, threads)
+        curve = measure_curve(model, ks, depth, reps, outputs, kv, n_batch, threads, batch_tokens=batch_tokens)
         traced = None
         if trace_experts:
             click.echo("tracing the experts of each batch (untimed)", err=True)
-            traced = trace_curve(model, ks, depth, kv, n_batch, threads)
+            traced = trace_curve(model, ks, depth, kv, n_batch, threads, batch_tokens=batch_tokens)
 
     draft_info: dict = {"source": "none", "ms_per_token": 0.0}
     if draft_ms is not None:
@@ -374,7 +378,7 @@ def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_in
         "settings": {"gpus": list(gpu_ids), "depth": depth, "pos0": curve.pos0, "ks": curve.ks, "reps": reps,
                      "warmup": WARMUP, "outputs": curve.outputs, "kv": curve.kv, "n_ctx": curve.n_ctx,
                      "n_batch": curve.n_batch, "threads": machine["threads"], "flash_attn": True,
-                     "rollback": curve.rollback},
+                     "rollback": curve.rollback, "batch_tokens": curve.batch_tokens},
         "machine": machine,
         # where the weights were (the placement options, llama.cpp's buffers and overrides)
         "placement": placed,

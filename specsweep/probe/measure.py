@@ -73,6 +73,7 @@ class Curve:
     outputs: str
     kv: str
     rollback: str  # "seq_rm" or "checkpoint"
+    batch_tokens: str = "text"  # what the batches hold (probe_stream)
     times: dict[int, list[float]] = field(default_factory=dict)  # seconds per timed pass
     mismatches: int = 0  # passes whose outputs differed from the first pass of the same K
     switch_k: int = 0  # the batch size passed right before each `switch_times` pass
@@ -88,12 +89,35 @@ class Curve:
         return min(self.times[k])
 
 
+BATCH_TOKENS = ("text", "distinct")
+
+
 def filler_tokens(model: runtime.Model, n: int) -> list[int]:
     """n tokens of ordinary text, repeated as often as needed."""
     base = model.tokenize(FILLER, parse_special=False)
     if not base:
         raise SpecsweepError(f"{model.path.name}: the tokenizer gave no tokens for plain text")
     return (base * (n // len(base) + 1))[:n]
+
+
+def probe_stream(model: runtime.Model, pos0: int, k_max: int, batch_tokens: str = "text") -> list[int]:
+    """The context's pos0 tokens of filler text, then the k_max tokens the batches verify: more of
+    the text ("text": it repeats after about 80 tokens, as drafts of real text repeat tokens), or
+    k_max different tokens ("distinct": a draft with no repeat, the case the i.i.d. union formula
+    describes). Distinct tokens are the text's own, then others drawn without replacement (seed 0)
+    from the ids that are neither control nor end-of-generation tokens."""
+    if batch_tokens not in BATCH_TOKENS:
+        raise SpecsweepError(f"unknown batch tokens {batch_tokens!r}: {' or '.join(BATCH_TOKENS)}")
+    text = filler_tokens(model, pos0 + k_max)
+    if batch_tokens == "text":
+        return text
+    seen = list(dict.fromkeys(model.tokenize(FILLER, parse_special=False)))[:k_max]
+    ordinary = np.setdiff1d(np.arange(model.n_vocab), np.array(model.control_tokens + model.eog_tokens + seen))
+    if len(seen) + len(ordinary) < k_max:
+        raise SpecsweepError(f"{model.path.name}: {k_max} distinct tokens asked, the vocabulary has "
+                             f"{len(seen) + len(ordinary)}")
+    drawn = np.random.default_rng(0).choice(ordinary, size=k_max - len(seen), replace=False)
+    return text[:pos0] + seen + [int(t) for t in drawn]
 
 
 def context_size(pos0: int, k_max: int) -> int:
@@ -103,7 +127,7 @@ def context_size(pos0: int, k_max: int) -> int:
 
 def measure_curve(model: runtime.Model, ks: list[int], depth: int = 0, reps: int = 5, outputs: str = "logits",
                   kv: str = "q8_0", n_batch: int = 512, n_threads: int = 0, flash_attn: bool = True,
-                  warmup: int = WARMUP, progress=None) -> Curve:
+                  warmup: int = WARMUP, progress=None, batch_tokens: str = "text") -> Curve:
     """T(K) for every K in ks (seconds per pass, `reps` timed passes each)."""
     if not ks or min(ks) < 1:
         raise SpecsweepError("every K must be at least 1")
@@ -118,13 +142,14 @@ def measure_curve(model: runtime.Model, ks: list[int], depth: int = 0, reps: int
     n_ctx = context_size(pos0, max(ks))
     opts = runtime.ContextOptions(n_ctx=n_ctx, n_batch=n_batch, type_kv=kv, flash_attn=flash_attn,
                                   n_threads=n_threads, backend_sampling=outputs == "sampled")
-    stream = filler_tokens(model, pos0 + max(ks))
+    stream = probe_stream(model, pos0, max(ks), batch_tokens)
     with runtime.Context(model, opts) as ctx:
         ctx.decode(stream[:pos0], 0)
         ctx.sync()
         checkpoint = ctx.save_partial_state() if model.has_recurrent_state else None
         curve = Curve(ks=ks, pos0=pos0, n_ctx=n_ctx, n_batch=n_batch, outputs=outputs, kv=kv,
-                      rollback="checkpoint" if checkpoint else "seq_rm", times={k: [] for k in ks})
+                      rollback="checkpoint" if checkpoint else "seq_rm", times={k: [] for k in ks},
+                      batch_tokens=batch_tokens)
         first: dict[int, list[int]] = {}
 
         def one(k: int) -> float:
@@ -184,7 +209,7 @@ class TracedCurve:
 
 
 def trace_curve(model: runtime.Model, ks: list[int], depth: int = 0, kv: str = "q8_0", n_batch: int = 512,
-                n_threads: int = 0, flash_attn: bool = True) -> TracedCurve:
+                n_threads: int = 0, flash_attn: bool = True, batch_tokens: str = "text") -> TracedCurve:
     """The union of experts each K-token batch of `measure_curve` reads, layer by layer: the same
     tokens at the same depth, decoded again after the timing in a context created with the
     router-reading eval callback (engine/expert_trace.py), never the timed one."""
@@ -192,7 +217,7 @@ def trace_curve(model: runtime.Model, ks: list[int], depth: int = 0, kv: str = "
     pos0 = depth if depth > 0 else SHORT_PROMPT
     opts = runtime.ContextOptions(n_ctx=context_size(pos0, max(ks)), n_batch=n_batch, type_kv=kv,
                                   flash_attn=flash_attn, n_threads=n_threads)
-    stream = filler_tokens(model, pos0 + max(ks))
+    stream = probe_stream(model, pos0, max(ks), batch_tokens)
     tracer = expert_trace.ExpertTracer()
     t0 = time.perf_counter()
     out = TracedCurve({}, {}, 0.0)
