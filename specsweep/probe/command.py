@@ -55,7 +55,7 @@ def _check_gguf(path: Path, what: str) -> None:
             raise SpecsweepError(f"{path} is not a GGUF file (no GGUF magic)")
 
 
-def _machine(gpus: tuple[int, ...], threads: int) -> dict:
+def machine_facts(gpus: tuple[int, ...], threads: int) -> dict:
     facts = manifest.machine()
     used = [g for g in facts["gpus"] if g["index"] in gpus] or (facts["gpus"][:1] if gpus else [])
     return {**facts, "threads": threads or runtime.default_threads(), "gpu_name": used[0]["name"] if used else None}
@@ -208,7 +208,7 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
             dc = measure_curve(draft, [1], depth, max(reps, 5), outputs, kv, n_batch, threads)
         draft_info = {"source": "measured", "model": draft_path.name, "size_bytes": draft_path.stat().st_size,
                       "ms_per_token": _ms(dc.median(1)), "times_ms": [_ms(t) for t in dc.times[1]]}
-    machine = _machine(gpu_ids, threads)
+    machine = machine_facts(gpu_ids, threads)
     record = build_record(model_path, mb, curve, draft_info, machine, gpu_ids, depth, reps, threads,
                           bandwidth_gbs, placed, traced)
     if synth_name is not None:  # what the stand-in stands in for (predict finds the probe by this name)
