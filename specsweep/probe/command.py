@@ -313,7 +313,8 @@ def _stand_ins(name: str | None, draft_name: str | None, scale: str, model_path:
 
 def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_info: dict, machine: dict,
                  gpu_ids: tuple[int, ...], depth: int, reps: int, threads: int,
-                 bandwidth_gbs: float | None, placed: dict | None = None, traced: TracedCurve | None = None) -> dict:
+                 bandwidth_gbs: float | None, placed: dict | None = None, traced: TracedCurve | None = None,
+                 warmup: int = WARMUP) -> dict:
     t1 = curve.median(1)
     d_tok = draft_info["ms_per_token"] / 1e3
     kv_pos = curve.pos0 + 1  # a step at position p attends over p + 1 positions
@@ -372,7 +373,7 @@ def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_in
                   "tied_embeddings": mb.tied, "embd_row_bytes": mb.embd_row, "bytes_by_class": mb.classes(),
                   "kv_values_per_position": mb.kv_elements},
         "settings": {"gpus": list(gpu_ids), "depth": depth, "pos0": curve.pos0, "ks": curve.ks, "reps": reps,
-                     "warmup": WARMUP, "outputs": curve.outputs, "kv": curve.kv, "n_ctx": curve.n_ctx,
+                     "warmup": warmup, "outputs": curve.outputs, "kv": curve.kv, "n_ctx": curve.n_ctx,
                      "n_batch": curve.n_batch, "threads": machine["threads"], "flash_attn": True,
                      "rollback": curve.rollback},
         "machine": machine,

@@ -117,8 +117,11 @@ def _model_family(method: str, role: dict, label: str, cap: int | None, rates: l
     return out
 
 
-def _ngram_families(method: str, parallel: int, n_batch: int) -> list[Family]:
+def _ngram_families(method: str, parallel: int, n_batch: int, cap: int | None) -> list[Family]:
+    """`cap`: --max-draft, which clamps the grid's lengths (to one config where several meet at it)."""
     out = []
+    lengths = sorted({min(m, cap or m) for m in NGRAM_LENGTHS})
+    limits = list(dict.fromkeys((min(lo, cap or lo), min(hi, cap or hi)) for lo, hi in MOD_LIMITS))
     if method == "ngram-cache":  # llama.cpp drafts 8 tokens and reads no limit
         c = Candidate("ngram-cache", "ngram-cache", {"method": method}, 8)
         return [Family("ngram-cache", method, c, [c])] if parallel * 9 <= n_batch else []
@@ -127,7 +130,7 @@ def _ngram_families(method: str, parallel: int, n_batch: int) -> list[Family]:
             fam = f"ngram-mod n={n_match}"
             members = [Candidate(f"ngram-mod n={n_match} min={lo} max={hi}", fam,
                                  {"method": method, "n_match": n_match, "draft_min": lo, "draft_max": hi}, hi, lo)
-                       for lo, hi in MOD_LIMITS if parallel * (hi + 1) <= n_batch]
+                       for lo, hi in limits if parallel * (hi + 1) <= n_batch]
             if members:
                 lo, hi = min(m.n_min for m in members), max(m.n_max for m in members)
                 pilot = Candidate(f"ngram-mod n={n_match} min={lo} max={hi}", fam,
@@ -137,18 +140,21 @@ def _ngram_families(method: str, parallel: int, n_batch: int) -> list[Family]:
     for size_n in NGRAM_KEYS:
         fam = f"{method} n={size_n}"
         members = [Candidate(f"{method} n={size_n} m={m}", fam, {"method": method, "size_n": size_n, "size_m": m}, m)
-                   for m in NGRAM_LENGTHS if parallel * (m + 1) <= n_batch]
+                   for m in lengths if parallel * (m + 1) <= n_batch]
         if members:
             out.append(Family(fam, method, members[-1], members))
     return out
 
 
 def build(files: Files, wanted: list[str] | None = None, accept: dict[str, list[float]] | None = None,
-          parallel: int = 1, n_batch: int = 512) -> list[Family]:
+          parallel: int = 1, n_batch: int = 512, max_draft: int | None = None) -> list[Family]:
     """The families (and their candidates) of every method the files allow, or of `wanted` ones
     (each must be allowed: else one line). `accept`: a method's synthetic acceptance rates per
     draft position, standing in for real text (model drafters only); its lengths stop at the rates
-    given. Configs whose verify batches at `parallel` streams would not fit n_batch are left out."""
+    given. Configs whose verify batches at `parallel` streams would not fit n_batch, or that draft
+    more than `max_draft` tokens, are left out."""
+    if max_draft is not None:  # model drafters' lengths stop there, n-gram lengths are clamped to it
+        n_batch = min(n_batch, parallel * (max_draft + 1))
     allowed = files.allowed()
     accept = accept or {}
     for m in wanted or ():
@@ -166,7 +172,7 @@ def build(files: Files, wanted: list[str] | None = None, accept: dict[str, list[
     families: list[Family] = []
     for method in chosen:
         if method in NGRAMS:
-            families += _ngram_families(method, parallel, n_batch)
+            families += _ngram_families(method, parallel, n_batch, max_draft)
         elif method == "draft":
             families += _model_family("draft", {"draft": "draft"}, "draft", None, accept.get(method), True,
                                       parallel, n_batch)

@@ -111,6 +111,8 @@ class Progress:
 @click.option("--accept", "accept", multiple=True, metavar="SPEC",
               help='Synthetic acceptance standing in for real text, per model drafter: "mtp n4=0.8,0.6,0.45,0.3" '
                    '(as predict takes it); for synthetic stand-in models, whose drafts real text would not accept.')
+@click.option("--max-draft", type=int, default=None,
+              help="Consider no draft longer than N tokens (default: the grid's longest, 64 for ngram-mod).")
 @click.option("--gpus", "gpus_text", default=None, help='GPU indices, e.g. 0 ("" for the CPU; default: GPU 0 if there is one).')
 @click.option("--kv", type=click.Choice(["q8_0", "f16"]), default="q8_0", show_default=True, help="KV cache type.")
 @click.option("--ctx", "n_ctx", type=int, default=4096, show_default=True, help="Context per stream.")
@@ -119,7 +121,8 @@ class Progress:
 @click.option("--threads", type=int, default=0, help="CPU threads (default: every CPU).")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log lines.")
 def tune(target: Path, draft: Path | None, drafters: tuple[Path, ...], prompts: str, parallel: int, vram: str | None,
-         time_text: str, out: Path | None, methods_text: str | None, accept: tuple[str, ...], gpus_text: str | None,
+         time_text: str, out: Path | None, methods_text: str | None, accept: tuple[str, ...], max_draft: int | None,
+         gpus_text: str | None,
          kv: str, n_ctx: int, tokens: int, warmup: int, threads: int, verbose: bool) -> None:
     """Find the fastest speculative decoding config of TARGET (a GGUF) on this card for your prompts:
     pilot runs measure each method's acceptance, predict ranks every config, the leaders race
@@ -129,11 +132,11 @@ def tune(target: Path, draft: Path | None, drafters: tuple[Path, ...], prompts: 
 
     budget = parse_duration(time_text)
     for name, value, low in (("--parallel", parallel, 1), ("--ctx", n_ctx, 64), ("--tokens", tokens, 8),
-                             ("--warmup", warmup, 0), ("--threads", threads, 0)):
+                             ("--warmup", warmup, 0), ("--threads", threads, 0), ("--max-draft", max_draft or 1, 1)):
         if value < low:
             raise SpecsweepError(f"{name} must be at least {low}, got {value}")
     wanted = [m.strip() for m in methods_text.split(",") if m.strip()] if methods_text is not None else None
     if wanted is not None and not wanted:
         raise SpecsweepError("--methods names no method")
     session.Tune(target, draft, drafters, absolute_prompts(prompts), parallel, vram, budget, out, wanted, accept,
-                 gpus_text, kv, n_ctx, tokens, warmup, threads, verbose).run()
+                 max_draft, gpus_text, kv, n_ctx, tokens, warmup, threads, verbose).run()

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from specsweep.probe.measure import DEFAULT_KS
+from specsweep.probe.measure import WARMUP
 
 PROBE_REPS = 3
 
 
+LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)  # the probe's default sizes, thinned: predict interpolates
+
+
 def probe_ks(k_max: int) -> list[int]:
-    """The probed sizes: the probe's default ladder up to the longest verify (a draft + 1), and it."""
-    return sorted({k for k in DEFAULT_KS if k <= k_max} | {1, k_max})
+    """The probed sizes: the ladder up to the longest verify (a draft + 1), and it."""
+    return sorted({k for k in LADDER if k <= k_max} | {1, k_max})
 
 
 def has_probe(out: Path) -> bool:
@@ -43,10 +46,12 @@ def probe(out: Path, target: Path, gpus: tuple[int, ...], kv: str, threads: int,
     mb = theory.read_model_bytes(target)
     with runtime.Model(target, gpus, **args) as model:
         placed = placement.record_block(spec, model.loaded, None, placement.estimate(target, args, gpus))
-        curve = measure_curve(model, probe_ks(k_max), 0, PROBE_REPS, "sampled", kv, 512, threads)
+        # a GPU's first passes of a shape capture its graph (two untimed, as the probe); a CPU's need one
+        warmup = WARMUP if gpus else 1
+        curve = measure_curve(model, probe_ks(k_max), 0, PROBE_REPS, "sampled", kv, 512, threads, warmup=warmup)
     machine = machine_facts(gpus, threads)
     record = build_record(target, mb, curve, {"source": "none", "ms_per_token": 0.0}, machine, gpus, 0, PROBE_REPS,
-                          threads, None, placed)
+                          threads, None, placed, warmup=warmup)
     store = JsonlFile(out / "probe" / "probe.jsonl")
     try:
         store.append(record)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -25,7 +26,7 @@ SAFETY = 1.15  # a round is started only when this times its estimated duration 
 class Tune:
     def __init__(self, target: Path, draft: Path | None, drafters: tuple[Path, ...], prompts: str, parallel: int,
                  vram: str | None, budget: float, out: Path | None, wanted: list[str] | None, accept: tuple[str, ...],
-                 gpus_text: str | None, kv: str, n_ctx: int, tokens: int, warmup: int, threads: int, verbose: bool):
+                 max_draft: int | None, gpus_text: str | None, kv: str, n_ctx: int, tokens: int, warmup: int, threads: int, verbose: bool):
         from specsweep.analysis.profiles import parse_accept
         from specsweep.probe.calibrate import slug
         from specsweep.probe.command import _check_gguf, parse_gpus
@@ -37,9 +38,12 @@ class Tune:
         self.accept = {p.method: p.rates for p in given}
         if len(self.accept) < len(given):
             raise SpecsweepError("--accept: give one profile per method")
-        self.files = cand.inspect(target.resolve(), draft.resolve() if draft else None,
-                                  tuple(d.resolve() for d in drafters))
-        self.families = cand.build(self.files, wanted, self.accept, parallel)
+        # absolute as given (the command lines show the user's paths); the matrices and the probe
+        # resolve links as the runner does, so that records and probe name the same file
+        self.files = cand.inspect(_absolute(target), _absolute(draft) if draft else None,
+                                  tuple(_absolute(d) for d in drafters))
+        self.families = cand.build(self.files, wanted, self.accept, parallel, max_draft=max_draft)
+        self.max_draft = max_draft
         self.gpus = parse_gpus(gpus_text) if gpus_text is not None else None
         self.vram, self.budget, self.parallel, self.verbose = vram, budget, parallel, verbose
         self.out = Path(out) if out is not None else Path("results") / f"tune-{slug(target.stem)}"
@@ -74,7 +78,7 @@ class Tune:
         inputs = {"target": str(self.files.target), "draft": str(self.files.draft or ""),
                   "drafters": [str(d.path) for d in self.files.drafters], "prompts": self.prompts,
                   "parallel": self.parallel, "vram": self.vram, "gpus": list(gpus), "kv": self.kv, "ctx": self.n_ctx,
-                  "tokens": self.tokens, "threads": self.threads, "methods": self.wanted,
+                  "tokens": self.tokens, "threads": self.threads, "methods": self.wanted, "max_draft": self.max_draft,
                   "accept": {m: list(r) for m, r in sorted(self.accept.items())}}
         self.state = open_state(self.out, inputs)
         # every candidate's cell id and settings, by name: a cell's id is a hash of its settings, the
@@ -144,7 +148,7 @@ class Tune:
             if not st.probed:
                 bar.stage("probing the target's verify cost")
                 k_max = max(c.n_max for c in self.candidates.values()) + 1
-                pilot.probe(self.out, self.files.target, self.setup.gpus, self.kv, self.threads, k_max,
+                pilot.probe(self.out, self.files.target.resolve(), self.setup.gpus, self.kv, self.threads, k_max,
                             self.setup.n_cpu_moe)
                 st.probed = True
                 st.save(self.out)
@@ -186,7 +190,7 @@ class Tune:
         ids = {f.name: c.id for f, c in zip(self.families, matrix_load.load(pilot_path).cells[1:])}
         trials = ResultsDir(self.out, "pilot").read_trials()
         by_family = {f.name: [t for t in trials if t.get("cell_id") == ids[f.name]] for f in self.families}
-        data = rank.card(rank.sources(self.out, self.out.parent), self.files.target, self.kv, len(self.setup.gpus))
+        data = rank.card(rank.sources(self.out, self.out.parent), self.files.target.resolve(), self.kv, len(self.setup.gpus))
         ranked = rank.rank(self.families, by_family, data, self.tokens)
         self.state.ranking = [{"name": r.candidate.name, "family": r.candidate.family, "predicted": r.speedup,
                                "acceptance": r.acceptance, "note": r.note} for r in ranked]
@@ -310,3 +314,7 @@ class Tune:
         path = self.out / "probe" / "probe.jsonl"
         probes = read_jsonl(path) if path.is_file() else []
         return (probe_card(probes[-1]) or "") if probes else ""
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
