@@ -43,6 +43,10 @@ class Report:
         return next((r["predicted"] for r in self.ranking if r["name"] == name), None)
 
 
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:+.1%}"
 
@@ -90,8 +94,9 @@ def _versus_line(r: Report) -> str:
 def text(r: Report) -> str:
     lines = [f"== tune: {r.target.name}" + (f" on {r.card}" if r.card else "") +
              f", {r.parallel} stream{'s' if r.parallel > 1 else ''} ==",
-             f"searched {r.n_candidates} configs in {len(r.families)} families (one pilot each), ranked them by "
-             f"predict; " + (f"raced {len(r.standings)} against plain decoding over {r.blocks} blocks; "
+             f"searched {_n(r.n_candidates, 'config')} in {len(r.families)} famil{'y' if len(r.families) == 1 else 'ies'} "
+             f"(one pilot each), ranked them by predict; " + (f"raced {len(r.standings)} against plain decoding over "
+                                                               f"{_n(r.blocks, 'block')}; "
                              if r.standings else "no race; ") + f"{_clock(r.elapsed)} of {_clock(r.budget)}"
              + (f" (stopped: {r.stopped})" if r.stopped else "")]
     lines += [f"note: {n}" for n in r.notes]
@@ -103,7 +108,7 @@ def text(r: Report) -> str:
         lines += [f"  {name}: {d['reason']}" for name, d in r.dropped.items() if name in r.standings]
     lines.append("")
     base = r.standings.get(r.leader)
-    if r.leader == PLAIN:
+    if r.leader == PLAIN and r.standings:
         best = max((s for s in r.standings.values() if s.change is not None), key=lambda s: s.change, default=None)
         lines.append("winner: plain decoding: no config beat it" + (
             f" (the best, {best.name}: {_pct(best.change)} {_ci(best.interval)} over {best.n_blocks} blocks)"
@@ -118,9 +123,15 @@ def text(r: Report) -> str:
         extra = _versus_line(r)
         if extra:
             lines.append(extra)
-    else:
-        pred = r.predicted(r.leader)
-        lines.append(f"winner (predicted, not measured: no race): {r.leader}: {_pct(None if pred is None else pred - 1)}")
+    ranked = [x for x in r.ranking if x["predicted"] is not None and not x.get("note")][:3]
+    if not r.standings and not ranked:
+        lines.append("winner: plain decoding: no config had a draft accepted in its pilot on these prompts")
+    elif not r.standings:
+        lines.append("winner: none measured (no whole race block): plain decoding's command below; give more --time, "
+                     "or run the same command again to resume")
+        if ranked:
+            lines.append("  predicted (not measured): " + "; ".join(f"{x['name']} {_pct(x['predicted'] - 1)}"
+                                                                     for x in ranked))
     lines += ["", "llama-server (measured: greedy requests, as the race ran them):",
               "  " + render.line("llama-server", render.server_args(r.settings, r.models)),
               "llama-cli:", "  " + render.line("llama-cli", render.cli_args(r.settings, r.models)), ""]
@@ -142,6 +153,7 @@ def to_json(r: Report) -> dict:
 
     v = r.against_runner_up
     return {"kind": "tune", "target": str(r.target), "card": r.card, "parallel": r.parallel, "winner": r.leader,
+            "measured": bool(r.standings),
             "against_plain": standing(r.standings[r.leader]) if r.leader in r.standings else None,
             "runner_up": r.runner_up,
             "against_runner_up": None if v is None else {"change": v.change, "interval": v.t_interval,

@@ -4,6 +4,7 @@ with the llama-server and llama-cli command lines that run it (the stages: specs
 from __future__ import annotations
 
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,11 +48,13 @@ class Deadline(Exception):
 
 class Progress:
     """One bar over the time budget: what the tune is doing and the time left. While `armed`, a
-    trial after which the time left would not hold another like it raises Deadline."""
+    trial after which the time left would not hold another (the median trial so far) raises
+    Deadline."""
 
-    def __init__(self, budget: float):
-        self.t0, self.budget, self.what = time.monotonic(), budget, "starting"
-        self.armed, self.last = False, time.monotonic()
+    def __init__(self, budget: float, t0: float | None = None):
+        self.t0, self.budget, self.what = t0 or time.monotonic(), budget, "starting"
+        self.armed, self.last, self.fresh = False, time.monotonic(), True
+        self.trial_seconds: list[float] = []
         self.bar = click.progressbar(length=max(int(budget), 1), label="tuning", file=sys.stderr, show_eta=False,
                                      show_percent=False, show_pos=False, item_show_func=lambda s: s)
 
@@ -79,13 +82,17 @@ class Progress:
         self.bar.update(pos - self.bar.pos, f"{self.what}{': ' + cell if cell else ''} ({clock(self.left)} left)")
 
     def arm(self) -> None:
-        self.armed, self.last = True, time.monotonic()
+        """Before a measurement starts: its first trial's time holds the models' loading and
+        warm-up, and is not a trial's."""
+        self.armed, self.last, self.fresh = True, time.monotonic(), True
 
     def trial(self, cell: str, n: int) -> None:
         now = time.monotonic()
-        took, self.last = now - self.last, now
+        if not self.fresh:
+            self.trial_seconds.append(now - self.last)
+        self.last, self.fresh = now, False
         self.tick(cell)
-        if self.armed and self.left < 1.2 * took:
+        if self.armed and self.trial_seconds and self.left < 1.2 * statistics.median(self.trial_seconds):
             raise Deadline()
 
     @staticmethod
@@ -130,6 +137,7 @@ def tune(target: Path, draft: Path | None, drafters: tuple[Path, ...], prompts: 
     the llama-server and llama-cli command lines that run it."""
     from specsweep.tune import session
 
+    t0 = time.monotonic()  # the budget counts from here: reading headers and checking files too
     budget = parse_duration(time_text)
     for name, value, low in (("--parallel", parallel, 1), ("--ctx", n_ctx, 64), ("--tokens", tokens, 8),
                              ("--warmup", warmup, 0), ("--threads", threads, 0), ("--max-draft", max_draft or 1, 1)):
@@ -139,4 +147,4 @@ def tune(target: Path, draft: Path | None, drafters: tuple[Path, ...], prompts: 
     if wanted is not None and not wanted:
         raise SpecsweepError("--methods names no method")
     session.Tune(target, draft, drafters, absolute_prompts(prompts), parallel, vram, budget, out, wanted, accept,
-                 max_draft, gpus_text, kv, n_ctx, tokens, warmup, threads, verbose).run()
+                 max_draft, gpus_text, kv, n_ctx, tokens, warmup, threads, verbose).run(t0)

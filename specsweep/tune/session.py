@@ -132,7 +132,7 @@ class Tune:
         return time.monotonic() - t0
 
     # --- the stages ---
-    def run(self) -> None:
+    def run(self, t0: float | None = None) -> None:
         self._setup()
         st = self.state
         pilot_path = self._pilot_matrix()
@@ -143,7 +143,7 @@ class Tune:
         click.echo(f"tune {self.files.target.name}: {n_cands} candidate configs in {len(self.families)} families "
                    f"({', '.join(sorted({f.method for f in self.families}))}); budget {clock(self.budget)}; "
                    f"records in {self.out}", err=True)
-        with Progress(self.budget) as bar:
+        with Progress(self.budget, t0) as bar:
             self.bar = bar
             if not st.probed:
                 bar.stage("probing the target's verify cost")
@@ -219,11 +219,11 @@ class Tune:
                 self.notes.append("no race: the time left after the pilot does not hold two blocks of a config and "
                                   "plain decoding (give more --time)")
                 return
-        bar.arm()
         while not st.stopped:
             path = self._race_matrix()
             if st.measured < st.blocks:  # a round asked for and not (wholly) measured: an interrupted call
                 bar.stage(f"race blocks {st.measured + 1}-{st.blocks}: {len(st.alive)} configs and plain decoding")
+                bar.arm()
                 try:
                     seconds = self._measure(path, bar)
                 except Deadline:
@@ -245,7 +245,7 @@ class Tune:
                 st.save(self.out)
             need = self._per_cell_block() * (len(st.alive) + 1) * race.ROUND_BLOCKS * SAFETY
             if need > bar.left:
-                self.notes.append(f"the race stopped at the budget: another round of {len(st.alive)} configs "
+                self.notes.append(f"the race stopped at the budget: another round of {_n(len(st.alive), 'config')} "
                                   f"needed about {clock(need)}, {clock(max(bar.left, 0))} were left")
                 break
             st.blocks = st.measured + race.ROUND_BLOCKS
@@ -290,9 +290,8 @@ class Tune:
             verdict = race.judge(trials, st.alive, self.ids, self.ids[race.PLAIN])
             report.leader, report.runner_up, report.against_runner_up = \
                 verdict.leader, verdict.runner_up, verdict.against_runner_up
-        else:  # no race: the prediction alone, said so
-            best = next((r for r in st.ranking if r["predicted"] is not None and not r["note"]), None)
-            report.leader = best["name"] if best and best["predicted"] > 1 else race.PLAIN
+        else:  # nothing raced: plain decoding's command, and the ranking as what it is, a prediction
+            report.leader = race.PLAIN
         report.settings = self.cell_settings[self.ids[report.leader]]
         finalists = list(dict.fromkeys(n for n in [report.leader, *st.alive] if n != race.PLAIN))
         report.finalists = self._matrix("finalists", [self.candidates[n] for n in finalists], self.parallel,
@@ -318,3 +317,7 @@ class Tune:
 
 def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
