@@ -172,6 +172,7 @@ class Tune:
                                  f"{self.n_prompts} prompts x {self.tokens} tokens) needs about {clock(need)}; give "
                                  f"more time, fewer --methods, fewer prompts or fewer --tokens (the probe is kept)")
         bar.stage("pilot: each family's acceptance")
+        bar.arm()
         try:
             seconds = self._measure(path, bar)
         except Deadline:
