@@ -118,6 +118,9 @@ def text(r: Report) -> str:
         lines.append(f"  against plain decoding: {_pct(base.change)} {_ci(base.interval)} (95% t-interval over "
                      f"{base.n_blocks} blocks, each the mean over the same prompts: block-to-block timing varies "
                      f"inside it, the choice of prompts does not)")
+        if base.interval and base.interval[0] <= 0:
+            lines.append("  not yet told apart from plain decoding: its interval holds zero (give more --time, or "
+                         "re-measure the finalists)")
         if base.acceptance is not None:
             lines.append(f"  acceptance {base.acceptance:.1%}")
         extra = _versus_line(r)
@@ -132,11 +135,11 @@ def text(r: Report) -> str:
         if ranked:
             lines.append("  predicted (not measured): " + "; ".join(f"{x['name']} {_pct(x['predicted'] - 1)}"
                                                                      for x in ranked))
-    lines += ["", "llama-server (measured: greedy requests, as the race ran them):",
-              "  " + render.line("llama-server", render.server_args(r.settings, r.models)),
+    lines += ["", "llama-server:", "  " + render.line("llama-server", render.server_args(r.settings, r.models)),
               "llama-cli:", "  " + render.line("llama-cli", render.cli_args(r.settings, r.models)), ""]
-    lines.append("measured with llama-server's slot loop in process, greedy (temperature 0) and every prompt "
-                 "generating its tokens (ignore_eos): requests that sample accept fewer drafts")
+    if r.standings:
+        lines.append("measured with llama-server's slot loop in process, greedy (temperature 0) and every prompt "
+                     "generating its tokens (ignore_eos): requests that sample accept fewer drafts")
     if r.finalists:
         lines.append(f"re-measure the finalists afresh: specsweep run {r.finalists}")
     if r.grid:

@@ -75,6 +75,8 @@ class Progress:
 
     def stage(self, what: str) -> None:
         self.what = what
+        if not sys.stderr.isatty():  # a log has no bar to redraw: a line per stage
+            click.echo(f"[{clock(self.elapsed)}] {what} ({clock(self.left)} left)", err=True)
         self.tick()
 
     def tick(self, cell: str = "") -> None:

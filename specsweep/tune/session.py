@@ -95,7 +95,9 @@ class Tune:
                             "every candidate of the tune and plain decoding (what the tune spares)")
 
     def _matrix(self, kind: str, cells: list[cand.Candidate], parallel: int, blocks: int, description: str) -> Path:
-        name = kind if kind in ("pilot", "race") else f"{self.out.name}-{kind}"
+        from specsweep.probe.calibrate import slug
+
+        name = kind if kind in ("pilot", "race") else f"{slug(self.out.name)}-{kind}"
         body = matrices.text(name, description, self.setup, cells, parallel, blocks)
         return matrices.write(self.out / f"{kind}.toml", body)
 
@@ -140,7 +142,9 @@ class Tune:
         for note in self.notes:
             click.echo(note, err=True)
         n_cands = len(self.candidates)
-        click.echo(f"tune {self.files.target.name}: {n_cands} candidate configs in {len(self.families)} families "
+        n_fam = len(self.families)
+        click.echo(f"tune {self.files.target.name}: {_n(n_cands, 'candidate config')} in {n_fam} "
+                   f"famil{'y' if n_fam == 1 else 'ies'} "
                    f"({', '.join(sorted({f.method for f in self.families}))}); budget {clock(self.budget)}; "
                    f"records in {self.out}", err=True)
         with Progress(self.budget, t0) as bar:
