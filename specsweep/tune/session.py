@@ -26,7 +26,8 @@ SAFETY = 1.15  # a round is started only when this times its estimated duration 
 class Tune:
     def __init__(self, target: Path, draft: Path | None, drafters: tuple[Path, ...], prompts: str, parallel: int,
                  vram: str | None, budget: float, out: Path | None, wanted: list[str] | None, accept: tuple[str, ...],
-                 max_draft: int | None, gpus_text: str | None, kv: str, n_ctx: int, tokens: int, warmup: int, threads: int, verbose: bool):
+                 max_draft: int | None, gpus_text: str | None, kv: str, n_ctx: int, tokens: int, warmup: int,
+                 threads: int, verbose: bool):
         from specsweep.analysis.profiles import parse_accept
         from specsweep.probe.calibrate import slug
         from specsweep.probe.command import _check_gguf, parse_gpus
@@ -195,7 +196,8 @@ class Tune:
         ids = {f.name: c.id for f, c in zip(self.families, matrix_load.load(pilot_path).cells[1:])}
         trials = ResultsDir(self.out, "pilot").read_trials()
         by_family = {f.name: [t for t in trials if t.get("cell_id") == ids[f.name]] for f in self.families}
-        data = rank.card(rank.sources(self.out, self.out.parent), self.files.target.resolve(), self.kv, len(self.setup.gpus))
+        data = rank.card(rank.sources(self.out, self.out.parent), self.files.target.resolve(), self.kv,
+                         len(self.setup.gpus))
         ranked = rank.rank(self.families, by_family, data, self.tokens)
         self.state.ranking = [{"name": r.candidate.name, "family": r.candidate.family, "predicted": r.speedup,
                                "acceptance": r.acceptance, "note": r.note} for r in ranked]
