@@ -185,8 +185,11 @@ def tiny(tmp_path, tiny_model, monkeypatch):
 
 
 def tune(tmp_path, target, *extra):
+    # one thread: on a host whose other core is busy, two OpenMP threads wait on each other at every
+    # barrier (a tiny model's pass took 1.1 s, not 1 ms), and a tune on a budget then has no time to race
     return CliRunner().invoke(main, ["tune", str(target), "--gpus", "", "--prompts", str(tmp_path / "prompts.toml"),
-                                     "--tokens", "12", "--warmup", "0", "-o", str(tmp_path / "tune"), *map(str, extra)])
+                                     "--tokens", "12", "--warmup", "0", "--threads", "1", "-o", str(tmp_path / "tune"),
+                                     *map(str, extra)])
 
 
 @pytest.mark.parametrize("args,message", [
