@@ -1,9 +1,10 @@
 """`specsweep tune` on trained weights, on the CPU: Gemma 3 270M with the n-gram methods (on prompts a
 base model continues by repeating them, where an n-gram draft is accepted), and SmolLM2's Q8_0
 with its Q4_0 as a draft model (a draft that costs about what the target does: every config
-loses). Each tune runs once, on a small budget; the printed llama-server command is then started
-as printed and must give the winner's drafted and accepted counts (the native llama-server of
-scripts/build-native.sh; skipped without it unless SPECSWEEP_REQUIRE_NATIVE=1).
+loses), and a Gemma tune interrupted in its race and resumed. Each tune runs once, on a small
+budget; the printed llama-server command is then started as printed and must give the winner's
+drafted and accepted counts (the native llama-server of scripts/build-native.sh; skipped without it
+unless SPECSWEEP_REQUIRE_NATIVE=1).
 
 The models come from PyPI packages (tests/real_models.py); without them the module is skipped,
 unless SPECSWEEP_REQUIRE_REAL=1.
@@ -76,14 +77,18 @@ def real(tmp_path_factory):
         yield SimpleNamespace(dir=d, gemma=gemma, q8=q8, q4=q4)
 
 
+def invoke(real, name: str, target: Path, prompts: str, budget: int, *extra):
+    return CliRunner().invoke(main, ["tune", str(target), "--gpus", "", "--prompts", str(real.dir / prompts),
+                                     "--tokens", "24", "--warmup", "0", "--max-draft", "8", "--time", f"{budget}s",
+                                     "-o", str(real.dir / name), *map(str, extra)])
+
+
 def tune(real, name: str, target: Path, prompts: str, budget: int, *extra) -> SimpleNamespace:
     import time
 
     out = real.dir / name
     t0 = time.monotonic()
-    r = CliRunner().invoke(main, ["tune", str(target), "--gpus", "", "--prompts", str(real.dir / prompts),
-                                  "--tokens", "24", "--warmup", "0", "--max-draft", "8", "--time", f"{budget}s",
-                                  "-o", str(out), *map(str, extra)])
+    r = invoke(real, name, target, prompts, budget, *extra)
     seconds = time.monotonic() - t0
     assert r.exit_code == 0, r.output
     answer = json.loads((out / "answer.json").read_text())
@@ -157,3 +162,35 @@ def test_a_draft_that_costs_what_the_target_does_loses_and_tune_says_plain_decod
     raced = a["raced"]
     assert raced and all(r["change"] < 0 for r in raced.values()), raced  # each measured, each slower
     assert "--spec-type" not in a["llama_server"] and "-md" not in a["llama_server"]
+
+
+def test_an_interrupted_tune_resumes(real, monkeypatch):
+    """Ctrl-C at the race's third trial (Gemma, n-gram methods): exit 130, the probe, the pilot and
+    the ranking kept; the same command again measures neither again, runs the cut block again whole
+    and names a winner."""
+    from specsweep.tune.command import Progress
+
+    calls = {"n": 0}
+    trial = Progress.trial
+
+    def interrupted(self, cell, n):
+        calls["n"] += "race" in self.what
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return trial(self, cell, n)
+
+    monkeypatch.setattr(Progress, "trial", interrupted)
+    args = (real, "gemma-resumed", real.gemma, "repeating.toml", 120, "--methods", "ngram-simple")
+    first = invoke(*args)
+    assert first.exit_code == 130, first.output
+    out = real.dir / "gemma-resumed"
+    state = json.loads((out / "tune.json").read_text())
+    assert state["probed"] and state["piloted"] and state["ranking"] and state["entrants"] and state["measured"] == 0
+    pilot = (out / "pilot" / "trials.jsonl").read_text()
+    monkeypatch.setattr(Progress, "trial", trial)
+    again = tune(*args)
+    assert (out / "pilot" / "trials.jsonl").read_text() == pilot  # not measured again
+    assert len((out / "probe" / "probe.jsonl").read_text().splitlines()) == 1
+    assert {t["attempt"] for t in again.trials if t["block"] == 0} == {0, 1}  # the cut block ran again whole
+    assert again.seconds <= again.budget + SLACK_S, again.stdout
+    assert again.answer["winner"] and f"winner: {again.answer['winner']}" in again.stdout
