@@ -32,6 +32,7 @@ COMMANDS = {
     "probe": "specsweep.probe.command:probe",
     "run": "specsweep.run.command:run",
     "synth": "specsweep.synth.command:synth",
+    "tune": "specsweep.tune.command:tune",
 }
 
 

@@ -13,13 +13,18 @@ PKG = Path(__file__).resolve().parent.parent / "specsweep"
 
 # package -> packages it must not import (anywhere in its modules, lazily included)
 FORBIDDEN = {
-    "models": ("matrix", "run", "report", "analysis", "contrib", "probe"),
-    "engine": ("matrix", "run", "report", "analysis", "contrib", "probe", "backends"),
-    "backends": ("run", "report", "analysis", "contrib", "probe"),
-    "records": ("run", "report", "analysis", "matrix"),
-    "analysis": ("run", "engine"),
-    "report": ("run", "engine"),
-    "synth": ("matrix", "run", "report", "analysis", "engine"),
+    "models": ("matrix", "run", "report", "analysis", "contrib", "probe", "tune"),
+    "engine": ("matrix", "run", "report", "analysis", "contrib", "probe", "backends", "tune"),
+    "backends": ("run", "report", "analysis", "contrib", "probe", "tune"),
+    "records": ("run", "report", "analysis", "matrix", "tune"),
+    "analysis": ("run", "engine", "tune"),
+    "report": ("run", "engine", "tune"),
+    "synth": ("matrix", "run", "report", "analysis", "engine", "tune"),
+    # `tune` sits on top: it runs matrices, probes and predicts; nothing below it knows it
+    "matrix": ("tune",),
+    "run": ("tune",),
+    "probe": ("tune",),
+    "contrib": ("tune",),
 }
 
 

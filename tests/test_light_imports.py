@@ -38,11 +38,12 @@ def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     }
     got["merge"] = specsweep_without_llama(tmp, "merge", tmp / "c.json", "-o", tmp / "community.jsonl")
     got["run"] = specsweep_without_llama(tmp, "run", REPO / "matrices" / "smoke.toml", "--dry-run")
+    got["tune --help"] = specsweep_without_llama(tmp, "tune", "--help")
     got["tmp"] = tmp
     return got
 
 
-@pytest.mark.parametrize("command", ["plot", "predict", "analyze", "contribute", "merge"])
+@pytest.mark.parametrize("command", ["plot", "predict", "analyze", "contribute", "merge", "tune --help"])
 def test_a_command_that_reads_records_needs_no_libllama(runs, command):
     r = runs[command]
     assert r.returncode == 0, r.stderr[-3000:]

@@ -240,3 +240,31 @@ def paired_rows(trials: list[dict], n_boot: int = BOOTSTRAP,
             ckpt_restores_per_token=statistics.fmean(restores) if restores else None,
             arm=f"{rec.family(first)} n={rec.draft_max(first)}", run_by=rec.run_by(first)))
     return rows, missing
+
+
+@dataclass
+class Versus:
+    """One config against another measured in the same blocks (`versus`)."""
+    change: float | None  # exp(mean over blocks of the block's mean log ratio) - 1
+    t_interval: tuple[float, float] | None  # 95% t-interval over blocks, as a change
+    n_blocks: int
+
+
+def versus(trials: list[dict], a: str, b: str, level: float = LEVEL) -> Versus:
+    """Config `a` against config `b` (cell ids), paired as each config is with its baseline: per
+    (run, block, prompt) where both ran, log(tps_a / tps_b); per block the mean over its prompts;
+    the change and its t-interval over blocks. With `b` the baseline this is `paired_rows`' row."""
+    tps: dict[tuple[str, tuple], list[float]] = defaultdict(list)
+    for r in rec.kept(trials):
+        cid = str(r.get("cell_id"))
+        if cid in (a, b) and rec.usable(r):
+            tps[(cid, (rec.run_of(r), rec.design_of(r), rec.block_of(r), r.get("prompt_id")))].append(
+                math.log(float(r["decode_tps"])))
+    by_block: dict[tuple, list[float]] = defaultdict(list)
+    for (cid, slot), logs in tps.items():
+        if cid == a and (b, slot) in tps:
+            by_block[slot[:3]].append(statistics.fmean(logs) - statistics.fmean(tps[(b, slot)]))
+    values = [statistics.fmean(v) for _, v in sorted(by_block.items(), key=lambda kv: str(kv[0]))]
+    if not values:
+        return Versus(None, None, 0)
+    return Versus(_change(statistics.fmean(values)), _as_change(t_interval(values, level)), len(values))

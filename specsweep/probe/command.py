@@ -55,7 +55,7 @@ def _check_gguf(path: Path, what: str) -> None:
             raise SpecsweepError(f"{path} is not a GGUF file (no GGUF magic)")
 
 
-def _machine(gpus: tuple[int, ...], threads: int) -> dict:
+def machine_facts(gpus: tuple[int, ...], threads: int) -> dict:
     facts = manifest.machine()
     used = [g for g in facts["gpus"] if g["index"] in gpus] or (facts["gpus"][:1] if gpus else [])
     return {**facts, "threads": threads or runtime.default_threads(), "gpu_name": used[0]["name"] if used else None}
@@ -212,7 +212,7 @@ def probe(model_path: Path | None, synth_name: str | None, synth_draft: str | No
             dc = measure_curve(draft, [1], depth, max(reps, 5), outputs, kv, n_batch, threads)
         draft_info = {"source": "measured", "model": draft_path.name, "size_bytes": draft_path.stat().st_size,
                       "ms_per_token": _ms(dc.median(1)), "times_ms": [_ms(t) for t in dc.times[1]]}
-    machine = _machine(gpu_ids, threads)
+    machine = machine_facts(gpu_ids, threads)
     record = build_record(model_path, mb, curve, draft_info, machine, gpu_ids, depth, reps, threads,
                           bandwidth_gbs, placed, traced)
     if synth_name is not None:  # what the stand-in stands in for (predict finds the probe by this name)
@@ -317,7 +317,8 @@ def _stand_ins(name: str | None, draft_name: str | None, scale: str, model_path:
 
 def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_info: dict, machine: dict,
                  gpu_ids: tuple[int, ...], depth: int, reps: int, threads: int,
-                 bandwidth_gbs: float | None, placed: dict | None = None, traced: TracedCurve | None = None) -> dict:
+                 bandwidth_gbs: float | None, placed: dict | None = None, traced: TracedCurve | None = None,
+                 warmup: int = WARMUP) -> dict:
     t1 = curve.median(1)
     d_tok = draft_info["ms_per_token"] / 1e3
     kv_pos = curve.pos0 + 1  # a step at position p attends over p + 1 positions
@@ -376,7 +377,7 @@ def build_record(model_path: Path, mb: theory.ModelBytes, curve: Curve, draft_in
                   "tied_embeddings": mb.tied, "embd_row_bytes": mb.embd_row, "bytes_by_class": mb.classes(),
                   "kv_values_per_position": mb.kv_elements},
         "settings": {"gpus": list(gpu_ids), "depth": depth, "pos0": curve.pos0, "ks": curve.ks, "reps": reps,
-                     "warmup": WARMUP, "outputs": curve.outputs, "kv": curve.kv, "n_ctx": curve.n_ctx,
+                     "warmup": warmup, "outputs": curve.outputs, "kv": curve.kv, "n_ctx": curve.n_ctx,
                      "n_batch": curve.n_batch, "threads": machine["threads"], "flash_attn": True,
                      "rollback": curve.rollback, "batch_tokens": curve.batch_tokens},
         "machine": machine,

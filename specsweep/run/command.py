@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -86,9 +87,12 @@ def run(matrix_file: Path, dry_run: bool, shard: str | None, results_root: Path,
 
 def execute(matrix_file: Path, results_root: Path = Path("results"), *, dry_run: bool = False, shard: str | None = None,
             targets: tuple[str, ...] = (), runs: int = 1, run_index: int | None = None,
-            llama_server: str | None = None, verbose: bool = False) -> None:
+            llama_server: str | None = None, verbose: bool = False, progress=None, log=None) -> None:
     """`specsweep run`'s work, for its command and for other commands that measure a matrix
-    (`probe --calibrate`): exits 130 when interrupted and 1 when a cell failed, as the command does."""
+    (`probe --calibrate`, `tune`): exits 130 when interrupted and 1 when a cell failed, as the
+    command does. A caller that draws its own progress passes `progress(cell_name, n)` (called per
+    trial) and `log(line)`: then no bar and no summary table are printed here."""
+    say = log or (lambda line: click.echo(line, err=True))
     if runs < 1:
         raise SpecsweepError(f"--runs {runs}: give at least 1")
     matrix = matrix_load.load(matrix_file)
@@ -123,9 +127,9 @@ def execute(matrix_file: Path, results_root: Path = Path("results"), *, dry_run:
     _check_pairings(groups, files)
     if any(g.backend == "server" for g in groups if g.live):
         find_binary(llama_server)  # before any trial: a missing binary is one line, not a failed cell each
-    check_placements(groups, files, log=lambda line: click.echo(line, err=True))
+    check_placements(groups, files, log=say)
     runner = Runner(results, matrix, files, "", progress=None, run_index=index,
-                    log=lambda line: click.echo(f"\n{line}", err=True), llama_server=llama_server)
+                    log=log or (lambda line: click.echo(f"\n{line}", err=True)), llama_server=llama_server)
     runner.preflight(groups)
     info = manifest.collect(matrix.path, matrix.text, {n: {"path": str(f["path"]), "sha256": f["sha256"]}
                                                        for n, f in files.items()}, sys.argv)
@@ -134,19 +138,20 @@ def execute(matrix_file: Path, results_root: Path = Path("results"), *, dry_run:
     label = f"{matrix.name}" + (f" run {index}" if run_index is not None else "")
     if n_todo:
         results.manifests.append(info)
-        click.echo(f"{label}: {n_todo} trials to run ({recorded} already recorded) -> {results.dir}", err=True)
+        say(f"{label}: {n_todo} trials to run ({recorded} already recorded) -> {results.dir}")
     else:
-        click.echo(f"{label}: nothing to run, every trial is recorded in {results.dir}", err=True)
+        say(f"{label}: nothing to run, every trial is recorded in {results.dir}")
 
     # `timeout`, `kill` and schedulers stop a run with SIGTERM: handle it as Ctrl-C, so the records are
     # closed and a llama-server the run started (in its own session) is stopped, not orphaned on the GPU
     # (the handler waits out llama.cpp's log callback, where a raised interrupt would be dropped)
     signal.signal(signal.SIGTERM, interrupts.handler)
+    runner.manifest_id = manifest_id
     try:
-        with click.progressbar(length=n_todo, label="measuring", file=sys.stderr, show_eta=True, show_pos=True,
-                               item_show_func=lambda name: name) as bar:
-            runner.manifest_id = manifest_id
-            runner.progress = lambda name, n: bar.update(n, name)
+        with (contextlib.nullcontext() if progress else
+              click.progressbar(length=n_todo, label="measuring", file=sys.stderr, show_eta=True, show_pos=True,
+                                item_show_func=lambda name: name)) as bar:
+            runner.progress = progress or (lambda name, n: bar.update(n, name))
             for group in groups:
                 runner.run_group(group)
             interrupts.check()  # one that came while the last model was freed
@@ -157,7 +162,7 @@ def execute(matrix_file: Path, results_root: Path = Path("results"), *, dry_run:
         sys.exit(130)
     finally:
         results.close()
-    if run_index is None:
+    if run_index is None and progress is None:
         _summary(matrix, results)
     if runner.failed:
         click.echo(f"specsweep: {len(runner.failed)} cell(s) failed (causes in {results.dir / 'failures.jsonl'}); "
