@@ -3,7 +3,7 @@
     python benchmarks/native_ratios.py --target T.gguf [--draft D.gguf] [--dflash F.gguf] [--dspark F.gguf]
         [--eagle3 F.gguf] [--tools DIR] [--server PATH] [--methods NAME ...] [--loops simple server]
         [--n 256] [--rounds 5] [--kv q8_0] [--threads N] [--synth-len 2.0] [--gpu] [--backend-sampling]
-        [--out FILE.md]
+        [--out FILE.md]            (an existing FILE.md gets this run's rows added to its table)
     python benchmarks/native_ratios.py --tiny DIR [...]   # writes the tiny synthetic models into DIR first
 
 Each method runs in both of specsweep's loops against the native loop it follows:
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--synth-len", type=float, default=2.0)
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--backend-sampling", action="store_true")
-    ap.add_argument("--out", type=Path, help="also write the table here (markdown)")
+    ap.add_argument("--out", type=Path, help="also write the table here (markdown; rows added to an existing one)")
     args = ap.parse_args(argv)
     if args.tiny:
         for role, path in tiny_models(args.tiny).items():
@@ -286,8 +286,22 @@ def main(argv: list[str] | None = None) -> list[Row]:
     table = render(args, rows, skipped)
     print(table)
     if args.out:
-        args.out.write_text(table)
+        write(args.out, table)
     return rows
+
+
+def write(path: Path, table: str) -> None:
+    """Write the table, or add its rows (and what it left out) to the table already there: a
+    device run splits the methods over several calls, and the README shows one table."""
+    if not path.is_file():
+        path.write_text(table)
+        return
+    old, new = path.read_text().splitlines(), table.splitlines()
+    rows = [x for x in new if x.startswith("| ") and not x.startswith("| method")]
+    notes = [x for x in new if x.startswith("Left out: ")]
+    end = max(i for i, x in enumerate(old) if x.startswith("|")) + 1
+    gap = [""] if notes and not any(x.startswith("Left out: ") for x in old) else []
+    path.write_text("\n".join(old[:end] + rows + old[end:] + gap + notes) + "\n")
 
 
 if __name__ == "__main__":
