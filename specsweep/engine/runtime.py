@@ -404,6 +404,8 @@ class Context:
         self._slot_seq = [None] * opts.n_batch  # what each slot's seq_id holds now (None: unset)
         self._states: dict[int, ctypes.Array] = {}  # checkpoint buffer per sequence, reused
         self._ext: ExtBatch | None = None
+        self._staging: np.ndarray | None = None  # embedding rows for decode_staged, reused
+        self._staging_ptr = None
         # an expert_trace.Journal while a traced cell's trial runs: what a replay must do again
         self.journal = None
         _loaded_then_check(self)
@@ -473,6 +475,29 @@ class Context:
         if rc != 0:
             raise SpecsweepError(f"llama_decode failed ({rc}): {last_error('see --verbose')}")
         return starts
+
+    def staging(self, n: int, width: int) -> np.ndarray:
+        """n rows of `width` floats for the next `decode_staged` to pair with its tokens (a
+        reused buffer: valid until that call)."""
+        buf = self._staging
+        if buf is None or len(buf) < n or buf.shape[1] != width:
+            buf = self._staging = np.zeros((max(n, 8), width), dtype=np.float32)
+            self._staging_ptr = ctypes.cast(buf.ctypes.data, ctypes.POINTER(ctypes.c_float))
+        return buf[:n]
+
+    def decode_staged(self, entries: list[tuple[int, list[int], int]], logits: bool = True) -> list[int]:
+        """`decode_streams` with every token paired with its row of `staging()`, in order. llama.cpp
+        builds from a batch carrying tokens and rows the extended batch that llama_process takes
+        (llama_batch_compat: token, position, sequence, output flag and row per entry, "for
+        example the MTP hook batches"), so this is llama_process's decode with a few array writes
+        per entry instead of four library calls. Rows must be the width llama.cpp's extended batch
+        reads for this context (n_embd_inp: an MTP head's)."""
+        b = self._batch
+        b.embd = self._staging_ptr
+        try:
+            return self.decode_streams(entries, logits)
+        finally:
+            b.embd = None  # the next plain decode carries tokens only (and llama_batch_free frees embd)
 
     def ext_batch(self) -> ExtBatch:
         """The context's extended batch, cleared (one per context, reused)."""

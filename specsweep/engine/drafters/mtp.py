@@ -54,6 +54,8 @@ class Mtp(DraftModel):
         self._pending_addr = self.pending.ctypes.data
         self._kept = np.zeros((n_max + 1, self.n_embd), dtype=np.float32)  # grows for a longer batch
         self.verify_h = self._kept[:0]
+        # the head reads rows of n_embd_inp: then its batches go through decode_staged (engine/runtime.py)
+        self.staged = int(ll.llama_model_n_embd_inp(ctx.model.ptr)) == self.n_embd
 
     def process(self, tokens: list[int], pos0: int) -> None:
         Mtp.process_many([(self, tokens, pos0)])
@@ -64,18 +66,25 @@ class Mtp(DraftModel):
         llama-server processes its slots' joint batch once: each stream's tokens with the target's
         hidden states of its own rows (from its `row0`)."""
         first = jobs[0][0]
-        target, width = first.target, first.n_embd
-        # the target's rows by address, as llama.cpp adds them (the batch copies each row)
-        base, row_bytes = target.hidden_base(), 4 * width
-        batch = first.ctx.ext_batch()
-        add = batch.add_row
-        for d, tokens, pos0 in jobs:
-            add(pos0, tokens[0], d._pending_addr, width, False, d.seq)
-            h = base + d.row0 * row_bytes
-            for k in range(1, len(tokens)):
-                add(pos0 + k, tokens[k], h + (k - 1) * row_bytes, width, False, d.seq)
-        first.ctx.process(batch)
+        target, width, ctx = first.target, first.n_embd, first.ctx
         rows = target.hidden_rows(max(d.row0 + len(tokens) for d, tokens, _ in jobs))  # a view: copied below
+        if first.staged:  # token k with the target's row k - 1, the first with the carried row
+            staged, i = ctx.staging(sum(len(tokens) for _, tokens, _ in jobs), width), 0
+            for d, tokens, _ in jobs:
+                n = len(tokens)
+                staged[i] = d.pending
+                staged[i + 1:i + n] = rows[d.row0:d.row0 + n - 1]
+                i += n
+            ctx.decode_staged([(d.seq, tokens, pos0) for d, tokens, pos0 in jobs], logits=False)
+        else:  # the target's rows by address, as llama.cpp adds them (the batch copies each row)
+            base, row_bytes = target.hidden_base(), 4 * width
+            batch = ctx.ext_batch()
+            for d, tokens, pos0 in jobs:
+                batch.add_row(pos0, tokens[0], d._pending_addr, width, False, d.seq)
+                h = base + d.row0 * row_bytes
+                for k in range(1, len(tokens)):
+                    batch.add_row(pos0 + k, tokens[k], h + (k - 1) * row_bytes, width, False, d.seq)
+            ctx.process(batch)
         for d, tokens, _ in jobs:
             d._keep(rows[d.row0:d.row0 + len(tokens)])
 
@@ -94,6 +103,9 @@ class Mtp(DraftModel):
     def draft_many(jobs: list[tuple["Mtp", tuple]]) -> list[list[int]]:
         """Drafts for several streams of one head context, (head, (prompt, id_last, pos0, n_max))
         each: every step decodes each drafting stream's (token, hidden state) in one batch."""
+        if jobs[0][0].staged:  # rows as views, copied into the staged batch
+            first = [(request[2], request[1], d.pending) for d, request in jobs]
+            return chained_steps(jobs, first, lambda d, i: d.ctx.hidden(i), staged=True)
         first = [(request[2], request[1], d._pending_addr) for d, request in jobs]
         return chained_steps(jobs, first, lambda d, i: d.ctx.hidden_addr(i))
 
