@@ -59,12 +59,12 @@ def completion_tg(args, tool: Path) -> float:
     """Generated tokens over llama-completion's generation wall time (perf total - prompt eval)."""
     cmd = [str(tool), "-m", str(args.model), "-p", PROMPT, "-n", str(args.n), "--temp", "0", "-no-cnv",
            "--ignore-eos", "-c", str(args.n + 64), "-b", "512", "-ub", "512", *common_flags(args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=native_env(tool), stdin=subprocess.DEVNULL,
-                          timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, env=native_env(tool), stdin=subprocess.DEVNULL, timeout=600)
+    log = proc.stderr.decode(errors="replace")  # the text a random model writes is not always UTF-8
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-2000:])
-    times = {name: float(ms) for name, ms, _ in _EVAL.findall(proc.stderr)}
-    runs = _RUNS.search(proc.stderr)
+        raise RuntimeError(log[-2000:])
+    times = {name: float(ms) for name, ms, _ in _EVAL.findall(log)}
+    runs = _RUNS.search(log)
     if "total" not in times or "prompt eval" not in times or not runs:
         raise RuntimeError("llama-completion printed no perf lines")
     return int(runs.group(2)) / ((times["total"] - times["prompt eval"]) / 1e3)

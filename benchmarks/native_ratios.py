@@ -10,7 +10,9 @@ Each method runs in both of specsweep's loops against the native loop it follows
 - simple: `run_trial` (engine/speculative.py) against `llama-speculative-simple`, greedy;
 - server: `run_trial_server` (engine/server_loop.py) against `llama-server` with one slot, at
   llama.cpp's synthetic acceptance (`--synth-len`, the way every full-shape curve runs), the same
-  seed on both sides; the server starts once per method and takes one request a round.
+  seed on both sides; the server starts once per method and takes one request a round, except
+  for the methods whose drafter state outlives a request in llama-server (`FRESH_SERVER`), which
+  get a new server every round so that, as in process, each trial drafts from its own text only.
 (`llama-cli` runs llama-server's loop in a thread: not a separate loop.) The two sides alternate
 for `--rounds` rounds, so that machine noise hits both; every round checks that they generate the
 same number of tokens and draft and accept exactly as many (llama.cpp's counters; through the
@@ -49,6 +51,9 @@ SETTINGS = {
     "draft": {"draft_max": 4}, "mtp": {"draft_max": 2}, "eagle3": {"draft_max": 3}, "dflash": {"draft_max": 16},
     "dspark": {"draft_max": 8}, "ngram-map-k4v": {"size_m": 8},
 }
+# llama-server keeps these drafters' state from one request to the next: ngram-mod's hashed table
+# (reset only past 25% occupancy) and ngram-cache's context cache (its `begin` is a no-op)
+FRESH_SERVER = {"ngram-mod", "ngram-cache"}
 MODEL_OF = {"draft": "draft", "dflash": "dflash", "dspark": "dspark", "eagle3": "eagle3"}  # method -> its option
 
 
@@ -178,11 +183,15 @@ class Runner:
             rates = synthetic.resolve_rates(settings["synth_len"], None, drafter.n_max)
             return run_trial_server(tctx, self.tokens, a.n, drafter, Synth(synthetic.conditional(rates), SEED))
 
+        fresh = name in FRESH_SERVER
         try:
             with LlamaServer(tool, args, log, env=native_env(tool)) as server:
                 ours()
                 server.complete(self.tokens, a.n, SEED)  # warm-ups
                 for _ in range(a.rounds):
+                    if fresh:
+                        server.stop()
+                        server.start()
                     answer = server.complete(self.tokens, a.n, SEED)
                     r = ours()
                     t = answer["timings"]

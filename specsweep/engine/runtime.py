@@ -196,6 +196,7 @@ class Model:
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.n_embd = ll.llama_model_n_embd(self.ptr)
         self.n_layer = ll.llama_model_n_layer(self.ptr)
+        self._is_eog: dict[int, bool] = {}
 
     def meta(self, key: str) -> str | None:
         """A GGUF metadata value as llama.cpp renders it (None when absent)."""
@@ -259,7 +260,12 @@ class Model:
         return on if thinking else off
 
     def is_eog(self, token: int) -> bool:
-        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+        """Asked for every generated token: each token's answer is kept (a dict lookup instead of a
+        library call per token)."""
+        known = self._is_eog.get(token)
+        if known is None:
+            known = self._is_eog[token] = bool(ll.llama_vocab_is_eog(self.vocab, token))
+        return known
 
     @property
     def eog_tokens(self) -> list[int]:
