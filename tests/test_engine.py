@@ -12,6 +12,16 @@ from tests.conftest import PROMPT
 N_PREDICT = 48
 OPTS = runtime.ContextOptions(n_ctx=512, n_batch=128)
 ATTENTION, HYBRID = "qwen3-30b-a3b", "qwen3.6-35b-a3b"
+# The hybrid's gated delta net computes a batch chunk-wise and one token recurrently. A random model
+# at branch scale 1 is chaotic, and on some CPUs those roundings flip a near-tie within 48 tokens
+# (an AVX2-only AMD EPYC: token 37, and an identical draft accepted 95%): llama.cpp's arithmetic,
+# not the loop's. Damped (branch scale 0.05, as the smoke matrix runs it), the model keeps its
+# choices apart and what these tests check, the loop's bookkeeping, is what they measure.
+BRANCH = {ATTENTION: 1.0, HYBRID: 0.05}
+
+
+def model(tiny_model, card: str, **kw):
+    return tiny_model(card, branch_scale=BRANCH[card], **kw)
 
 
 def trial(target_path, drafter_factory=None, opts=OPTS):
@@ -35,8 +45,8 @@ def test_baseline_counts_like_llama_cpp(tiny_model):
 
 @pytest.mark.parametrize("card", [ATTENTION, HYBRID])
 def test_identical_draft_accepts_everything_and_is_lossless(tiny_model, card):
-    base = trial(tiny_model(card))
-    spec = draft_trial(tiny_model(card), tiny_model(card), n_max=4)
+    base = trial(model(tiny_model, card))
+    spec = draft_trial(model(tiny_model, card), model(tiny_model, card), n_max=4)
     assert spec.tokens[:N_PREDICT] == base.tokens[:N_PREDICT]
     assert spec.n_drafted > 0 and spec.acceptance == 1.0
     assert spec.n_steps < base.n_steps / 3  # 4 drafted + 1 per verify
@@ -45,9 +55,9 @@ def test_identical_draft_accepts_everything_and_is_lossless(tiny_model, card):
 
 @pytest.mark.parametrize("card", [ATTENTION, HYBRID])
 def test_perturbed_and_unrelated_drafts_stay_lossless(tiny_model, card):
-    base = trial(tiny_model(card))
-    near = draft_trial(tiny_model(card), tiny_model(card, perturb=0.2), n_max=4)
-    far = draft_trial(tiny_model(card), tiny_model(card, seed=9), n_max=4)
+    base = trial(model(tiny_model, card))
+    near = draft_trial(model(tiny_model, card), model(tiny_model, card, perturb=0.2), n_max=4)
+    far = draft_trial(model(tiny_model, card), model(tiny_model, card, seed=9), n_max=4)
     assert near.tokens[:N_PREDICT] == base.tokens[:N_PREDICT]
     assert far.tokens[:N_PREDICT] == base.tokens[:N_PREDICT]
     assert 0.2 < near.acceptance < 0.95, near.acceptance
@@ -64,9 +74,9 @@ def test_perturbed_and_unrelated_drafts_stay_lossless(tiny_model, card):
 
 def test_hybrid_snapshots_replace_checkpoints(tiny_model):
     """With n_rs_seq recurrent-state snapshots, a hybrid target rolls back with a plain seq_rm."""
-    base = trial(tiny_model(HYBRID))
+    base = trial(model(tiny_model, HYBRID))
     opts = runtime.ContextOptions(n_ctx=512, n_batch=128, n_rs_seq=4)
-    spec = draft_trial(tiny_model(HYBRID), tiny_model(HYBRID, perturb=0.2), opts=opts, n_max=4)
+    spec = draft_trial(model(tiny_model, HYBRID), model(tiny_model, HYBRID, perturb=0.2), opts=opts, n_max=4)
     assert spec.n_rollbacks == 0
     assert spec.tokens[:N_PREDICT] == base.tokens[:N_PREDICT]
     assert spec.n_drafted_llama == spec.n_drafted
@@ -90,7 +100,7 @@ def test_snapshot_rollback_keeps_an_identical_draft_at_full_acceptance(tiny_mode
     """A hybrid draft checkpoints its own drafting even when its context has snapshots (they only
     undo the last decode); getting this wrong drops an identical draft to a few percent."""
     opts = runtime.ContextOptions(n_ctx=512, n_batch=128, n_rs_seq=4)
-    spec = draft_trial(tiny_model(HYBRID), tiny_model(HYBRID), opts=opts, n_max=4)
+    spec = draft_trial(model(tiny_model, HYBRID), model(tiny_model, HYBRID), opts=opts, n_max=4)
     assert spec.acceptance == 1.0 and spec.n_rollbacks == 0
 
 

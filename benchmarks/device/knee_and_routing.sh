@@ -15,34 +15,10 @@ set -uo pipefail
 deadline=${1:-570}
 shift || true
 only=" $* "  # the stages named on the command line; none: every stage
-ram=/mnt/specsweep-ram
-mkdir -p $ram
-mountpoint -q $ram || mount -t tmpfs -o size=100G tmpfs $ram || { echo "no RAM disk"; exit 1; }
-export SPECSWEEP_CACHE=$ram SPECSWEEP_NATIVE_BIN=/tmp/kit PYTHONUNBUFFERED=1
-R=$ram/results S=$ram/synth done=$ram/done
-mkdir -p $R $S $done
+source "$(dirname "$0")/stages.sh"
+S=$ram/synth
+mkdir -p $S
 [ -d results/knee-synthetic ] && [ ! -d $R/knee-synthetic ] && cp -r results/knee-synthetic $R/
-log=$OUT/run.log
-cp $ram/run.log $log 2>/dev/null  # the whole story across calls
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv
-  lscpu | grep -E "Model name|^CPU\(s\)|MHz|L3|NUMA node\(s\)"; free -g | head -2; } > $OUT/host.txt
-SECONDS=0
-left() { echo $((deadline - SECONDS - ${1:-0})); }
-say() { echo "[$SECONDS s] $*" | tee -a $log; }
-quiet() { grep --line-buffered -v "measuring\|^llama\|^load\|^print_info" | tee -a $log; }
-wants() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
-stage() {  # stage NAME MIN_SECONDS COMMAND...: once; SIGTERM at the limit stops it with records closed
-    local name=$1 need=$2; shift 2
-    [ -f $done/$name ] && return 0
-    wants $name || return 0
-    local t; t=$(left 15)
-    [ "$t" -ge "$need" ] || { say "$name: ${t}s left, needs ${need}s; next call"; return 1; }
-    say "$name: start (${t}s)"
-    timeout "$t" "$@" 2>&1 | quiet
-    local rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 124 ] || [ "$rc" -eq 143 ] || touch $done/$name
-    say "$name: exit $rc"
-}
 stand_in() {  # the stand-in at router skew $1, where the matrix's cache keeps it
     local f=$S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05$([ "$1" = 0 ] || echo "-rs$1").gguf
     [ -f "$f" ] || python3 -m specsweep synth qwen3.6-35b-a3b --branch-scale 0.05 --router-skew "$1" -o "$f" 2>&1 \
@@ -60,7 +36,5 @@ if wants probe-rs1 && [ ! -f $done/probe-rs1 ] && [ "$(left)" -ge 150 ]; then
     [ -f $done/knee-rs0 ] && rm -f $S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05.gguf  # room on the RAM disk
     stage probe-rs1 60 $probe "$(stand_in 1)"
 fi
-cp $log $ram/run.log
 [ -d $R/knee-synthetic ] && tar czf $OUT/knee.tar.gz -C $R knee-synthetic
-ls $done | tr '\n' ' ' | sed 's/^/done: /' | tee -a $log; echo
-say "call over"
+finish

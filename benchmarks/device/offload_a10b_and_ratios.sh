@@ -25,39 +25,13 @@ set -uo pipefail
 deadline=${1:-570}
 shift || true
 only=" $* "  # the stages named on the command line; none: every stage
-ram=/mnt/specsweep-ram
-mkdir -p $ram
-mountpoint -q $ram || mount -t tmpfs -o size=100G tmpfs $ram || { echo "no RAM disk"; exit 1; }
-export SPECSWEEP_CACHE=$ram SPECSWEEP_NATIVE_BIN=/tmp/kit PYTHONUNBUFFERED=1
-R=$ram/results S=$ram/synth done=$ram/done
-mkdir -p $R $S $done
+retry_failures=0  # a failure is logged and not retried: the next stages still get their turn
+source "$(dirname "$0")/stages.sh"
+S=$ram/synth
+mkdir -p $S
 for m in placement-synthetic a10b-synthetic a10b-fit-synthetic a10b-mtp-layer-synthetic; do
     [ -d results/$m ] && [ ! -d $R/$m ] && cp -r results/$m $R/
 done
-log=$OUT/run.log
-cp $ram/run.log $log 2>/dev/null  # the whole story across calls
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv
-  lscpu | grep -E "Model name|^CPU\(s\)|MHz|L3|NUMA node\(s\)"; free -g | head -2; } > $OUT/host.txt
-SECONDS=0
-left() { echo $((deadline - SECONDS - ${1:-0})); }
-say() { echo "[$SECONDS s] $*" | tee -a $log; }
-quiet() { grep --line-buffered -v "measuring\|^llama\|^load\|^print_info" | tee -a $log; }
-wants() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
-# stage NAME MIN_SECONDS COMMAND...: skipped once done; given what time is left; done unless the
-# time limit stopped it (a failure is logged and not retried: the next stages still get their turn)
-stage() {
-    local name=$1 need=$2; shift 2
-    [ -f $done/$name ] && return 0
-    wants $name || return 0
-    local t; t=$(left 15)
-    [ "$t" -ge "$need" ] || { say "$name: ${t}s left, needs ${need}s; next call"; return 1; }
-    say "$name: start (${t}s)"
-    # SIGTERM at the limit: specsweep stops as on Ctrl-C, with its records closed
-    timeout "$t" "$@" 2>&1 | quiet
-    local rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 124 ] || [ "$rc" -eq 143 ] || touch $done/$name
-    say "$name: exit $rc"
-}
 A3B=$S/qwen3.6-35b-a3b-full-ud-q4_k_xl-s0-b0.05-mtp.gguf
 A10B=$S/qwen3.5-122b-a10b-full-Q4_0-s0-b0.05-mtp.gguf
 probe="python3 -m specsweep probe --kv q8_0"  # passes per K given per stage: 3 in the first lease, 7 after
@@ -90,10 +64,8 @@ for gib in 24 48; do
 done
 # 7. the MTP layer's placement under the 48 GiB fit (a follow-up: docs/findings.md)
 stage a10b-mtp-layer 200 python3 -m specsweep run matrices/a10b-mtp-layer-synthetic.toml --results $R
-cp $log $ram/run.log
 [ -d $R/placement-synthetic ] && tar czf $OUT/placement.tar.gz -C $R placement-synthetic
 [ -d $R/a10b-synthetic ] && tar czf $OUT/a10b.tar.gz -C $R a10b-synthetic
 [ -d $R/a10b-fit-synthetic ] && tar czf $OUT/a10b-fit.tar.gz -C $R a10b-fit-synthetic
 [ -d $R/a10b-mtp-layer-synthetic ] && tar czf $OUT/a10b-mtp-layer.tar.gz -C $R a10b-mtp-layer-synthetic
-ls $done | tr '\n' ' ' | sed 's/^/done: /' | tee -a $log; echo
-say "call over"
+finish

@@ -27,35 +27,10 @@ set -uo pipefail
 deadline=${1:-570}
 shift || true
 only=" $* "  # the stages named on the command line; none: every stage
-ram=/mnt/specsweep-ram
-mkdir -p $ram
-mountpoint -q $ram || mount -t tmpfs -o size=100G tmpfs $ram || { echo "no RAM disk"; exit 1; }
-export SPECSWEEP_CACHE=$ram SPECSWEEP_NATIVE_BIN=/tmp/kit PYTHONUNBUFFERED=1
-R=$ram/results done=$ram/done M=$ram/results/prospective-a3b-ud
-mkdir -p $R $done
+source "$(dirname "$0")/stages.sh"
+M=$ram/results/prospective-a3b-ud
 [ -d results/prospective-a3b-ud ] && [ ! -d $M ] && cp -r results/prospective-a3b-ud $R/
 mkdir -p $M
-log=$OUT/run.log
-cp $ram/run.log $log 2>/dev/null  # the whole story across calls
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv
-  lscpu | grep -E "Model name|^CPU\(s\)|MHz|L3|NUMA node\(s\)"; free -g | head -2; } > $OUT/host.txt
-SECONDS=0
-left() { echo $((deadline - SECONDS - ${1:-0})); }
-say() { echo "[$SECONDS s] $*" | tee -a $log; }
-quiet() { grep --line-buffered -v "measuring\|^llama\|^load\|^print_info" | tee -a $log; }
-wants() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
-stage() {  # stage NAME MIN_SECONDS COMMAND...: once; SIGTERM at the limit stops it with records closed
-    local name=$1 need=$2; shift 2
-    [ -f $done/$name ] && return 0
-    wants $name || return 0
-    local t; t=$(left 15)
-    [ "$t" -ge "$need" ] || { say "$name: ${t}s left, needs ${need}s; next call"; return 1; }
-    say "$name: start (${t}s)"
-    timeout "$t" "$@" 2>&1 | quiet
-    local rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 0 ] && touch $done/$name  # a failure is retried next call, never skipped
-    say "$name: exit $rc"
-}
 
 stage calibrate 240 python3 -m specsweep probe --synth qwen3.6-35b-a3b-mtp-ud-q4_k_xl \
     --synth-draft qwen3.5-0.8b-q4_k_m --synth-drafter qwen3.6-35b-a3b-dflash --synth-drafter qwen3.6-35b-a3b-eagle3 \
@@ -69,7 +44,5 @@ if [ -f $M/predicted-on-device.json ] && [ -f $done/predict ]; then
 else
     say "matrix: waits for the on-device predictions ($M/predicted-on-device.json)"
 fi
-cp $log $ram/run.log
 tar czf $OUT/prospective.tar.gz -C $R prospective-a3b-ud
-ls $done | tr '\n' ' ' | sed 's/^/done: /' | tee -a $log; echo
-say "call over"
+finish

@@ -115,6 +115,7 @@ class InProcessCell:
         self.traced_ctx: runtime.Context | None = None
         self.journal: expert_trace.Journal | None = None
         self.pass_s: list[float] = []  # the last trial's pass times, for `trace`
+        self.expert_bytes: dict[int, int] = {}  # layer -> its routed experts' bytes (traced cells)
 
     def open(self) -> None:
         cell, target = self.cell, self.target

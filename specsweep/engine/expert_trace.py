@@ -27,6 +27,7 @@ from pathlib import Path
 import llama_cpp as ll
 import numpy as np
 
+from specsweep.engine import interrupts
 from specsweep.errors import SpecsweepError
 
 TOPK_PREFIX = b"ffn_moe_topk-"
@@ -80,18 +81,20 @@ class ExpertTracer:
         self.error: BaseException | None = None
 
     def _on_node(self, t, ask, _user_data) -> bool:
-        if ask:
-            return ctypes.string_at(t + _NAME_AT, len(TOPK_PREFIX)) == TOPK_PREFIX
-        try:  # an exception cannot cross the C boundary: keep it for `take`
-            tensor = _GgmlTensor.from_address(t)
-            k, n = int(tensor.ne[0]), int(tensor.ne[1])
-            out = np.empty((n, k), dtype=np.int32)
-            self._get_2d(t, out.ctypes.data, 0, k * 4, n, int(tensor.nb[1]), k * 4)
-            layer = int(tensor.name.rsplit(b"-", 1)[1])
-            self.rows.setdefault(layer, []).append(out)
-        except BaseException as e:  # noqa: BLE001
-            self.error = e
-        return True
+        # a Ctrl-C or SIGTERM arriving in here would be lost by ctypes: it waits for the decode's end
+        with interrupts.in_callback():
+            if ask:
+                return ctypes.string_at(t + _NAME_AT, len(TOPK_PREFIX)) == TOPK_PREFIX
+            try:  # an exception cannot cross the C boundary: keep it for `take`
+                tensor = _GgmlTensor.from_address(t)
+                k, n = int(tensor.ne[0]), int(tensor.ne[1])
+                out = np.empty((n, k), dtype=np.int32)
+                self._get_2d(t, out.ctypes.data, 0, k * 4, n, int(tensor.nb[1]), k * 4)
+                layer = int(tensor.name.rsplit(b"-", 1)[1])
+                self.rows.setdefault(layer, []).append(out)
+            except Exception as e:  # noqa: BLE001
+                self.error = e
+            return True
 
     def take(self) -> dict[int, np.ndarray]:
         """The experts each MoE layer chose since the last take: layer -> (n_tokens, k) array."""
