@@ -22,7 +22,7 @@ mkdir -p $S
 stand_in() {  # the stand-in at router skew $1, where the matrix's cache keeps it
     local f=$S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05$([ "$1" = 0 ] || echo "-rs$1").gguf
     [ -f "$f" ] || python3 -m specsweep synth qwen3.6-35b-a3b --branch-scale 0.05 --router-skew "$1" -o "$f" 2>&1 \
-        | tail -1 | quiet
+        | tail -1 | quiet >&2  # not into the path echoed below
     echo "$f"
 }
 probe="python3 -m specsweep probe --kv q8_0 --reps 5 --trace-experts --results $R/knee-synthetic"
