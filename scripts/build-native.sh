@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build llama.cpp's own `llama-speculative-simple`, `llama-bench`, `llama-server`, `llama-cli` (on the server's code:
-# a few more files) and `llama-fit-params` for the CPU from the very
+# a few more files), `llama-fit-params` and `llama-completion` for the CPU from the very
 # source llama-cpp-python vendors (the pinned version's sdist from PyPI), for the parity test and
 # the in-process-vs-native benchmark. About 20 minutes on two cores; reruns are incremental.
 #   scripts/build-native.sh [OUT_DIR]   (default build/native; tools land in OUT_DIR/bin)
@@ -18,5 +18,6 @@ fi
 cmake -S "$src" -B "$out" $(scripts/cpu-build-flags.sh) -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
     -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > "$out.configure.log"
-cmake --build "$out" --target llama-speculative-simple llama-bench llama-server llama-cli llama-fit-params -j "$(nproc)"
+cmake --build "$out" --target llama-speculative-simple llama-bench llama-server llama-cli llama-fit-params \
+    llama-completion -j "$(nproc)"
 echo "native tools in $out/bin"

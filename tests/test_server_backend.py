@@ -141,6 +141,8 @@ def test_server_backend_runs_the_cells_the_engine_runs(tmp_path, parallel):
         assert (theirs["n_drafted"], theirs["n_accepted"]) == (mine["n_drafted"], mine["n_accepted"]), name
         assert theirs["lossless"] and mine["lossless"]
         assert theirs["time_s"]["verify"] is None and theirs["decode_tps"] > 0
+        assert sorted(theirs["server"]["id_slot"]) == list(range(parallel))  # which slot ran each stream
+        assert theirs["server"].get("prefill_batches", 1) == 1
         if parallel > 1:
             assert [s["tokens_sha"] for s in theirs["streams"]] == [s["tokens_sha"] for s in mine["streams"]]
             assert [s["prompt_id"] for s in theirs["streams"]][0] == prompt and len(theirs["streams"]) == 2

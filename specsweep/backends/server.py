@@ -24,7 +24,12 @@ What a record gets from the server, and what it means:
   to the last stream's last, from the server's own timings (the slots start their prompts
   together: window = max(prompt_ms + predicted_ms) - min(prompt_ms)). When the N prompts do not
   fit one batch of n_batch, the later slots finish their prompts later and the window holds that
-  prefill too (docs/matrix.md, "Backends and concurrency").
+  prefill too (docs/matrix.md, "Backends and concurrency"); `server.prefill_batches` says how many
+  batches of n_batch the trial's prompts took together (1: every slot started in one wave).
+- id_slot: the slot that served each stream (`server.id_slot`, in stream order, from the answers'
+  `id_slot`). llama-server picks a free slot by prompt similarity, then least recently used, so
+  stream k need not be slot k; what a slot kept from an earlier trial is never reused
+  (`cache_prompt` false), but the record says which slot ran which stream.
 - no draft/verify/rollback split: the server does not report one (`time_s` has only `decode`),
   nor its number of target decodes (`n_steps` is null; the verify steps that carried a draft are
   `server.metrics.spec_decode_num_drafts_total`).
@@ -150,10 +155,12 @@ class ServerCell:
         if len(results) == 1:
             results[0].accepted_by_pos = delta.get("accepted_per_pos", [])
         window = None
+        extra = {"server": {"timings": [a.get("timings") or {} for a in answers], "metrics": delta,
+                            "id_slot": [a.get("id_slot") for a in answers], "log": self.log_path.name}}
         if len(streams) > 1:
             window = max(r.t_prefill + r.t_decode for r in results) - min(r.t_prefill for r in results)
-        extra = {"server": {"timings": [a.get("timings") or {} for a in answers], "metrics": delta,
-                            "log": self.log_path.name}}
+            n_prompt = sum(len(self.prompts[p]) for p in streams)
+            extra["server"]["prefill_batches"] = -(-n_prompt // cell.n_batch)
         return Measured(results, window, extra, rollback=None, split_times=False)
 
 

@@ -29,6 +29,10 @@ _SIGNATURES = {
     "get_embeddings_nextn": ("_Z26llama_get_embeddings_nextnP13llama_context", [_ctx], _f32p),
     # float * (llama_context *, int32_t i)
     "get_embeddings_nextn_ith": ("_Z30llama_get_embeddings_nextn_ithP13llama_contexti", [_ctx, ctypes.c_int32], _f32p),
+    # the same two, returning the address as an int (the timed loops' way: engine/hot.py)
+    "get_embeddings_nextn_addr": ("_Z26llama_get_embeddings_nextnP13llama_context", [_ctx], ctypes.c_void_p),
+    "get_embeddings_nextn_ith_addr": ("_Z30llama_get_embeddings_nextn_ithP13llama_contexti",
+                                      [_ctx, ctypes.c_int32], ctypes.c_void_p),
     # void (llama_context *, uint32_t layer, bool value)
     "set_embeddings_layer_inp": ("_Z30llama_set_embeddings_layer_inpP13llama_contextjb",
                                  [_ctx, ctypes.c_uint32, ctypes.c_bool], None),
@@ -56,7 +60,7 @@ def require() -> None:
     missing = []
     for name, (symbol, argtypes, restype) in _SIGNATURES.items():
         try:
-            fn = getattr(lib, symbol)
+            fn = lib[symbol]  # its own function object: a symbol may be bound twice, with other types
         except AttributeError:
             missing.append(symbol)
             continue
@@ -72,6 +76,12 @@ def require() -> None:
 def call(name: str, *args):
     require()
     return _bound[name](*args)
+
+
+def function(name: str):
+    """The bound function itself, for a caller that calls it per token."""
+    require()
+    return _bound[name]
 
 
 def target_layer_ids(model_ptr) -> list[int]:

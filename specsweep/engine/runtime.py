@@ -17,7 +17,7 @@ from pathlib import Path
 import llama_cpp as ll
 import numpy as np
 
-from specsweep.engine import buffer_types, ext, interrupts
+from specsweep.engine import buffer_types, ext, hot, interrupts
 from specsweep.errors import SpecsweepError
 from specsweep.models import overrides as kv
 from specsweep.models import placement
@@ -196,6 +196,7 @@ class Model:
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.n_embd = ll.llama_model_n_embd(self.ptr)
         self.n_layer = ll.llama_model_n_layer(self.ptr)
+        self._is_eog: dict[int, bool] = {}
 
     def meta(self, key: str) -> str | None:
         """A GGUF metadata value as llama.cpp renders it (None when absent)."""
@@ -259,7 +260,12 @@ class Model:
         return on if thinking else off
 
     def is_eog(self, token: int) -> bool:
-        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+        """Asked for every generated token: each token's answer is kept (a dict lookup instead of a
+        library call per token)."""
+        known = self._is_eog.get(token)
+        if known is None:
+            known = self._is_eog[token] = bool(ll.llama_vocab_is_eog(self.vocab, token))
+        return known
 
     @property
     def eog_tokens(self) -> list[int]:
@@ -299,38 +305,48 @@ class Model:
 class ExtBatch:
     """llama.cpp's extended batch (`llama_batch_ext`): entries that carry a token, an embedding
     row, or both (MTP pairs a token with the target's hidden state; DFlash injects the target's
-    layer features as embedding-only entries). Embedding rows are views of numpy arrays the batch
-    keeps alive until it is cleared."""
+    layer features as embedding-only entries). llama.cpp copies an entry's row into the batch as
+    it is added (llama_batch_ext::set_token_embd), so a row need only live until `add` returns."""
 
     def __init__(self, ctx: "Context"):
         self.ptr = ll.llama_batch_ext_init(ctx.ptr)
-        self._keep: list[np.ndarray] = []
         self._pos = (ll.llama_pos * 4)()
+        self._pos_addr = ctypes.addressof(self._pos)
+        self._embd = hot.Embd(None, 1, 0)
 
     def clear(self) -> None:
         ll.llama_batch_ext_clear(self.ptr)
-        self._keep.clear()
 
     def add(self, pos: int, token: int | None = None, embd: np.ndarray | None = None,
             output: bool = False, seq: int = 0) -> int:
         """Append one entry at position `pos`; returns its batch index. Positions are given as
         llama.cpp's M-RoPE layout [p, p, p, 0], of which a text model reads the first."""
-        if embd is not None:
-            embd = np.ascontiguousarray(embd, dtype=np.float32)
-            self._keep.append(embd)
-            row = ll.llama_embd(embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), 1, embd.shape[-1])
-        if token is not None:
-            idx = ll.llama_batch_ext_add_token(self.ptr, seq, token)
-            if idx >= 0 and embd is not None and not ll.llama_batch_ext_set_embd_token(self.ptr, idx, row):
-                raise SpecsweepError("llama.cpp refused an embedding for a batch entry")
+        if embd is None:
+            return self.add_row(pos, token, None, 0, output, seq)
+        embd = np.ascontiguousarray(embd, dtype=np.float32)  # alive until the call returns
+        return self.add_row(pos, token, embd.ctypes.data, embd.shape[-1], output, seq)
+
+    def add_row(self, pos: int, token: int | None, addr: int | None, width: int = 0, output: bool = False,
+                seq: int = 0) -> int:
+        """`add` with the embedding row given by its address and width (float32s): what the
+        loops call per entry, with rows of llama.cpp's own output buffers or of kept arrays."""
+        ptr = self.ptr
+        if addr is not None:
+            e = self._embd
+            e.data, e.n_embd = addr, width
+        if token is None:
+            idx = hot.batch_ext_add_embd(ptr, seq, self._embd)
         else:
-            idx = ll.llama_batch_ext_add_embd(self.ptr, seq, row)
+            idx = hot.batch_ext_add_token(ptr, seq, token)
+            if idx >= 0 and addr is not None and not hot.batch_ext_set_embd_token(ptr, idx, self._embd):
+                raise SpecsweepError("llama.cpp refused an embedding for a batch entry")
         if idx < 0:
             raise SpecsweepError(f"llama.cpp could not add a batch entry (error {idx})")
-        self._pos[0] = self._pos[1] = self._pos[2] = pos
-        ll.llama_batch_ext_set_pos(self.ptr, idx, self._pos)
+        p = self._pos
+        p[0] = p[1] = p[2] = pos
+        hot.batch_ext_set_pos(ptr, idx, self._pos_addr)
         if output:
-            ll.llama_batch_ext_set_output_logits(self.ptr, idx, True)
+            hot.batch_ext_set_output_logits(ptr, idx, True)
         return idx
 
     def close(self) -> None:
@@ -390,12 +406,19 @@ class Context:
         self.model = model
         self.opts = opts
         self.n_vocab = model.n_vocab
+        self.n_embd_out = ll.llama_model_n_embd_out(model.ptr)
+        self._mem = ll.llama_get_memory(self.ptr)  # the context's memory: fixed for its lifetime
+        self._views = hot.Views()  # numpy views of the output buffers, by address
         self._batch = ll.llama_batch_init(opts.n_batch, 0, 1)
         for i in range(opts.n_batch):  # one sequence per token, always
             self._batch.n_seq_id[i] = 1
         self._seq = None  # the sequence every slot of the batch is set up for (None: mixed)
+        self._seq_rows = [self._batch.seq_id[i] for i in range(opts.n_batch)]  # each slot's seq_id array
+        self._slot_seq = [None] * opts.n_batch  # what each slot's seq_id holds now (None: unset)
         self._states: dict[int, ctypes.Array] = {}  # checkpoint buffer per sequence, reused
         self._ext: ExtBatch | None = None
+        self._staging: np.ndarray | None = None  # embedding rows for decode_staged, reused
+        self._staging_ptr = None
         # an expert_trace.Journal while a traced cell's trial runs: what a replay must do again
         self.journal = None
         _loaded_then_check(self)
@@ -419,8 +442,10 @@ class Context:
             raise ValueError(f"batch of {len(tokens)} exceeds n_batch {self.opts.n_batch}")
         b = self._batch
         if self._seq != seq:  # host work per token is the overhead budget: set constants once
+            rows, slot_seq = self._seq_rows, self._slot_seq
             for i in range(self.opts.n_batch):
-                b.seq_id[i][0] = seq
+                if slot_seq[i] != seq:
+                    rows[i][0] = slot_seq[i] = seq
             self._seq = seq
         n = len(tokens)
         b.n_tokens = n
@@ -442,7 +467,7 @@ class Context:
         if n > self.opts.n_batch:
             raise ValueError(f"batch of {n} exceeds n_batch {self.opts.n_batch}")
         b = self._batch
-        token, pos, out, seq_id = b.token, b.pos, b.logits, b.seq_id
+        token, pos, out, rows, slot_seq = b.token, b.pos, b.logits, self._seq_rows, self._slot_seq
         starts, i = [], 0
         for seq, tokens, pos0 in entries:
             starts.append(i)
@@ -450,7 +475,8 @@ class Context:
                 token[i] = t
                 pos[i] = pos0 + k
                 out[i] = logits
-                seq_id[i][0] = seq
+                if slot_seq[i] != seq:
+                    rows[i][0] = slot_seq[i] = seq
                 i += 1
         if any(seq != self._seq for seq, _, _ in entries):
             self._seq = None  # slots now hold other sequences: decode() sets them all up again
@@ -462,6 +488,29 @@ class Context:
         if rc != 0:
             raise SpecsweepError(f"llama_decode failed ({rc}): {last_error('see --verbose')}")
         return starts
+
+    def staging(self, n: int, width: int) -> np.ndarray:
+        """n rows of `width` floats for the next `decode_staged` to pair with its tokens (a
+        reused buffer: valid until that call)."""
+        buf = self._staging
+        if buf is None or len(buf) < n or buf.shape[1] != width:
+            buf = self._staging = np.zeros((max(n, 8), width), dtype=np.float32)
+            self._staging_ptr = ctypes.cast(buf.ctypes.data, ctypes.POINTER(ctypes.c_float))
+        return buf[:n]
+
+    def decode_staged(self, entries: list[tuple[int, list[int], int]], logits: bool = True) -> list[int]:
+        """`decode_streams` with every token paired with its row of `staging()`, in order. llama.cpp
+        builds from a batch carrying tokens and rows the extended batch that llama_process takes
+        (llama_batch_compat: token, position, sequence, output flag and row per entry, "for
+        example the MTP hook batches"), so this is llama_process's decode with a few array writes
+        per entry instead of four library calls. Rows must be the width llama.cpp's extended batch
+        reads for this context (n_embd_inp: an MTP head's)."""
+        b = self._batch
+        b.embd = self._staging_ptr
+        try:
+            return self.decode_streams(entries, logits)
+        finally:
+            b.embd = None  # the next plain decode carries tokens only (and llama_batch_free frees embd)
 
     def ext_batch(self) -> ExtBatch:
         """The context's extended batch, cleared (one per context, reused)."""
@@ -488,7 +537,7 @@ class Context:
         ptr = ext.call("get_embeddings_layer_inp", self.ptr, lid)
         if not ptr:
             raise SpecsweepError(f"llama.cpp kept no input for layer {lid}")
-        return np.ctypeslib.as_array(ptr, shape=(n_rows, self.model.n_embd))
+        return self._views.get(ctypes.cast(ptr, ctypes.c_void_p).value, (n_rows, self.model.n_embd))
 
     def output_hidden(self, masked: bool) -> None:
         """Keep the final hidden state ("h_nextn") for every token of a batch (masked False) or
@@ -498,21 +547,25 @@ class Context:
     def hidden(self, i: int, width: int | None = None) -> np.ndarray:
         """The kept final hidden state of batch index (or output) i, a view; `width` defaults to
         the model's output width (a drafter's decoder rows are its n_embd wide)."""
-        ptr = ext.call("get_embeddings_nextn_ith", self.ptr, i)
-        if not ptr:
+        return self._views.get(self.hidden_addr(i), (width or self.n_embd_out,))
+
+    def hidden_addr(self, i: int) -> int:
+        """The address of `hidden(i)`'s row: valid until the context's next decode."""
+        addr = ext.function("get_embeddings_nextn_ith_addr")(self.ptr, i)
+        if not addr:
             raise SpecsweepError("llama.cpp kept no hidden state (h_nextn) for this batch")
-        return np.ctypeslib.as_array(ptr, shape=(width or self.n_embd_out,))
+        return addr
 
     def hidden_rows(self, n: int, width: int | None = None) -> np.ndarray:
         """The kept final hidden states of the first n tokens of the last batch (unmasked), a view."""
-        ptr = ext.call("get_embeddings_nextn", self.ptr)
-        if not ptr:
-            raise SpecsweepError("llama.cpp kept no hidden states (h_nextn) for this batch")
-        return np.ctypeslib.as_array(ptr, shape=(n, width or self.n_embd_out))
+        return self._views.get(self.hidden_base(), (n, width or self.n_embd_out))
 
-    @property
-    def n_embd_out(self) -> int:
-        return ll.llama_model_n_embd_out(self.model.ptr)
+    def hidden_base(self) -> int:
+        """The address of `hidden_rows`' first row: valid until the context's next decode."""
+        addr = ext.function("get_embeddings_nextn_addr")(self.ptr)
+        if not addr:
+            raise SpecsweepError("llama.cpp kept no hidden states (h_nextn) for this batch")
+        return addr
 
     def set_causal(self, causal: bool) -> None:
         ll.llama_set_causal_attn(self.ptr, causal)
@@ -522,8 +575,11 @@ class Context:
         ll.llama_synchronize(self.ptr)
 
     def logits(self, i: int = -1) -> np.ndarray:
-        ptr = ll.llama_get_logits_ith(self.ptr, i)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        """Output i's logits, a view (valid until the next decode)."""
+        addr = hot.get_logits_ith(self.ptr, i)
+        if not addr:
+            raise SpecsweepError(f"llama.cpp has no logits for output {i}: {last_error('see --verbose')}")
+        return self._views.get(addr, (self.n_vocab,))
 
     def argmax(self, i: int = -1) -> int:
         """The greedy token after output i: picked on the device with backend sampling. With
@@ -551,15 +607,15 @@ class Context:
         """Drop positions [p0, p1) of a sequence; False where the memory cannot (recurrent state)."""
         if self.journal is not None:
             self.journal.ops.append(("seq_rm", p0, p1))
-        return bool(ll.llama_memory_seq_rm(ll.llama_get_memory(self.ptr), seq, p0, p1))
+        return hot.memory_seq_rm(self._mem, seq, p0, p1)
 
     def pos_max(self, seq: int = 0) -> int:
-        return int(ll.llama_memory_seq_pos_max(ll.llama_get_memory(self.ptr), seq))
+        return hot.memory_seq_pos_max(self._mem, seq)
 
     def clear(self) -> None:
         if self.journal is not None:
             self.journal.ops.append(("clear",))
-        ll.llama_memory_clear(ll.llama_get_memory(self.ptr), True)
+        ll.llama_memory_clear(self._mem, True)
 
     def save_partial_state(self, seq: int = 0):
         """The recurrent (non-KV) state of a sequence: llama.cpp's checkpoint for hybrid models.

@@ -169,13 +169,14 @@ class SlotLoop:
         self.cache += ids[:-1]
         self.sampled = ids[-1]
         self.draft = []
-        t = _now()
-        target.seq_rm(len(self.cache), -1, self.seq)
-        r.t_rollback += _now() - t
-        if drafter:
+        if n_rollback > 0:  # nothing rejected, no tail to drop (seq_rm would scan the cache to find so)
             t = _now()
-            drafter.trim(len(self.cache))
-            r.t_draft += _now() - t
+            target.seq_rm(len(self.cache), -1, self.seq)
+            r.t_rollback += _now() - t
+            if drafter:
+                t = _now()
+                drafter.trim(len(self.cache))
+                r.t_draft += _now() - t
         for token in ids:
             r.tokens.append(token)
             if self.done():

@@ -110,8 +110,8 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
     t_loop = _now()
     while True:
         if not draft:
-            ckpt_n_tokens, ckpt_pos_max = len(prompt_tgt), target.pos_max()
             if drafter:
+                ckpt_n_tokens, ckpt_pos_max = len(prompt_tgt), target.pos_max()
                 n_draft_max = max(min(n_ctx - n_past - 2, n_predict - n_generated - 1), 0)
                 t = _now()
                 drafter.save_checkpoint()
@@ -195,16 +195,19 @@ def run_trial(target: Context, prompt: list[int], n_predict: int, drafter: Draft
                 eos = True
                 break
         draft = []
-        t = _now()
-        if not target.seq_rm(n_past, -1):
-            raise SpecsweepError(
-                f"the target could not drop {n_draft - n_accept} rejected tokens: a hybrid model "
-                f"needs checkpoints or n_rs_seq > the draft length (n_rs_seq={target.opts.n_rs_seq})")
-        result.t_rollback += _now() - t
-        if drafter:
+        # llama.cpp drops the tail past n_past every step; with nothing rejected there is no tail
+        # (a plain step, a fully accepted draft), and seq_rm scans every cell of the cache to find so
+        if n_accept < n_draft:
             t = _now()
-            drafter.trim(n_past)
-            result.t_draft += _now() - t
+            if not target.seq_rm(n_past, -1):
+                raise SpecsweepError(
+                    f"the target could not drop {n_draft - n_accept} rejected tokens: a hybrid model "
+                    f"needs checkpoints or n_rs_seq > the draft length (n_rs_seq={target.opts.n_rs_seq})")
+            result.t_rollback += _now() - t
+            if drafter:
+                t = _now()
+                drafter.trim(n_past)
+                result.t_draft += _now() - t
         if n_generated > n_predict or eos:
             break
     result.t_decode = _now() - t_loop

@@ -41,20 +41,30 @@ def settle(drafter, out: list[int], limit: int) -> list[int]:
     return out[:limit] if limit > 0 else out
 
 
-def chained_steps(jobs: list[tuple], first: list[tuple | None], read_hidden) -> list[list[int]]:
+def chained_steps(jobs: list[tuple], first: list[tuple | None], read_hidden, staged: bool = False) -> list[list[int]]:
     """Single-token draft steps of several streams of one context (MTP's head, EAGLE-3's decoder),
     one batch per step. jobs: (drafter, (prompt, id_last, pos0, limit)) each; first[k]: stream k's
-    (position, token, hidden state) to start from, None where it drafts nothing. Each step feeds a
-    drafting stream its last token and the hidden state its previous step left (read_hidden(drafter,
-    output row)), until n_max tokens or one below p_min; then llama.cpp's n_min and limit rules."""
+    (position, token, address of its hidden-state row) to start from, None where it drafts nothing.
+    Each step feeds a drafting stream its last token and the hidden state its previous step left
+    (read_hidden(drafter, output row): the row's address in the context's output, which the next
+    batch copies before the next decode, as llama.cpp does), until n_max tokens or one below p_min;
+    then llama.cpp's n_min and limit rules. A row is the drafter's `n_embd` floats wide. `staged`:
+    rows are arrays (views), copied into the context's staging rows and decoded with
+    `decode_staged` (an MTP head's); else addresses, added to an extended batch."""
     ctx = jobs[0][0].ctx
     outs: list[list[int]] = [[] for _ in jobs]
     step = [(k, *start) for k, start in enumerate(first) if start is not None]
     while step:
-        batch = ctx.ext_batch()
-        at = [batch.add(pos + len(outs[k]), token=token, embd=h, output=True, seq=jobs[k][0].seq)
-              for k, pos, token, h in step]
-        ctx.process(batch)
+        if staged:
+            rows = ctx.staging(len(step), jobs[0][0].n_embd)
+            for j, (_, _, _, h) in enumerate(step):
+                rows[j] = h
+            at = ctx.decode_staged([(jobs[k][0].seq, [token], pos + len(outs[k])) for k, pos, token, _ in step])
+        else:
+            batch = ctx.ext_batch()
+            at = [batch.add_row(pos + len(outs[k]), token, h, jobs[k][0].n_embd, True, jobs[k][0].seq)
+                  for k, pos, token, h in step]
+            ctx.process(batch)
         going = []
         for (k, pos, _, _), i in zip(step, at):
             d = jobs[k][0]

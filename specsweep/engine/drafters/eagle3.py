@@ -126,8 +126,9 @@ class Eagle3(DraftModel):
         for d, request in jobs:
             if d.pending_pos >= 0:
                 d.ctx.seq_rm(d.pending_pos, -1, d.seq)
-            first.append((d.pending_pos, request[1], d.pending_g) if d.pending_pos >= 0 else None)
-        return chained_steps(jobs, first, lambda d, i: d.ctx.hidden(i, d.n_embd).copy())
+            # pending_g is a contiguous row the drafter keeps: it lives through the first step's batch
+            first.append((d.pending_pos, request[1], d.pending_g.ctypes.data) if d.pending_pos >= 0 else None)
+        return chained_steps(jobs, first, lambda d, i: d.ctx.hidden_addr(i))
 
     def accept(self, n_accepted: int) -> None:
         if len(self.verify_g):

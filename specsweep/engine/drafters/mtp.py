@@ -49,8 +49,13 @@ class Mtp(DraftModel):
             raise SpecsweepError("the MTP head's input width differs from the target's hidden state")
         target.output_hidden(masked=False)
         ctx.output_hidden(masked=True)
+        # kept rows, updated in place: `pending` goes into batches by its (fixed) address
         self.pending = np.zeros(self.n_embd, dtype=np.float32)
-        self.verify_h = np.zeros((0, self.n_embd), dtype=np.float32)
+        self._pending_addr = self.pending.ctypes.data
+        self._kept = np.zeros((n_max + 1, self.n_embd), dtype=np.float32)  # grows for a longer batch
+        self.verify_h = self._kept[:0]
+        # the head reads rows of n_embd_inp: then its batches go through decode_staged (engine/runtime.py)
+        self.staged = int(ll.llama_model_n_embd_inp(ctx.model.ptr)) == self.n_embd
 
     def process(self, tokens: list[int], pos0: int) -> None:
         Mtp.process_many([(self, tokens, pos0)])
@@ -61,16 +66,35 @@ class Mtp(DraftModel):
         llama-server processes its slots' joint batch once: each stream's tokens with the target's
         hidden states of its own rows (from its `row0`)."""
         first = jobs[0][0]
-        rows = first.target.hidden_rows(max(d.row0 + len(tokens) for d, tokens, _ in jobs))  # a view: copied below
-        batch = first.ctx.ext_batch()
-        for d, tokens, pos0 in jobs:
-            h = rows[d.row0:d.row0 + len(tokens)]
-            for k, token in enumerate(tokens):
-                batch.add(pos0 + k, token=token, embd=d.pending if k == 0 else h[k - 1], seq=d.seq)
-        first.ctx.process(batch)
+        target, width, ctx = first.target, first.n_embd, first.ctx
+        rows = target.hidden_rows(max(d.row0 + len(tokens) for d, tokens, _ in jobs))  # a view: copied below
+        if first.staged:  # token k with the target's row k - 1, the first with the carried row
+            staged, i = ctx.staging(sum(len(tokens) for _, tokens, _ in jobs), width), 0
+            for d, tokens, _ in jobs:
+                n = len(tokens)
+                staged[i] = d.pending
+                staged[i + 1:i + n] = rows[d.row0:d.row0 + n - 1]
+                i += n
+            ctx.decode_staged([(d.seq, tokens, pos0) for d, tokens, pos0 in jobs], logits=False)
+        else:  # the target's rows by address, as llama.cpp adds them (the batch copies each row)
+            base, row_bytes = target.hidden_base(), 4 * width
+            batch = ctx.ext_batch()
+            for d, tokens, pos0 in jobs:
+                batch.add_row(pos0, tokens[0], d._pending_addr, width, False, d.seq)
+                h = base + d.row0 * row_bytes
+                for k in range(1, len(tokens)):
+                    batch.add_row(pos0 + k, tokens[k], h + (k - 1) * row_bytes, width, False, d.seq)
+            ctx.process(batch)
         for d, tokens, _ in jobs:
-            d.verify_h = rows[d.row0:d.row0 + len(tokens)].copy()
-            d.pending = d.verify_h[-1].copy()
+            d._keep(rows[d.row0:d.row0 + len(tokens)])
+
+    def _keep(self, rows: np.ndarray) -> None:
+        """This batch's rows of the target (accept picks one), the last one carried over."""
+        if len(rows) > len(self._kept):  # a prompt batch
+            self._kept = np.empty((len(rows), self.n_embd), dtype=np.float32)
+        self.verify_h = self._kept[:len(rows)]
+        np.copyto(self.verify_h, rows)
+        np.copyto(self.pending, rows[-1])
 
     def draft(self, prompt: list[int], id_last: int, pos0: int, n_max: int) -> list[int]:
         return Mtp.draft_many([(self, (prompt, id_last, pos0, n_max))])[0]
@@ -79,9 +103,12 @@ class Mtp(DraftModel):
     def draft_many(jobs: list[tuple["Mtp", tuple]]) -> list[list[int]]:
         """Drafts for several streams of one head context, (head, (prompt, id_last, pos0, n_max))
         each: every step decodes each drafting stream's (token, hidden state) in one batch."""
-        first = [(request[2], request[1], d.pending) for d, request in jobs]
-        return chained_steps(jobs, first, lambda d, i: d.ctx.hidden(i).copy())
+        if jobs[0][0].staged:  # rows as views, copied into the staged batch
+            first = [(request[2], request[1], d.pending) for d, request in jobs]
+            return chained_steps(jobs, first, lambda d, i: d.ctx.hidden(i), staged=True)
+        first = [(request[2], request[1], d._pending_addr) for d, request in jobs]
+        return chained_steps(jobs, first, lambda d, i: d.ctx.hidden_addr(i))
 
     def accept(self, n_accepted: int) -> None:
         if len(self.verify_h):
-            self.pending = self.verify_h[min(n_accepted, len(self.verify_h) - 1)].copy()
+            np.copyto(self.pending, self.verify_h[min(n_accepted, len(self.verify_h) - 1)])
