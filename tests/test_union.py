@@ -113,3 +113,48 @@ def test_the_pass_test_finds_a_bend_where_the_measured_union_saturates():
 def test_a_union_that_never_saturates_gets_no_pass_test():
     t = union.pass_test(pass_trials(lambda k: 4.0 + 0.6 * k, skewed))
     assert t.k_saturation is None and t.hinge is None and "nothing saturates" in t.verdict
+
+
+def _probe(slope_after: float, saturate_at: int | None, batch_tokens: str = "distinct") -> dict:
+    """A traced probe record: T(K) = 4 + 0.5 K ms up to K = 96, then `slope_after` per token; the
+    traced coverage reaches 95% at `saturate_at` (never when None)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for k in (1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192):
+        t = 4 + 0.5 * min(k, 96) + slope_after * max(k - 96, 0)
+        cov = 0.99 if saturate_at is not None and k >= saturate_at else 0.5 * min(k, 96) / 96
+        rows.append({"k": k, "times_ms": list(t + rng.normal(0, 0.05, 5)),
+                     "traced": {"coverage": cov, "bytes": 1e6 * (100 + 20 * min(k, 96) + 2 * max(k - 96, 0))}})
+    return {"model": {"file": "m.gguf"}, "settings": {"batch_tokens": batch_tokens},
+            "machine": {"gpu_name": "NVIDIA H100 80GB HBM3"}, "curve": rows}
+
+
+def test_the_probe_knee_finds_a_bend_at_the_traced_saturation_and_none_where_there_is_none():
+    bent = union.probe_knee(_probe(0.1, 97))
+    assert bent.k_saturation == 112 and bent.hinge.change == pytest.approx(-0.4, abs=0.05)  # first K >= 97
+    assert bent.hinge.change_ci[1] < 0 and "flatter" in bent.verdict and "H100" in bent.device
+    straight = union.probe_knee(_probe(0.5, 97))
+    assert straight.hinge.change_ci[0] < 0 < straight.hinge.change_ci[1]
+    assert bent.bytes_per_token[1] < bent.bytes_per_token[0]
+    never = union.probe_knee(_probe(0.5, None, "text"))
+    assert never.hinge is None and "nothing saturates up to K = 192" in never.verdict
+    assert union.probe_knee({"model": {"file": "x"}, "curve": [{"k": 1, "times_ms": [1.0]}]}) is None
+
+
+def test_analyze_reads_a_folder_of_traced_probes_alone(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from specsweep.cli import main
+    (tmp_path / "probe").mkdir()
+    rec = _probe(0.1, 97) | {"kind": "probe"}
+    rec["model"] |= {"arch": "qwen35moe", "moe": True}
+    (tmp_path / "probe" / "probe.jsonl").write_text(json.dumps(rec) + "\n")
+    out = CliRunner().invoke(main, ["analyze", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "Traced probes" in out.output and "reaches 95% at K = 112" in out.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = CliRunner().invoke(main, ["analyze", str(empty)])
+    assert out.exit_code == 2 and "error: no trial" in out.output and "Traceback" not in out.output

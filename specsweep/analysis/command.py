@@ -119,6 +119,17 @@ def union_text(a) -> str:
     return "\n\n".join(parts)
 
 
+def probe_knee_text(probes: list[dict]) -> str:
+    """The knee on traced probes: T(K) against the K where the batch's traced union saturates."""
+    from specsweep.analysis import union
+    lines = []
+    for p in probes:
+        if (t := union.probe_knee(p)) is not None:
+            lines.append(f"  {t.file} ({t.device}, K {t.k_range[0]}-{t.k_range[1]}): {t.verdict}")
+    return ("Traced probes (does T(K) bend where the batch's measured expert union reaches 95%?):\n" + "\n".join(lines)
+            if lines else "")
+
+
 def render_text(analyses) -> str:
     parts = []
     for a in analyses:
@@ -147,13 +158,14 @@ def analyze(results: tuple[Path, ...], json_path: Path | None, require_paired: b
     from specsweep.report.command import write_atomically
 
     sources = load.load(list(results))
-    if not any(s.trials for s in sources):
-        raise SpecsweepError("no trial records in " + ", ".join(str(p) for p in results))
+    knees = probe_knee_text([p for s in sources for p in s.probes])
+    if not any(s.trials for s in sources) and not knees:
+        raise SpecsweepError("no trial records or traced probes in " + ", ".join(str(p) for p in results))
     if require_paired:
         for s in sources:
             paired.require_paired(s.trials)
     analyses = an.analyze(sources, seed=paired.SEED if seed is None else seed)
-    click.echo(render_text(analyses))
+    click.echo("\n\n".join(t for t in (render_text(analyses), knees) if t))
     if json_path is not None:
         write_atomically(json_path, json.dumps(an.to_json(analyses), indent=1) + "\n")
         click.echo(f"wrote {json_path}", err=True)

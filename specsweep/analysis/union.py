@@ -144,3 +144,64 @@ def pass_test(trials: list[dict]) -> PassTest | None:
                     f"{h.change:+.4f} [{h.change_ci[0]:+.4f}, {h.change_ci[1]:+.4f}], p = {h.p:.2g}; {len(k)} passes "
                     f"of {test.n_trials} trials taken as independent)")
     return test
+
+
+# --- the knee on a traced probe: T(K) of batches whose union was traced ---
+
+K_LINE = 16  # the probe's batches from here on: past the small-batch kernels (the H100 probe's T(K) jumps
+             # by 60% between K = 8 and 10, llama.cpp's switch of MoE kernels), so one line can hold
+
+
+@dataclass
+class ProbeKnee:
+    file: str
+    batch_tokens: str  # what the batches held (probe --batch-tokens)
+    device: str
+    k_range: tuple[int, int]
+    k_saturation: int | None  # the first probed K whose traced coverage reached FRACTION
+    max_coverage: float
+    hinge: coverage.Hinge | None  # every timed pass (reps) of K >= K_LINE, bending at k_saturation
+    bytes_per_token: tuple[float, float] | None  # routed-expert MB per added token, before and after
+    verdict: str
+
+
+def probe_knee(probe: dict) -> ProbeKnee | None:
+    """Does T(K) bend where the traced union of the batch reaches 95%? None for an untraced probe.
+    The interval holds the rep-to-rep timing noise of one load on one device, nothing else."""
+    rows = [r for r in probe.get("curve", []) if "traced" in r]
+    if not rows:
+        return None
+    rows.sort(key=lambda r: r["k"])
+    k95 = next((r["k"] for r in rows if r["traced"]["coverage"] >= FRACTION), None)
+    top = max(rows, key=lambda r: r["traced"]["coverage"])
+    line = [r for r in rows if r["k"] >= K_LINE]
+    device = (probe.get("machine") or {}).get("gpu_name") or "CPU"
+    test = ProbeKnee(probe["model"]["file"], probe["settings"].get("batch_tokens", "text"), device,
+                     (rows[0]["k"], rows[-1]["k"]), k95, top["traced"]["coverage"], None, None, "")
+    what = f"batches of {test.batch_tokens} tokens"
+    if k95 is None:
+        test.verdict = (f"{what}: no probed K reached {FRACTION:.0%} of the experts (at most "
+                        f"{top['traced']['coverage']:.1%}, K = {top['k']}): nothing saturates up to K = {rows[-1]['k']}")
+        return test
+    before = sorted({r["k"] for r in line if r["k"] < k95})
+    after = sorted({r["k"] for r in line if r["k"] >= k95})
+    if len(before) < 2 or len(after) < 2:
+        test.verdict = (f"{what}: the traced union reaches {FRACTION:.0%} at K = {k95}, but fewer than two probed K "
+                        f"from {K_LINE} on lie on one side of it: no test")
+        return test
+    k = np.array([r["k"] for r in line for _ in r["times_ms"]], dtype=float)
+    ms = np.array([t for r in line for t in r["times_ms"]], dtype=float)
+    test.hinge = h = coverage.hinge_at(k, ms, k95 - 0.5)
+
+    def mb_per_token(ks: list[int]) -> float:
+        by_k = {r["k"]: r["traced"]["bytes"] for r in line}
+        return (by_k[ks[-1]] - by_k[ks[0]]) / (ks[-1] - ks[0]) / 1e6
+
+    test.bytes_per_token = (mb_per_token(before + after[:1]), mb_per_token(after))
+    way = "flatter" if h.change < 0 else "steeper"
+    test.verdict = (f"{what}: the traced union reaches {FRACTION:.0%} at K = {k95}; from K = {K_LINE} a pass costs "
+                    f"{h.slope_before:.3f} -> {h.slope_after:.3f} ms per added token there ({way}: change "
+                    f"{h.change:+.3f} [{h.change_ci[0]:+.3f}, {h.change_ci[1]:+.3f}] ms, {h.change / h.slope_before:+.0%} "
+                    f"of the slope, p = {h.p:.2g}; {h.n} timed passes, the interval holds their noise only), while the "
+                    f"expert bytes a token adds fall {test.bytes_per_token[0]:.1f} -> {test.bytes_per_token[1]:.1f} MB")
+    return test
