@@ -19,20 +19,9 @@ set -uo pipefail
 deadline=${1:-570}
 shift || true
 only=" $* "
-ram=/mnt/specsweep-ram
-mkdir -p $ram
-mountpoint -q $ram || mount -t tmpfs -o size=100G tmpfs $ram || { echo "no RAM disk"; exit 1; }
-export SPECSWEEP_CACHE=$ram PYTHONUNBUFFERED=1
-R=$ram/results done=$ram/done T=$ram/results/tune-a3b-mtp
-mkdir -p $R $done
-log=$OUT/run.log
-cp $ram/run.log $log 2>/dev/null
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv
-  lscpu | grep -E "Model name|^CPU\(s\)|MHz|L3"; free -g | head -2; } > $OUT/host.txt
-SECONDS=0
-left() { echo $((deadline - SECONDS - ${1:-0})); }
-say() { echo "[$SECONDS s] $*" | tee -a $log; }
-wants() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
+source "$(dirname "$0")/stages.sh"
+T=$R/tune-a3b-mtp
+pack() { [ -d $T ] && tar czf $OUT/tune.tar.gz -C $R tune-a3b-mtp; }
 
 # the stand-ins' files (the cache's, as `specsweep probe --synth` and the device matrices write them)
 paths=$(python3 - <<'EOF'
@@ -64,13 +53,14 @@ if wants tune && [ ! -f $done/tune ]; then
     rc=${PIPESTATUS[0]}
     say "tune: exit $rc after $((SECONDS - start)) s"
     [ "$rc" -eq 0 ] && [ -f $T/answer.json ] && touch $done/tune
+    pack
 fi
 if wants grid && [ -f $done/tune ] && [ ! -f $done/grid ]; then
     t=$(left 20)
     if [ "$t" -gt 60 ]; then
         say "grid: start (${t}s; $(cat $T/grid-seconds 2>/dev/null || echo 0) s so far)"
         start=$SECONDS
-        timeout "$t" python3 -m specsweep run $T/grid.toml --results $T 2>&1 | grep -v measuring | tee -a $log
+        timeout -k 20 "$t" python3 -m specsweep run $T/grid.toml --results $T 2>&1 | grep -v measuring | tee -a $log
         rc=${PIPESTATUS[0]}
         echo $(( $(cat $T/grid-seconds 2>/dev/null || echo 0) + SECONDS - start )) > $T/grid-seconds
         say "grid: exit $rc; $(cat $T/grid-seconds) s in all"
@@ -79,7 +69,5 @@ if wants grid && [ -f $done/tune ] && [ ! -f $done/grid ]; then
         say "grid: ${t}s left; next call"
     fi
 fi
-cp $log $ram/run.log
-tar czf $OUT/tune.tar.gz -C $R tune-a3b-mtp
-ls $done | tr '\n' ' ' | sed 's/^/done: /' | tee -a $log; echo
-say "call over"
+pack
+finish
