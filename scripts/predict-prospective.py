@@ -121,7 +121,7 @@ def summary_md(name: str, doc: dict, json_name: str) -> str:
 
 def compare(args) -> None:
     from specsweep.analysis import predict as pr
-    from specsweep.report.load import load, trial_card
+    from specsweep.records.sources import load, trial_card
 
     matrix = matrix_load.load(args.matrix)
     (src,) = load([args.measured])

@@ -19,7 +19,7 @@ from specsweep.analysis.paired import PairedRow
 from specsweep.cli import main
 from specsweep.errors import SpecsweepError
 from specsweep.probe import theory
-from specsweep.report import load
+from specsweep.records.sources import Source, load
 
 REPO = Path(__file__).resolve().parents[1]
 MOE = {"arch": "qwen35moe", "n_layer": 40, "n_expert": 256, "n_expert_used": 8, "hybrid": True}
@@ -189,7 +189,7 @@ def test_a_dense_control_uses_a_moe_of_the_same_records():
            for t in line_trials(LENGTHS, lambda x: 27.0 + 4.04 * x,
                                 shape={**MOE, "n_expert": 128}, seed=5)]
     dense = line_trials(LENGTHS, lambda x: 30.0 + 5.0 * x, shape=DENSE, seed=6)
-    (a,) = an.analyze([load.Source("s", "records", moe + dense)], n_boot=200)
+    (a,) = an.analyze([Source("s", "records", moe + dense)], n_boot=200)
     ks = {f.target: f.knee for f in a.fits}
     assert ks["moe.gguf"].role == "moe" and ks["t.gguf"].role == "control"
     assert ks["t.gguf"].routing.n_expert == 0
@@ -309,7 +309,7 @@ def test_sequential_records_pair_by_trial_index_and_say_so():
     for i, d in enumerate((0.2, 0.25)):
         recs.append(trial("baseline", "baseline", 100.0 + i, index=i, draft=None))
         recs.append(trial("spec", "draft", (100.0 + i) * math.exp(d), index=i, drafted_by_pos=[3]))
-    (a,) = an.analyze([load.Source("s", "records", recs)])
+    (a,) = an.analyze([Source("s", "records", recs)])
     (r,) = a.paired
     assert r.design == "sequential" and r.n_blocks == 2 and r.change == pytest.approx(math.exp(0.225) - 1)
     assert any("sequential" in n and "trial index" in n for n in a.notes)
@@ -334,7 +334,7 @@ def test_synthetic_configs_show_the_acceptance_drawn_beside_the_one_set():
         r["settings"] = {**r["settings"], "draft_max": 3, "synth_len": 2.5}
     assert rec.configured_acceptance(recs[1]) == pytest.approx(0.5, abs=1e-6)
     assert rec.configured_acceptance(recs[0]) is None
-    (a,) = an.analyze([load.Source("s", "records", recs)])
+    (a,) = an.analyze([Source("s", "records", recs)])
     assert "41.7% drawn, 50.0% set" in paired_text(a)
     assert "41.7% drawn, 50.0% set" in table(cell_stats(recs))
     assert rec.acceptance_label(0.25, None) == "25.0%" and rec.acceptance_label(None, None) == ""
@@ -421,7 +421,7 @@ def _finite(v) -> bool:
 
 
 def test_runs_on_the_committed_records():
-    sources = load.load([REPO / "results" / "a3b-synthetic", REPO / "results" / "active-contrast-synthetic",
+    sources = load([REPO / "results" / "a3b-synthetic", REPO / "results" / "active-contrast-synthetic",
                          REPO / "results" / "probe"])
     analyses = an.analyze(sources, n_boot=300)
     assert len(analyses) == 2

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from specsweep.report import analysis_section, assets, load
+from specsweep.records.sources import Source
+from specsweep.report import analysis_section, assets
 from tests.test_analysis import LENGTHS, blocks_records, line_trials
 
 EVIL = "<script>alert(1)</script>"
@@ -41,7 +42,7 @@ def _strings(obj):
 
 
 def test_section_has_three_figures_and_escapes_records():
-    sec = analysis_section.section([load.Source("mine", "records", records())])
+    sec = analysis_section.section([Source("mine", "records", records())])
     assert [f[0] for f in sec.figures] == ["fig-cost", "fig-coverage", "fig-break-even"]
     assert "<script" not in sec.html and "&lt;b&gt;t.gguf" in sec.html
     assert "no knee" in sec.html and "break-even acceptance" in sec.html
@@ -60,7 +61,7 @@ def test_section_has_three_figures_and_escapes_records():
 
 def test_no_trials_no_section():
     probe = {"kind": "probe", "model": {"file": "x.gguf"}}
-    sec = analysis_section.section([load.Source("p", "records", [], [], [probe])])
+    sec = analysis_section.section([Source("p", "records", [], [], [probe])])
     assert sec.html == "" and sec.figures == []
 
 
@@ -76,7 +77,7 @@ def test_traced_records_add_the_union_figure_and_the_pass_verdicts():
     probe = {"kind": "probe", "model": {"file": "p.gguf", "n_expert": 256, "n_expert_used": 8},
              "machine": {"gpu_name": None},
              "curve": [{"k": k, "traced": {"coverage": iid(k) * 0.9, "distinct_tokens": k}} for k in (1, 4, 16)]}
-    sec = analysis_section.section([load.Source("mine", "records", recs, [], [probe])])
+    sec = analysis_section.section([Source("mine", "records", recs, [], [probe])])
     ids = [f[0] for f in sec.figures]
     assert "fig-union" in ids
     fig = sec.figures[ids.index("fig-union")][3]

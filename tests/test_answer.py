@@ -11,7 +11,8 @@ import re
 import pytest
 
 from specsweep.analysis import analyze as an
-from specsweep.report import answer, curves, load, names, page, scopes, shape, style
+from specsweep.records.sources import load
+from specsweep.report import answer, curves, names, page, scopes, shape, style
 from tests.test_plot import REPO, figure_json, manifest, sources_for, trial, write_results
 
 LEVELS = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -154,7 +155,7 @@ def test_a_model_in_the_hugging_face_cache_is_named_by_its_own_name(tmp_path):
              "settings": {"gpus": [0], "kv": "q8_0"}, "curve": [{"k": 1, "ratio": 1.0, "median_ms": 5.0}]}
     d = write_results(tmp_path / "r", trials, [manifest()])
     (d / "probe.jsonl").write_text(json.dumps(probe) + "\n")
-    sources = load.load([d])
+    sources = load([d])
     text = page.render(sources)
     assert "a5fd3b62" not in text and "gemma.gguf · KV q8_0" in text
     # the same file everywhere: trials and the probe of the same blob
@@ -184,7 +185,7 @@ def test_a_merged_community_file_answers_one_row_per_card(tmp_path):
     b = contribution_file(tmp_path, "b.json", card="NVIDIA H100 80GB HBM3", mid="m2")
     out = tmp_path / "community.jsonl"
     assert not merge.merge([a, b], out).rejected
-    text = page.render(load.load([out]))
+    text = page.render(load([out]))
     block = text[text.index("<section id='specsweep-answer'>"):text.index("</section>")]
     rows = re.findall(r"<tr><td class='l'>(.*?)</td>", block)
     # per card, the q8_0 target (a draft and two n-gram configs) and the f16 one (its baseline only)

@@ -16,7 +16,7 @@ from specsweep.analysis.profiles import Profile
 from specsweep.cli import main
 from specsweep.matrix import load as matrix_load
 from specsweep.probe import calibrate
-from specsweep.report.load import load
+from specsweep.records.sources import load
 from tests.test_predict import TRUE, probe_record, t_of, trial, true_ms
 
 

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from specsweep.cli import main
 from specsweep.contrib import contribute, merge, problem, schema
 from specsweep.errors import SpecsweepError
-from specsweep.report import load, page
+from specsweep.records.sources import load, only_card
+from specsweep.report import page
 from tests.test_plot import PROBES, REPO, SHA_T, manifest, sample_trials, trial, write_results
 
 EVIL = "<script>alert(1)</script>"
@@ -25,7 +26,7 @@ def results(tmp_path: Path, trials=None, manifests=None, name="mine") -> Path:
 
 
 def build(tmp_path, trials=None, manifests=None, **kw) -> tuple[dict, list[str]]:
-    return contribute.build(load.load([results(tmp_path, trials, manifests)]), today="2026-11-24", **kw)
+    return contribute.build(load([results(tmp_path, trials, manifests)]), today="2026-11-24", **kw)
 
 
 def cli(*args):
@@ -79,8 +80,8 @@ def n_lines(path) -> int:
 def test_probe_records_contribute_too():
     # the committed probe file holds two cards' probes: one contribution per card
     with pytest.raises(SpecsweepError, match="one card per contribution: these results come from NVIDIA H100"):
-        contribute.build(load.load([PROBES]), today="2026-11-24")
-    doc, _ = contribute.build(load.only_card(load.load([PROBES]), "H100"), today="2026-11-24")
+        contribute.build(load([PROBES]), today="2026-11-24")
+    doc, _ = contribute.build(only_card(load([PROBES]), "H100"), today="2026-11-24")
     h100 = [line for line in open(PROBES) if "H100" in line]
     assert problem(doc) is None and len(doc["probes"]) == len(h100) > 0 and not doc["trials"]
     assert doc["card"] == "NVIDIA H100 80GB HBM3"
@@ -90,7 +91,7 @@ def test_probe_records_contribute_too():
 
 
 def test_the_recorded_h100_run_contributes_with_its_lossless_failures_marked():
-    doc, warnings = contribute.build(load.load([REPO / "results" / "a3b-synthetic"]), today="2026-11-24")
+    doc, warnings = contribute.build(load([REPO / "results" / "a3b-synthetic"]), today="2026-11-24")
     n = n_lines(REPO / "results" / "a3b-synthetic" / "trials.jsonl")
     assert problem(doc) is None and len(doc["trials"]) == n
     lossless = doc["lossless"]
@@ -126,7 +127,7 @@ def test_contribute_refuses_a_baseline_measured_with_other_flags(tmp_path):
     with pytest.raises(SpecsweepError, match=r"'draft' vs baseline 'baseline': backend_sampling True vs False"):
         build(tmp_path, trials)
     # --drop-unmatched leaves it out, named, instead
-    doc, warnings = contribute.build(load.load([tmp_path / "results" / "mine"]), drop_unmatched=True)
+    doc, warnings = contribute.build(load([tmp_path / "results" / "mine"]), drop_unmatched=True)
     assert [t["cell"] for t in doc["trials"]] == ["baseline"]
     assert any(w.startswith("left out 'draft' vs baseline") for w in warnings)
 
@@ -169,10 +170,10 @@ def test_contribute_refuses_two_cards_and_trials_without_manifest(tmp_path):
     b = write_results(tmp_path / "results", [dict(t, manifest="m2") for t in sample_trials()],
                       [manifest("m2", gpu="NVIDIA H100 80GB HBM3")], "b")
     with pytest.raises(SpecsweepError, match="one card per contribution"):
-        contribute.build(load.load([a, b]))
+        contribute.build(load([a, b]))
     c = write_results(tmp_path / "results", sample_trials(), [manifest("other")], "c")
     with pytest.raises(SpecsweepError, match="have no manifest"):
-        contribute.build(load.load([c]))
+        contribute.build(load([c]))
 
 
 def test_contribute_command_writes_card_date_file(tmp_path, monkeypatch):
@@ -246,7 +247,7 @@ def test_push_failures_are_one_line(tmp_path, monkeypatch):
 def contribution_file(tmp_path: Path, name: str, card: str = "NVIDIA GeForce RTX 3090", mid: str = "m1",
                       **over) -> Path:
     trials = [dict(t, manifest=mid) for t in sample_trials()]
-    doc, _ = contribute.build(load.load([results(tmp_path / name, trials, [manifest(mid)])]), card=card)
+    doc, _ = contribute.build(load([results(tmp_path / name, trials, [manifest(mid)])]), card=card)
     doc.update(over)
     path = tmp_path / "contrib" / name
     path.parent.mkdir(exist_ok=True)
@@ -271,7 +272,7 @@ def test_merge_rejects_invalid_and_duplicate_files_and_merges_the_rest(tmp_path)
     assert "rejected a-again.json: duplicate of a.json (the same records)" in lines
     assert "rejected bad.json: invalid: schema_version 9 is not 1, the version this specsweep reads" in lines
     assert any(x.startswith("rejected junk.json: not JSON:") for x in lines)
-    sources = load.load([out])
+    sources = load([out])
     assert [s.card for s in sources] == ["NVIDIA GeForce RTX 3090", "NVIDIA H100 80GB HBM3"]
     assert [len(s.trials) for s in sources] == [16, 16] and all(s.manifests for s in sources)
     # merging again into the same file: everything there is a duplicate, the file is unchanged
@@ -310,18 +311,18 @@ def test_merge_refuses_a_json_name_and_plot_reads_a_merged_file_by_its_content(t
     assert not (tmp_path / "community.json").exists()
     old = tmp_path / "old-community.json"
     old.write_bytes(merge_into(tmp_path, a).read_bytes())
-    (source,) = load.load([old])
+    (source,) = load([old])
     assert source.origin == "contribution" and source.card == "NVIDIA GeForce RTX 3090" and len(source.trials) == 16
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
     with pytest.raises(SpecsweepError, match="junk.json is not JSON"):
-        load.load([junk])
+        load([junk])
 
 
 def test_a_card_name_from_a_contribution_is_escaped_in_the_page(tmp_path):
     a = contribution_file(tmp_path, "evil.json", card=EVIL, notes=EVIL)
     for given in ([a], [merge_into(tmp_path, a)]):
-        sources = load.load(given)
+        sources = load(given)
         assert sources[0].card == EVIL
         text = page.render(sources)
         assert EVIL not in text and "<script>alert" not in text
@@ -341,7 +342,7 @@ def merge_into(tmp_path: Path, path: Path) -> Path:
 def test_the_h200_cost_model_run_contributes_its_paired_changes():
     """Records of the blocks design (H200, results/cost-model-synthetic): the file carries each
     config's change against its block's baseline with both intervals, as `analyze` computes them."""
-    doc, _ = contribute.build(load.load([REPO / "results" / "cost-model-synthetic"]), today="2026-12-02")
+    doc, _ = contribute.build(load([REPO / "results" / "cost-model-synthetic"]), today="2026-12-02")
     assert problem(doc) is None
     rows = {r["cell"]: r for r in doc["paired"]}
     assert len(rows) == 20 and all(r["design"] == "blocks" and r["n_blocks"] == 3 and r["synthetic"]

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from specsweep.cli import main
 from specsweep.errors import SpecsweepError
 from specsweep.records import outputs
-from specsweep.report import analysis_section, bundle, load, page, shape
+from specsweep.records.sources import Source, load, only_card, probe_card
+from specsweep.report import analysis_section, bundle, page, shape
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "results" / "probe" / "probe.jsonl"
@@ -94,9 +95,9 @@ def sample_trials() -> list[dict]:
     return out
 
 
-def sources_for(tmp_path: Path, trials=None, manifests=None) -> list[load.Source]:
+def sources_for(tmp_path: Path, trials=None, manifests=None) -> list[Source]:
     d = write_results(tmp_path / "results", trials or sample_trials(), manifests or [manifest()])
-    return load.load([d])
+    return load([d])
 
 
 def test_panels_group_configs_by_method_and_compare_with_their_baseline(tmp_path):
@@ -147,7 +148,7 @@ def test_per_prompt_points_keep_the_bimodal_tails(tmp_path):
 
 
 def test_probe_curves_from_the_recorded_h100_probes():
-    curves = shape.probe_curves(load.load([PROBES]))
+    curves = shape.probe_curves(load([PROBES]))
     assert len(curves) == sum(1 for line in open(PROBES) if line.strip())
     dense = [c for c in curves if c.model == "qwen3.6-27b.gguf"]
     assert len(dense) == 1 and dense[0].pred_ratio is None
@@ -177,26 +178,26 @@ def test_load_accepts_folders_a_folder_of_folders_and_files(tmp_path):
     write_results(root, [dict(t, manifest="m2") for t in sample_trials()],
                   [manifest("m2", gpu="NVIDIA H100 80GB HBM3")], "two")
     # a folder of results folders: one source each, named after its card
-    got = load.load([root])
+    got = load([root])
     assert [s.name for s in got] == ["one", "two"]
     assert [s.label for s in got] == ["NVIDIA GeForce RTX 3090", "NVIDIA H100 80GB HBM3"]
     # a trials file picks up the manifests beside it
-    (single,) = load.load([root / "one" / "trials.jsonl"])
+    (single,) = load([root / "one" / "trials.jsonl"])
     assert single.manifests and single.card == "NVIDIA GeForce RTX 3090"
     # the same card twice: labels keep them apart
-    a, b = load.load([root / "one", root / "one"])
+    a, b = load([root / "one", root / "one"])
     assert a.label != b.label
-    probes = load.load([PROBES])[0]
+    probes = load([PROBES])[0]
     assert len(probes.probes) == sum(1 for line in open(PROBES) if line.strip())
     # a file of several cards' probes is named after the card most of them ran on
-    cards = [load.probe_card(json.loads(line)) for line in open(PROBES) if line.strip()]
+    cards = [probe_card(json.loads(line)) for line in open(PROBES) if line.strip()]
     assert {"NVIDIA H100 80GB HBM3", "NVIDIA H200"} <= set(cards)
     assert probes.card == max(set(cards), key=cards.count)
     with pytest.raises(SpecsweepError, match="results not found"):
-        load.load([tmp_path / "nope"])
+        load([tmp_path / "nope"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(SpecsweepError, match="no trial or probe records"):
-        load.load([tmp_path / "empty"])
+        load([tmp_path / "empty"])
 
 
 def test_a_block_run_again_after_an_interruption_counts_once(tmp_path):
@@ -223,7 +224,7 @@ def figure_json(text: str, div_id: str) -> dict:
 
 
 def test_page_inlines_the_vendored_bundle_once_gzipped_and_fetches_nothing(tmp_path):
-    sources = sources_for(tmp_path) + load.load([PROBES])
+    sources = sources_for(tmp_path) + load([PROBES])
     text = page.render(sources)
     meta = json.loads((bundle.VENDOR / "plotly.json").read_text())
     blobs = re.findall(r"<script type='application/octet-stream' id='specsweep-plotly'[^>]*>([^<]*)</script>", text)
@@ -286,7 +287,7 @@ def test_the_vendored_bundle_ships_with_the_package():
 @pytest.mark.parametrize("folders", [["methods-synthetic", "cost-model-synthetic", "probe"],
                                      ["a3b-synthetic", "probe"]])
 def test_a_page_of_a_committed_device_folder_is_at_most_1_5_mb(folders):
-    sources = load.load([REPO / "results" / f for f in folders])
+    sources = load([REPO / "results" / f for f in folders])
     text = page.render(sources)
     size = len(text.encode("utf-8"))
     assert size <= PAGE_LIMIT, f"{size / 1e6:.2f} MB"
@@ -378,7 +379,7 @@ def test_records_without_outputs_leave_the_outputs_section_out(tmp_path):
 
 
 def test_the_analysis_is_on_the_page_with_both_knee_verdicts():
-    sources = load.load([REPO / "results" / "cost-model-synthetic", PROBES])
+    sources = load([REPO / "results" / "cost-model-synthetic", PROBES])
     text = page.render(sources)
     # the analysis, then what `predict` gives for the probed card beside what it measured
     assert figure_ids(text)[-4:] == ["fig-cost", "fig-coverage", "fig-break-even", "fig-predicted"]
@@ -394,15 +395,15 @@ def test_the_analysis_is_on_the_page_with_both_knee_verdicts():
 
 
 def test_only_card_keeps_the_records_of_one_card():
-    both = load.load([PROBES])
-    assert {load.probe_card(p) for p in both[0].probes} >= {"NVIDIA H100 80GB HBM3", "NVIDIA H200"}
-    (h200,) = load.only_card(both, "h200")
-    assert h200.probes and all(load.probe_card(p) == "NVIDIA H200" for p in h200.probes)
+    both = load([PROBES])
+    assert {probe_card(p) for p in both[0].probes} >= {"NVIDIA H100 80GB HBM3", "NVIDIA H200"}
+    (h200,) = only_card(both, "h200")
+    assert h200.probes and all(probe_card(p) == "NVIDIA H200" for p in h200.probes)
     assert h200.card == h200.label == "NVIDIA H200"
-    (h100,) = load.only_card(both, "H100")
+    (h100,) = only_card(both, "H100")
     assert len(h100.probes) + len(h200.probes) == len(both[0].probes)
     with pytest.raises(SpecsweepError, match="no trial or probe records measured on a card named like 'A100'"):
-        load.only_card(both, "A100")
+        only_card(both, "A100")
 
 
 def test_plot_command_writes_the_page_and_errors_are_one_line(tmp_path):
@@ -457,7 +458,7 @@ def test_the_backends_section_keeps_each_cards_streams_apart(tmp_path):
     fast = write_results(tmp_path / "a", two_streams(100.0, "m1"), [manifest("m1")], "fast")
     slow = write_results(tmp_path / "b", two_streams(10.0, "m2"), [manifest("m2", gpu="NVIDIA GeForce RTX 3060")],
                          "slow")
-    sources = load.load([fast, slow])
+    sources = load([fast, slow])
     rows = shape.configs(sources)
     assert rows[0].cell_id in {r.cell_id for r in rows if r.source != rows[0].source}  # the same cells
     html = backends_section.section(sources, rows)
@@ -516,12 +517,12 @@ def test_the_page_says_where_each_placements_weights_were(tmp_path):
                            "buffers": {"CPU_Mapped": 64 * 2**30, "CUDA0": 22 * 2**30}, "overridden_tensors": 99}}
     (tmp_path / "probes").mkdir()
     (tmp_path / "probes" / "probe.jsonl").write_text(json.dumps(probe) + "\n")
-    text = page.render(sources_for(tmp_path / "plain2") + load.load([tmp_path / "probes"]))
+    text = page.render(sources_for(tmp_path / "plain2") + load([tmp_path / "probes"]))
     row = re.search(r"<tr><td>[^<]*\(probe\)</td><td>a10b.gguf</td><td>fit 24GiB</td><td>22.00</td><td></td>"
                     r"<td>99</td><td>-ngl 49, 33 -ot \(llama-fit-params\)</td><td></td><td>([^<]*)</td></tr>", text)
     assert row and row.group(1) == "67.4"
     # a repeat of that probe: the newest T(1), and the repeats' range (host jitter shows on the page)
     again = dict(probe, time="2026-12-02T11:58:44+0000", t1_ms=31.8)
     (tmp_path / "probes" / "probe.jsonl").write_text(json.dumps(probe) + "\n" + json.dumps(again) + "\n")
-    text = page.render(sources_for(tmp_path / "plain3") + load.load([tmp_path / "probes"]))
+    text = page.render(sources_for(tmp_path / "plain3") + load([tmp_path / "probes"]))
     assert "<td>31.8 (2 probes: 31.8-67.4)</td>" in text

@@ -16,7 +16,7 @@ from specsweep.analysis import predict as pr
 from specsweep.analysis.profiles import Profile, parse_accept
 from specsweep.cli import main
 from specsweep.errors import SpecsweepError
-from specsweep.report.load import load
+from specsweep.records.sources import load
 
 CARD = "Test GPU"
 A3B_HEADER = {"architecture": "qwen35moe", "block_count": 40, "expert_count": 256, "expert_used_count": 8}

@@ -15,7 +15,7 @@ from specsweep.analysis import predict as pr
 from specsweep.analysis.profiles import Profile
 from specsweep.cli import main
 from specsweep.records.manifest import source_hash
-from specsweep.report.load import load
+from specsweep.records.sources import load
 from tests.test_predict import ARMS, CARD, probe_record, trial
 
 PROFILE = Profile("mtp", 2, (0.8, 0.75))

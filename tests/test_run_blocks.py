@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from specsweep.analysis.paired import paired_rows
-from specsweep.analysis.records import kept
+from specsweep.records.attempts import kept
 from specsweep.engine.speculative import TrialResult
 from specsweep.records.store import read_jsonl
 from specsweep.run import blocks as blocks_mod

@@ -11,7 +11,7 @@ import pytest
 
 from specsweep import methods
 from specsweep.analysis.paired import paired_rows
-from specsweep.analysis.records import kept
+from specsweep.records.attempts import kept
 from specsweep.backends import inprocess
 from specsweep.engine import synthetic
 from specsweep.engine.speculative import TrialResult

@@ -10,7 +10,7 @@ from specsweep.analysis import analyze as an
 from specsweep.analysis import coverage, union
 from specsweep.probe import theory
 from specsweep.records import expert_union
-from specsweep.report import load
+from specsweep.records.sources import Source
 from tests.test_analysis import LENGTHS, fam_of, line_trials
 
 E, K_USED, LAYERS = 256, 8, [0, 1, 2, 3]
@@ -73,7 +73,7 @@ def test_the_coverage_test_follows_the_measured_union_not_the_formula():
 
 def test_analyze_uses_the_trace_and_keeps_the_formula_beside_it():
     trials = traced_line(LENGTHS, lambda x: 27.0 + 4.0 * x, iid)
-    (a,) = an.analyze([load.Source("s", "records", trials)], n_boot=99)
+    (a,) = an.analyze([Source("s", "records", trials)], n_boot=99)
     (f,) = a.fits
     assert f.knee.coverage_source == "traced" and f.knee_formula.coverage_source == "i.i.d. formula"
     rows = {r.k: r for r in f.union}
@@ -81,7 +81,7 @@ def test_analyze_uses_the_trace_and_keeps_the_formula_beside_it():
     r = rows[LENGTHS[-1] + 1]
     assert r.n_passes == 60 and r.coverage == pytest.approx(iid(r.k), abs=0.01) and r.iid == pytest.approx(iid(r.k))
     # untraced records keep the formula alone
-    (a,) = an.analyze([load.Source("s", "records", line_trials(LENGTHS, lambda x: 27.0 + 4.0 * x))], n_boot=99)
+    (a,) = an.analyze([Source("s", "records", line_trials(LENGTHS, lambda x: 27.0 + 4.0 * x))], n_boot=99)
     assert a.fits[0].knee.coverage_source == "i.i.d. formula" and a.fits[0].knee_formula is None
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from specsweep.analysis import coverage, costmodel, paired, union
 from specsweep.analysis import records as rec
-from specsweep.report.load import Source
+from specsweep.records import attempts
+from specsweep.records.sources import Source
 
 
 @dataclass
@@ -32,7 +33,7 @@ class SourceAnalysis:
 
 def analyze_source(src: Source, probes: list[dict], n_boot: int = paired.BOOTSTRAP,
                    seed: int = paired.SEED) -> SourceAnalysis:
-    kept = rec.kept(src.trials)
+    kept = attempts.kept(src.trials)
     rows, missing = paired.paired_rows(src.trials, n_boot, seed)
     fits = costmodel.family_fits(src.trials)
     routings = {}
@@ -62,7 +63,7 @@ def analyze_source(src: Source, probes: list[dict], n_boot: int = paired.BOOTSTR
     if missing:
         notes.append(f"{len(missing)} trial(s) of {len({u.cell_id for u in missing})} config(s) have no baseline "
                      f"in their own run, block and prompt, and are left out of the changes")
-    n_runs = len({rec.run_of(r) for r in kept})
+    n_runs = len({attempts.run_of(r) for r in kept})
     return SourceAnalysis(src.label or src.name, len(src.trials), len(kept), designs, n_runs, rows, missing, fits,
                           costmodel.break_even(rows, n_boot, seed), notes)
 

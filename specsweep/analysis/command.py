@@ -154,10 +154,10 @@ def analyze(results: tuple[Path, ...], json_path: Path | None, require_paired: b
     trials or probe JSONL files, contribution files or a merged community file."""
     from specsweep.analysis import analyze as an
     from specsweep.analysis import paired
-    from specsweep.report import load
-    from specsweep.report.command import write_atomically
+    from specsweep.records.sources import load
+    from specsweep.records.store import write_atomically
 
-    sources = load.load(list(results))
+    sources = load(list(results))
     knees = probe_knee_text([p for s in sources for p in s.probes])
     if not any(s.trials for s in sources) and not knees:
         raise SpecsweepError("no trial records or traced probes in " + ", ".join(str(p) for p in results))

@@ -28,6 +28,7 @@ from scipy import stats
 
 from specsweep.analysis import records as rec
 from specsweep.analysis.paired import BOOTSTRAP, LEVEL, SEED, PairedRow
+from specsweep.records.attempts import kept
 
 MIN_CONFIGS = 3
 MIN_SPREAD = 0.25  # x's range over its mean below which one draft length gets no line
@@ -96,7 +97,7 @@ def ols(x, y, level: float = LEVEL) -> LineFit | None:
 
 def family_fits(trials: list[dict]) -> list[FamilyFit]:
     """One fit per (target, drafter family, KV, rollback) over the speculative trials."""
-    trials = [r for r in rec.kept(trials) if rec.usable(r)]
+    trials = [r for r in kept(trials) if rec.usable(r)]
     base: dict[str, list[float]] = defaultdict(list)
     for r in trials:
         if rec.is_baseline(r):

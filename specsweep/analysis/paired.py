@@ -31,6 +31,7 @@ from scipy import stats
 
 from specsweep.analysis import records as rec
 from specsweep.errors import SpecsweepError
+from specsweep.records.attempts import block_of, kept, run_of
 
 BOOTSTRAP = 2000
 SEED = 20261201
@@ -129,7 +130,7 @@ def _as_change(ci: tuple[float, float] | None) -> tuple[float, float] | None:
 def _slot(r: dict) -> tuple:
     """Where a trial's baseline is: same reference key, run, design, block and prompt (the design
     too, so that an older sequential trial never pairs with a block of a later blocks run)."""
-    return r.get("reference_key"), rec.run_of(r), rec.design_of(r), rec.block_of(r), r.get("prompt_id")
+    return r.get("reference_key"), run_of(r), rec.design_of(r), block_of(r), r.get("prompt_id")
 
 
 def _baselines(trials: list[dict]) -> dict[tuple, list[float]]:
@@ -143,7 +144,7 @@ def _baselines(trials: list[dict]) -> dict[tuple, list[float]]:
 
 def pairs(trials: list[dict]) -> tuple[dict[str, list[tuple[dict, float]]], list[Unpaired]]:
     """cell_id -> [(trial, log ratio to its block's baseline)], and the trials that have none."""
-    trials = [r for r in rec.kept(trials) if rec.usable(r)]
+    trials = [r for r in kept(trials) if rec.usable(r)]
     base = _baselines(trials)
     out: dict[str, list[tuple[dict, float]]] = defaultdict(list)
     missing: list[Unpaired] = []
@@ -182,14 +183,14 @@ def require_paired(trials: list[dict]) -> None:
 def _block_means(items: list[tuple[dict, float]]) -> dict[tuple[int, int], float]:
     by_block: dict[tuple[int, int], list[float]] = defaultdict(list)
     for r, d in items:
-        by_block[(rec.run_of(r), rec.block_of(r))].append(d)
+        by_block[(run_of(r), block_of(r))].append(d)
     return {k: statistics.fmean(v) for k, v in sorted(by_block.items())}
 
 
 def paired_rows(trials: list[dict], n_boot: int = BOOTSTRAP,
                 seed: int = SEED) -> tuple[list[PairedRow], list[Unpaired]]:
     """One row per speculative config (cell), in the order the records first name them."""
-    trials = [r for r in rec.kept(trials) if rec.usable(r)]
+    trials = [r for r in kept(trials) if rec.usable(r)]
     by_pair, missing = pairs(trials)
     base_tps = _baselines(trials)
     cells: dict[str, list[dict]] = defaultdict(list)
@@ -255,10 +256,10 @@ def versus(trials: list[dict], a: str, b: str, level: float = LEVEL) -> Versus:
     (run, block, prompt) where both ran, log(tps_a / tps_b); per block the mean over its prompts;
     the change and its t-interval over blocks. With `b` the baseline this is `paired_rows`' row."""
     tps: dict[tuple[str, tuple], list[float]] = defaultdict(list)
-    for r in rec.kept(trials):
+    for r in kept(trials):
         cid = str(r.get("cell_id"))
         if cid in (a, b) and rec.usable(r):
-            tps[(cid, (rec.run_of(r), rec.design_of(r), rec.block_of(r), r.get("prompt_id")))].append(
+            tps[(cid, (run_of(r), rec.design_of(r), block_of(r), r.get("prompt_id")))].append(
                 math.log(float(r["decode_tps"])))
     by_block: dict[tuple, list[float]] = defaultdict(list)
     for (cid, slot), logs in tps.items():

@@ -191,7 +191,7 @@ def card_data(sources, card: str | None = None, target: str | None = None, kv: s
     (tokens picked on the device, the shallowest depth), pooled with its repeats of the same file.
     The card's trials: one stream in process (what the loop model describes). A one-line error when
     none is left."""
-    from specsweep.report.load import probe_card, trial_card
+    from specsweep.records.sources import probe_card, trial_card
 
     found: dict[tuple, list[dict]] = defaultdict(list)
     for s in sources:

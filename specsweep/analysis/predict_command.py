@@ -105,8 +105,8 @@ def predict(results, accept, profile_paths, card, target, kv, n_gpus, n_predict,
     and, optionally, trial records of the card (the loop's own costs) and of any card (acceptance)."""
     from specsweep.analysis import predict as pr
     from specsweep.analysis import profiles
-    from specsweep.report.command import write_atomically
-    from specsweep.report.load import load
+    from specsweep.records.sources import load
+    from specsweep.records.store import write_atomically
 
     if n_predict is not None and n_predict < 2:
         raise SpecsweepError(f"--n-predict must be at least 2, got {n_predict}")

@@ -99,7 +99,7 @@ def _cell(label: str, data: pr.CardData, mine: list[dict], prof, got: pr.Predict
 
 def validate_set(kind: str, results: Path, matrices=pv.MATRICES, measured_profiles: bool = False):
     """One held-out set over the committed matrices: its cells and what was left out, with why."""
-    from specsweep.report.load import load
+    from specsweep.records.sources import load
 
     by_matrix = {name: load([results / name]) for name in matrices}
     sources = [s for v in by_matrix.values() for s in v] + load([results / "probe"])
@@ -151,7 +151,7 @@ def calibration_like(trials: list[dict]) -> list[dict]:
 
 def validate_calibration(results: Path, measured_profiles: bool = False):
     """Configs of CAL_TARGETS predicted from CAL_SOURCE's calibration-like records and the probe only."""
-    from specsweep.report.load import load, trial_card
+    from specsweep.records.sources import load, trial_card
 
     cal = load([results / CAL_SOURCE])
     picked = [t for s in cal for t in calibration_like(s.trials)]

@@ -232,7 +232,7 @@ def validate_transfer(label: str, target, donors, probes, n_boot: int = 0, measu
 def validate_cross_card(results: Path, n_boot: int = 0, measured_profiles: bool = False) -> tuple[list[Cell], list[str]]:
     """The H100's a3b-synthetic configs predicted from the H100's probe, their acceptance, and loop
     costs measured only on the H200 (scaled by the two probes' T(1))."""
-    from specsweep.report.load import load
+    from specsweep.records.sources import load
 
     return validate_transfer(CROSS_TARGET, load([results / CROSS_TARGET]), load([results / d for d in CROSS_DONORS]),
                              load([results / "probe"]), n_boot, measured_profiles)
@@ -243,7 +243,7 @@ def validate_cross_placement(results: Path, n_boot: int = 0, measured_profiles: 
     """Each case's offloaded configs predicted from their placement's probe and loop costs measured
     only with every layer on the GPU (carried over as measured: the drafters and the recurrent state
     stay on the GPU)."""
-    from specsweep.report.load import load
+    from specsweep.records.sources import load
 
     cells, skipped = [], []
     for case in cases:
@@ -274,7 +274,7 @@ def wrong(cells: list[Cell]) -> list[dict]:
 
 
 def validate(results: Path, matrices=MATRICES, n_boot: int = 100, measured_profiles: bool = False) -> dict:
-    from specsweep.report.load import load
+    from specsweep.records.sources import load
 
     probe_sources = load([results / "probe"])
     out = {"kind": "predict-validation", "matrices": {}, "left_out": dict(LEFT_OUT)}

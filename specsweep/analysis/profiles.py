@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from specsweep import acceptance, methods
 from specsweep.analysis import records as rec
 from specsweep.errors import SpecsweepError
+from specsweep.records.attempts import kept
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def drafter_key(trial: dict) -> str:
 def by_config(trials: list[dict], measured: bool = False) -> dict[str, Profile]:
     """cell_id -> profile, for every speculative config that drafted."""
     cells: dict[str, list[dict]] = defaultdict(list)
-    for t in rec.kept(trials):
+    for t in kept(trials):
         if not rec.is_baseline(t):
             cells[str(t.get("cell_id"))].append(t)
     out = {}

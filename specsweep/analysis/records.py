@@ -1,9 +1,8 @@
 """What the analysis reads from a trial record, with every newer field optional.
 
-Older records have no `run`, `block`, `attempt` or `design`: they are one run (0), and each trial
-index is its own block, paired by index ("sequential": the cells ran one after another, so a pair
-shares an index, not a moment). A block re-run after an interruption leaves several attempts of one
-(run, block, cell, prompt): only the highest counts.
+Which attempts count, and a trial's run and block, are specsweep/records/attempts.py's. Older records
+have no `design`: they are paired by index ("sequential": the cells ran one after another, so a pair
+shares an index, not a moment).
 """
 
 from __future__ import annotations
@@ -11,15 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from specsweep.models import placement
-
-
-def run_of(r: dict) -> int:
-    return int(r.get("run") or 0)
-
-
-def block_of(r: dict) -> int:
-    b = r.get("block")
-    return int(r.get("trial") or 0) if b is None else int(b)
+from specsweep.records.attempts import kept
 
 
 def design_of(r: dict) -> str:
@@ -27,16 +18,6 @@ def design_of(r: dict) -> str:
     if d:
         return str(d)
     return "blocks" if r.get("block") is not None else "sequential"
-
-
-def kept(trials: list[dict]) -> list[dict]:
-    """The trials that count: of the attempts at one (run, block, cell, prompt), the highest."""
-    best: dict[tuple, int] = defaultdict(int)
-    for r in trials:
-        key = (run_of(r), block_of(r), r.get("cell_id"), r.get("prompt_id"))
-        best[key] = max(best[key], int(r.get("attempt") or 0))
-    return [r for r in trials
-            if int(r.get("attempt") or 0) == best[(run_of(r), block_of(r), r.get("cell_id"), r.get("prompt_id"))]]
 
 
 def usable(r: dict) -> bool:

@@ -11,8 +11,8 @@ import click
 from specsweep.contrib import contribute as contrib
 from specsweep.contrib import merge as merging
 from specsweep.errors import SpecsweepError
-from specsweep.report import load
-from specsweep.report.command import write_atomically
+from specsweep.records.sources import load
+from specsweep.records.store import write_atomically
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -45,7 +45,7 @@ def contribute(results: tuple[Path, ...], output: Path | None, card: str | None,
     _positive("--memory-clock", memory_clock)
     if repo is not None and not contrib.REPO_ID.match(repo):
         raise SpecsweepError(f"--push takes a dataset repo id like owner/name, got {repo!r}")
-    sources = load.load(list(results))
+    sources = load(list(results))
     doc, warnings = contrib.build(sources, card, power_limit, graphics_clock, memory_clock, notes, drop_unmatched)
     for w in warnings:
         click.echo(f"warning: {w}", err=True)

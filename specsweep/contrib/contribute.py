@@ -34,7 +34,7 @@ from specsweep import __version__
 from specsweep.contrib import KIND, SCHEMA_VERSION, problem, schema
 from specsweep.matrix.cells import NEUTRAL
 from specsweep.errors import SpecsweepError
-from specsweep.report.load import Source, probe_card, trial_card
+from specsweep.records.sources import Source, probe_card, trial_card
 
 # settings that change speed but are not the method's own: a spec config and its baseline must agree
 def _setting(settings: dict, key: str):

@@ -12,6 +12,8 @@ Layout of `results/<matrix name>/`:
 - `failures.jsonl`: a cell whose llama-server failed, with the one-line cause (its trials stay to
   do: the next run retries it); `server-logs/<cell id>.log`: each server cell's llama-server log.
 Resume reads every `trials*.jsonl`, so the shards of one matrix merge by living side by side.
+A whole file written at once (a page, an analysis's JSON, a contribution) goes through
+`write_atomically`: a kill leaves the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ class JsonlFile:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise SpecsweepError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:

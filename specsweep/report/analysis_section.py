@@ -20,8 +20,8 @@ import plotly.graph_objects as go
 
 from specsweep.analysis import analyze as an
 from specsweep.analysis.coverage import FRACTION
+from specsweep.records.sources import Source
 from specsweep.report import union_section
-from specsweep.report.load import Source
 from specsweep.report.style import (BAD, CURVE_COLORS, GOOD, SUBPLOT_TITLE, SYMBOLS, base_layout, esc, method_color,
                                     short_patterns, subplots, t, wrap)
 

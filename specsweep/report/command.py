@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from specsweep.errors import SpecsweepError
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise SpecsweepError(f"cannot write {path}: {e.strerror or e}") from None
+from specsweep.records.sources import load, only_card
+from specsweep.records.store import write_atomically
 
 
 @click.command("plot")
@@ -34,11 +23,11 @@ def plot(results: tuple[Path, ...], output: Path | None, title: str | None, card
     RESULTS: results folders (results/<matrix>, results/probe), trials or probe JSONL files,
     contribution files or a merged community file. Several sources (several cards) are shown side
     by side."""
-    from specsweep.report import load, page  # plotly loads only for this command
+    from specsweep.report import page  # plotly loads only for this command
 
-    sources = load.load(list(results))
+    sources = load(list(results))
     if card:
-        sources = load.only_card(sources, card)
+        sources = only_card(sources, card)
     if output is None:
         output = Path("plots") / f"{sources[0].name or 'report'}.html"
     text = page.render(sources, title)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from specsweep.report.load import Source
+from specsweep.records.sources import Source
 
 # a Hugging Face blob: the sha256 of an LFS file, or the git sha1 of a small one
 BLOB = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{40})$")

@@ -32,11 +32,11 @@ import plotly.graph_objects as go
 
 from specsweep import __version__
 from specsweep.analysis import analyze as an
+from specsweep.records.sources import Source
 from specsweep.report import (analysis_section, answer, backends_section, charts, curves, names, placement_section,
                               predict_section, scopes, shape, tables)
 from specsweep.report.assets import CSS, HOOKS, LOADER, figure_html, template_html
 from specsweep.report.bundle import plotly_bundle
-from specsweep.report.load import Source
 from specsweep.report.style import SYNTHETIC_BADGE, esc  # noqa: F401  (tests and callers read them here)
 from specsweep.report.summary import uneven_stops
 

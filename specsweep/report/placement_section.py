@@ -17,6 +17,7 @@ import statistics
 
 from specsweep.analysis import records as rec
 from specsweep.models.placement import is_host_buffer
+from specsweep.records.attempts import kept
 from specsweep.report.style import esc, num
 
 GIB = 2**30
@@ -55,7 +56,7 @@ def section(sources) -> str:
     groups: dict[tuple, list[dict]] = {}
     probes: dict[tuple, list[dict]] = {}
     for s in sources:
-        for t in rec.kept(s.trials):
+        for t in kept(s.trials):
             if rec.usable(t):
                 groups.setdefault((s.label, rec.target_label(t), rec.placement_of(t)), []).append(t)
         for p in s.probes:

@@ -21,7 +21,7 @@ from specsweep.analysis import predict as pr
 from specsweep.analysis import records as rec
 from specsweep.analysis.predict_validation import THRESHOLD
 from specsweep.errors import SpecsweepError
-from specsweep.report.load import Source
+from specsweep.records.sources import Source
 from specsweep.report.style import CURVE_COLORS, base_layout, change_cls, esc, pct, t
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from specsweep.analysis import analyze as an
 from specsweep.analysis import costmodel
 from specsweep.analysis.paired import PairedRow
+from specsweep.records.sources import Source
 from specsweep.report import shape
-from specsweep.report.load import Source
 from specsweep.report.style import short_patterns
 
 SWEEP_LEVELS = costmodel.MIN_CONFIGS  # distinct acceptance levels that make a curve

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from specsweep import methods
 from specsweep.records import outputs as stored
-from specsweep.report.load import Source
+from specsweep.records.sources import Source
 from specsweep.report.summary import cell_stats, lossless_text
 
 TIME_PARTS = ("draft", "verify", "rollback", "host")

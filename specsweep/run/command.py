@@ -20,9 +20,9 @@ from specsweep.matrix.models import ModelRef, model_overrides, resolve
 from specsweep.models.hashing import file_sha256
 from specsweep.models.drafter_fit import check_cell_models, pairing
 from specsweep.records import manifest
+from specsweep.records.attempts import kept
 from specsweep.records.store import ResultsDir
 from specsweep.analysis.paired import paired_rows
-from specsweep.analysis.records import kept
 from specsweep.report.summary import cell_stats, table, uneven_stops, with_paired
 from specsweep.run.plan import describe, make_plan, model_refs, parse_shard, select_targets
 from specsweep.run.placing import check_placements

@@ -49,7 +49,7 @@ def derive(pilot: Profile, n: int, n_min: int = 0, label: str = "") -> Profile:
 
 def sources(out: Path, results_root: Path) -> list:
     """The tune's probe and pilot records, and the card's calibrations in the results folder."""
-    from specsweep.report.load import load
+    from specsweep.records.sources import load
 
     paths = [out / "probe", out / "pilot"]
     paths += sorted(p for p in Path(results_root).glob("calibrate-*") if p.is_dir())

@@ -314,8 +314,8 @@ class Tune:
         (self.out / "answer.json").write_text(json.dumps(answer_mod.to_json(report), indent=1) + "\n")
 
     def _card(self) -> str:
+        from specsweep.records.sources import probe_card
         from specsweep.records.store import read_jsonl
-        from specsweep.report.load import probe_card
 
         path = self.out / "probe" / "probe.jsonl"
         probes = read_jsonl(path) if path.is_file() else []

@@ -1,4 +1,5 @@
-"""Read what `specsweep plot` is given into sources: one per results folder, file or contribution.
+"""Read records into sources: one per results folder, file or contribution. What `specsweep plot`,
+`analyze`, `predict`, `contribute` and `tune` are given.
 
 A RESULTS argument may be
 - a results folder, `results/<matrix>` (every `trials*.jsonl`, `manifests.jsonl`, and probe
@@ -21,8 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specsweep.analysis.records import kept
 from specsweep.errors import SpecsweepError
+from specsweep.records.attempts import kept
 from specsweep.records.store import read_jsonl
 
 
@@ -128,7 +129,7 @@ def _records_file(path: Path) -> list[Source]:
     """A file by its content, not its name: one JSON document is a contribution (checked against
     the schema first); a record per line is JSON Lines, whatever the suffix (a merged file written
     as community.json, say)."""
-    from specsweep.contrib import problem
+    from specsweep.contrib import problem  # the schema only: contrib/__init__.py imports no other layer
 
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,0 +1,29 @@
+"""Which trial records count, with every newer field optional.
+
+Older records have no `run`, `block` or `attempt`: they are one run (0), and each trial index is
+its own block. A block re-run after an interruption leaves several attempts of one (run, block,
+cell, prompt): only the highest counts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+def run_of(r: dict) -> int:
+    return int(r.get("run") or 0)
+
+
+def block_of(r: dict) -> int:
+    b = r.get("block")
+    return int(r.get("trial") or 0) if b is None else int(b)
+
+
+def kept(trials: list[dict]) -> list[dict]:
+    """The trials that count: of the attempts at one (run, block, cell, prompt), the highest."""
+    best: dict[tuple, int] = defaultdict(int)
+    for r in trials:
+        key = (run_of(r), block_of(r), r.get("cell_id"), r.get("prompt_id"))
+        best[key] = max(best[key], int(r.get("attempt") or 0))
+    return [r for r in trials
+            if int(r.get("attempt") or 0) == best[(run_of(r), block_of(r), r.get("cell_id"), r.get("prompt_id"))]]
