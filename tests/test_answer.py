@@ -76,7 +76,7 @@ def test_synthetic_only_the_best_below_100_percent_with_its_sweeps_break_even(tm
     assert lo < 0.24 < hi  # the blocks differ by 1% each way: an interval over three blocks
     assert a.line is not None and a.line.acceptance == pytest.approx(0.5, abs=1e-6)  # 0.6 + 0.8 a = 1
     html = answer.verdict_html(a)
-    assert "at 80% acceptance (synthetic: a set rate)" in html
+    assert "at acceptance 80% drawn, 80% set (synthetic)" in html  # synth_len 2.6 of 2: 80% set
     assert "break-even 50% accepted" in html and "from its acceptance sweep" in html
 
 

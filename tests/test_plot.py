@@ -333,6 +333,31 @@ def test_synthetic_configs_are_marked_in_the_table_and_the_curves_chart(tmp_path
     assert draft["draft: synthetic"]["x"] == [pytest.approx(50.0)]
 
 
+def test_synthetic_configs_show_the_acceptance_drawn_beside_the_one_set(tmp_path):
+    """A synthetic config's acceptance reads as `analyze` gives it (drawn, then set) in the config
+    table, the per-prompt table, the hover text and the answer; a config on text has no set rate."""
+    trials = sample_trials()
+    for i in range(2):
+        for prompt in ("chat", "code"):  # synth_len 3 of 4 drafted: llama.cpp's rates average 50%
+            t = trial("draft d max=4 L=3", "draft", 70.0 + i, prompt, i, drafted=40, accepted=22, synth_len=3.0)
+            trials.append(dict(t, lossless=None, first_mismatch=None, synthetic=True))
+    text = page.render(sources_for(tmp_path, trials))
+    label = "55.0% drawn, 50.0% set"
+    rows = re.findall(r"<tr><td class=\"l\">(.*?)</tr>", text)
+    mine = [r for r in rows if r.startswith("draft d max=4 L=3")]
+    assert len(mine) == 3 and all(f"<td>{label}</td>" in r for r in mine)  # per config, per prompt (2)
+    text_rows = [r for r in rows if r.startswith("draft d max=4<")]
+    assert text_rows and all("<td>100.0%</td>" in r and " set<" not in r for r in text_rows)
+    tps = figure_json(text, "fig-tps-1")
+    hover = {c[0]: c[5] for tr in tps["data"] for c in tr.get("customdata") or []}
+    assert hover["draft d max=4 L=3"] == label and hover["draft d max=4"] == "100.0%"
+    curves = figure_json(text, "fig-curves-1")
+    assert any(c[0] == "draft d max=4 L=3" and c[4].startswith(label) for tr in curves["data"]
+               for c in tr.get("customdata") or [])
+    answer = text[text.index("id='specsweep-answer'"):text.index("</section>")]
+    assert "at acceptance 55% drawn, 50% set (synthetic)" in answer
+
+
 def with_outputs(trials: list[dict], long_text: int = 0) -> list[dict]:
     """Stored outputs: baselines generate 0..9 and 'abcdefghij'; draft d max=4 parts at token 6
     ('abcdefXYZ'); ngram-mod n=8's two trials on chat differ from each other."""

@@ -161,7 +161,7 @@ def break_even(rows: list[PairedRow], n_boot: int = BOOTSTRAP, seed: int = SEED)
         acc = np.array([r.acceptance for r in mine])
         sp = np.array([r.speedup for r in mine])
         points = [{"cell": r.cell, "acceptance": r.acceptance, "speedup": r.speedup, "synthetic": r.synthetic,
-                   "method": r.method} for r in mine]
+                   "configured": r.configured_acceptance, "method": r.method} for r in mine]
         fit = ols(acc, sp)
         if len(mine) < MIN_CONFIGS or fit is None:
             why = (f"not estimable: {len(mine)} speculative config(s), at least {MIN_CONFIGS} needed"

@@ -150,11 +150,12 @@ def configured_acceptance(r: dict) -> float | None:
     return sum(rates) / len(rates) if rates else None
 
 
-def acceptance_label(realized: float | None, configured: float | None) -> str:
-    """A synthetic config's acceptance as drawn beside what its settings ask for: "55% drawn, 50% set"."""
+def acceptance_label(realized: float | None, configured: float | None, fmt: str = ".1%") -> str:
+    """A config's acceptance; a synthetic one's as drawn beside what its settings ask for ("55.0%
+    drawn, 50.0% set"), so that `analyze`, the run's table and the page say it alike."""
     if configured is None:
-        return "" if realized is None else f"{realized:.1%}"
-    return ("" if realized is None else f"{realized:.1%} drawn, ") + f"{configured:.1%} set"
+        return "" if realized is None else format(realized, fmt)
+    return ("" if realized is None else f"{realized:{fmt}} drawn, ") + f"{configured:{fmt}} set"
 
 
 CALIBRATION_PREFIX = "calibrate-"  # the matrix name of `specsweep probe --calibrate`'s runs

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from specsweep.analysis import analyze as an
 from specsweep.analysis.coverage import FRACTION
+from specsweep.analysis.records import acceptance_label
 from specsweep.records.sources import Source
 from specsweep.report import union_section
 from specsweep.report.style import (BAD, CURVE_COLORS, GOOD, SUBPLOT_TITLE, SYMBOLS, base_layout, esc, method_color,
@@ -182,8 +183,9 @@ def fig_break_even(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
                 legendgroup=method, showlegend=method not in shown,
                 marker=dict(color=method_color(method), size=10, line=dict(color="white", width=1),
                             symbol=["diamond" if p["synthetic"] else "circle" for p in pts]),
-                customdata=[[t(p["cell"]), "synthetic acceptance" if p["synthetic"] else ""] for p in pts],
-                hovertemplate="<b>%{customdata[0]}</b><br>acceptance %{x:.1%}, speed-up %{y:.2f}x"
+                customdata=[[t(p["cell"]), "synthetic acceptance" if p["synthetic"] else "",
+                             acceptance_label(p["acceptance"], p.get("configured"))] for p in pts],
+                hovertemplate="<b>%{customdata[0]}</b><br>acceptance %{customdata[2]}, speed-up %{y:.2f}x"
                               "<br>%{customdata[1]}<extra></extra>"), row=row, col=col)
             shown.add(method)
         # after the traces: plotly leaves shapes out of a subplot that has none yet
@@ -237,7 +239,7 @@ def _paired_table(a: an.SourceAnalysis) -> str:
                  f"<td>{esc(r.design)}</td>", f"<td>{r.n_blocks}</td>", f"<td>{r.n_pairs}</td>",
                  f"<td>{r.tps_mean:.1f}</td>", f"<td class='{cls}'>{esc(_pct(r.change) or 'n/a')}</td>",
                  f"<td>{esc(_ci(r.t_interval))}</td>", f"<td>{esc(_ci(r.bootstrap_interval))}</td>",
-                 f"<td>{'' if r.acceptance is None else f'{r.acceptance:.1%}'}</td>", f"<td>{esc(spread)}</td>",
+                 f"<td>{esc(acceptance_label(r.acceptance, r.configured_acceptance))}</td>", f"<td>{esc(spread)}</td>",
                  f"<td>{f'{r.n_throttled}/{r.n_kept}' if r.n_throttled else ''}</td>"]
         out.append("<tr>" + "".join(cells) + "</tr>")
     return "".join(out) + "</table>"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from specsweep import methods
 from specsweep.analysis import costmodel
 from specsweep.analysis.paired import PairedRow
+from specsweep.analysis.records import acceptance_label
 from specsweep.errors import SpecsweepError
 from specsweep.models import placement
 from specsweep.report.scopes import Scope, arm_label
@@ -110,7 +111,10 @@ def _interval(r: PairedRow) -> str:
 def _acceptance(r: PairedRow) -> str:
     if r.acceptance is None:
         return "nothing drafted"
-    return f"at {r.acceptance:.0%} acceptance" + (" (synthetic: a set rate)" if r.synthetic else "")
+    if not r.synthetic:
+        return f"at {r.acceptance:.0%} acceptance"
+    # the rate llama.cpp drew beside the one its settings asked for
+    return f"at acceptance {acceptance_label(r.acceptance, r.configured_acceptance, '.0%')} (synthetic)"
 
 
 def _share(x: float) -> str:
@@ -179,7 +183,7 @@ def block_html(answers: list[Answer], warnings: list[str]) -> str:
         rows.append(f"<tr><td class='l'>{breakable(a.scope.panel.title)}<br><span class='note'>"
                     f"{breakable(a.scope.source)}</span></td><td class='l verdict'>{verdict_html(a)}</td>"
                     f"<td>{plain_html(a)}</td><td class='l'>{avoid_html(a)}</td></tr>")
-    synthetic = any(a.best is not None and a.best.synthetic for a in answers)
+    synthetic = any(r is not None and r.synthetic for a in answers for r in (a.best, a.avoid))
     key = ("Changes are paired: each config against plain decoding measured in the same block, the mean over "
            "blocks; [lo, hi] is its 95% t-interval over those blocks, so what varies inside it is the block "
            "(the order of the configs and the minutes between them), not the model or the prompts. A break-even "
@@ -190,8 +194,8 @@ def block_html(answers: list[Answer], warnings: list[str]) -> str:
                 "same index: the same prompt, not the same minutes, so drift between configs stays in.")
     if synthetic:
         key += (" Synthetic: llama.cpp accepted the drafts at random at a set rate (random-weight stand-ins), "
-                "so the acceptance there is a setting, not the drafter's; the speed at that acceptance is "
-                "measured.")
+                "so the acceptance there is a setting, not the drafter's: \"drawn\" is the share its random draws "
+                "accepted, \"set\" the rate asked for; the speed at the drawn acceptance is measured.")
     warn = "".join(f"<li class='warn'>{w}</li>" for w in warnings)
     return ("<section id='specsweep-answer'>\n<h2>The answer</h2>\n<div style='overflow-x:auto'>"
             "<table class='data answer'><tr><th class='l'>target · KV, card</th><th class='l'>best config</th>"

@@ -50,7 +50,7 @@ def fig_tps(panel: shape.Panel, source: str) -> go.Figure:
                          arrayminus=[cfg.mean - cfg.lo for _, cfg in sel], thickness=1.3, width=4, color="#333"),
             customdata=[[t(cfg.key), cfg.lo, cfg.hi, cfg.n_trials,
                          "(baseline)" if cfg.method == "baseline" else (pct(cfg.change) or "n/a"),
-                         "-" if cfg.acceptance is None else f"{cfg.acceptance:.1%}", cfg.lossless] for _, cfg in sel],
+                         cfg.acceptance_text or "-", cfg.lossless] for _, cfg in sel],
             hovertemplate="<b>%{customdata[0]}</b><br>mean %{x:.1f} tok/s (min %{customdata[1]:.1f}, "
                           "max %{customdata[2]:.1f}, %{customdata[3]} trials)<br>vs baseline %{customdata[4]}"
                           "<br>acceptance %{customdata[5]}, lossless %{customdata[6]}<extra></extra>"))
@@ -94,7 +94,7 @@ def fig_prompts(points: list[shape.TrialPoint], panel: shape.Panel, source: str)
                         symbol=["diamond-open" if p.synthetic else "circle" if p.lossless else "x" for p in sel],
                         line=dict(color="white", width=0.5)),
             customdata=[[t(p.key), t(p.prompt), p.trial, p.tps, pct(p.change) or "-",
-                         "-" if p.acceptance is None else f"{p.acceptance:.1%}",
+                         p.acceptance_text or "-",
                          "synthetic acceptance" if p.synthetic else "yes" if p.lossless else "no"] for p in sel],
             hovertemplate="<b>%{customdata[0]}</b><br>prompt %{customdata[1]}, trial %{customdata[2]}"
                           "<br>%{customdata[3]:.1f} tok/s, %{customdata[4]} vs the baseline on this prompt"

@@ -17,6 +17,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from specsweep.analysis.paired import PairedRow
+from specsweep.analysis.records import acceptance_label
 from specsweep.report.scopes import Scope, arm_label
 from specsweep.report.style import DASHES, SYMBOLS, chart_layout, method_color, t, wrap
 
@@ -41,8 +42,9 @@ def _y_errors(rows: list[PairedRow]) -> dict:
 def _hover(scope: Scope, rows: list[PairedRow]) -> tuple[list, str]:
     data = [[t(scope.key(r)), f"{r.change * 100:+.1f}%",
              "" if r.t_interval is None else f" [{r.t_interval[0] * 100:+.1f}, {r.t_interval[1] * 100:+.1f}]",
-             r.n_blocks, "synthetic acceptance (a set rate)" if r.synthetic else "real text"] for r in rows]
-    return data, ("<b>%{customdata[0]}</b><br>acceptance %{x:.1f}%, %{customdata[4]}<br>speed-up %{y:.2f}x: "
+             r.n_blocks, acceptance_label(r.acceptance, r.configured_acceptance)
+             + (" (synthetic acceptance)" if r.synthetic else ", real text")] for r in rows]
+    return data, ("<b>%{customdata[0]}</b><br>acceptance %{customdata[4]}<br>speed-up %{y:.2f}x: "
                   "%{customdata[1]}%{customdata[2]} (95% t-interval over %{customdata[3]} blocks)<extra></extra>")
 
 

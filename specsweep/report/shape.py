@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from specsweep import methods
+from specsweep.analysis.records import acceptance_label
 from specsweep.records import outputs as stored
 from specsweep.records.sources import Source
 from specsweep.report.summary import cell_stats, lossless_text
@@ -57,6 +58,7 @@ class Config:
     drafted_per_token: float | None = None  # draft economy (summary.CellStats)
     ckpt_mb_per_token: float | None = None
     n_throttled: int = 0  # trials whose GPU telemetry saw a throttle reason
+    configured_acceptance: float | None = None  # synthetic acceptance: what the settings ask for
 
     @property
     def lossless(self) -> str:
@@ -81,6 +83,11 @@ class Config:
     @property
     def acceptance(self) -> float | None:
         return self.n_accepted / self.n_drafted if self.n_drafted else None
+
+    @property
+    def acceptance_text(self) -> str:
+        """"41.2%"; a synthetic config's "41.2% drawn, 32.8% set" (blank when nothing was drafted)."""
+        return acceptance_label(self.acceptance, self.configured_acceptance)
 
     @property
     def speedup(self) -> float | None:
@@ -141,7 +148,8 @@ def configs(sources: list[Source]) -> list[Config]:
                                first.get("settings") or {}, first.get("models") or {}, first.get("reference_key", ""),
                                s.tps, s.n_drafted, s.n_accepted, s.n_lossless, s.n_trials,
                                baselines.get(s.reference_key), s.vs_baseline, _ms_per_token(ts), order, s.n_synthetic,
-                               s.drafted_per_token, s.ckpt_mb_per_token if s.ckpt_bytes else None, s.n_throttled))
+                               s.drafted_per_token, s.ckpt_mb_per_token if s.ckpt_bytes else None, s.n_throttled,
+                               s.configured_acceptance))
         same: dict[tuple, list[Config]] = defaultdict(list)
         for c in rows:
             same[(c.panel, c.name)].append(c)
@@ -187,6 +195,11 @@ class TrialPoint:
     acceptance: float | None
     lossless: bool
     synthetic: bool = False  # synthetic acceptance: no lossless verdict
+    configured_acceptance: float | None = None  # its config's synthetic acceptance setting
+
+    @property
+    def acceptance_text(self) -> str:
+        return acceptance_label(self.acceptance, self.configured_acceptance)
 
 
 def prompt_points(sources: list[Source], rows: list[Config]) -> list[TrialPoint]:
@@ -206,7 +219,7 @@ def prompt_points(sources: list[Source], rows: list[Config]) -> list[TrialPoint]
             out.append(TrialPoint(source.label, c.panel, c.key, c.method, str(t.get("prompt", "?")),
                                   int(t.get("trial", 0)), t["decode_tps"],
                                   t["decode_tps"] / b - 1 if b else None, t.get("acceptance"), bool(t.get("lossless")),
-                                  bool(t.get("synthetic"))))
+                                  bool(t.get("synthetic")), c.configured_acceptance))
     return out
 
 
@@ -219,6 +232,11 @@ class PromptRow:
     tps: list[float]
     changes: list[float]
     acceptance: float | None
+    configured_acceptance: float | None = None  # its config's synthetic acceptance setting
+
+    @property
+    def acceptance_text(self) -> str:
+        return acceptance_label(self.acceptance, self.configured_acceptance)
 
 
 def prompt_rows(points: list[TrialPoint]) -> list[PromptRow]:
@@ -229,7 +247,8 @@ def prompt_rows(points: list[TrialPoint]) -> list[PromptRow]:
     for (source, panel, key, prompt), ps in grouped.items():
         acc = [p.acceptance for p in ps if p.acceptance is not None]
         out.append(PromptRow(source, panel, key, prompt, [p.tps for p in ps],
-                             [p.change for p in ps if p.change is not None], statistics.fmean(acc) if acc else None))
+                             [p.change for p in ps if p.change is not None], statistics.fmean(acc) if acc else None,
+                             ps[0].configured_acceptance))
     return out
 
 

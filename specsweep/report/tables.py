@@ -62,7 +62,7 @@ def config_table(panel: shape.Panel, sources: list[str]) -> str:
                 cell(str(cfg.n_trials)), cell(num(cfg.mean)), cell(num(cfg.lo)), cell(num(cfg.hi)),
                 cell("" if cfg.method == "baseline" else (pct(cfg.change) or "n/a"), change_cls(cfg.change)
                       if cfg.method != "baseline" else ""),
-                cell("" if cfg.acceptance is None else f"{cfg.acceptance:.1%}"),
+                cell(esc(cfg.acceptance_text)),
                 cell("" if cfg.method == "baseline" or cfg.drafted_per_token is None else f"{cfg.drafted_per_token:.2f}"),
                 cell("" if cfg.ckpt_mb_per_token is None else f"{cfg.ckpt_mb_per_token:.2f}"),
                 cell(esc(cfg.lossless), "" if cfg.all_lossless else "down"),
@@ -87,7 +87,7 @@ def prompt_table(rows: list[shape.PromptRow], panel: shape.Panel, sources: list[
             cell(esc(r.key), "l"), cell(esc(r.prompt), "l"), cell(str(len(r.tps))),
             cell(num(statistics.fmean(r.tps))), cell(num(min(r.tps))), cell(num(max(r.tps))),
             cell(pct(change), change_cls(change)),
-            cell("" if r.acceptance is None else f"{r.acceptance:.1%}")]
+            cell(esc(r.acceptance_text))]
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     return "".join(out)
