@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -108,9 +109,10 @@ class Runner:
             self.models[path] = runtime.Model(path, self.gpus)
         return self.models[path]
 
+    @contextlib.contextmanager
     def contexts(self, m, settings: dict):
         """The target's context (snapshots for drafters that read its hidden states, as llama.cpp
-        gives them) and the method's second context."""
+        gives them) and the method's second context, closed at the end of the row."""
         n_rs = m.n_max(settings) if m.context in ("drafter", "mtp") and self.target.has_recurrent_state else 0
         tctx = runtime.Context(self.target, dataclasses.replace(self.opts, n_rs_seq=n_rs))
         dctx = None
@@ -120,7 +122,12 @@ class Runner:
             dctx = runtime.Context(self.model(self.path_of(m.name)), self.opts, other=tctx)
         elif m.context == "mtp":
             dctx = runtime.Context(self.target, dataclasses.replace(self.opts, ctx_type="mtp"), other=tctx)
-        return tctx, dctx
+        try:
+            yield tctx, dctx
+        finally:
+            for c in (dctx, tctx):
+                if c is not None:
+                    c.close()
 
     def path_of(self, method: str) -> Path | None:
         return getattr(self.args, MODEL_OF[method]) if method in MODEL_OF else None
@@ -138,17 +145,16 @@ class Runner:
     def simple(self, name: str, settings: dict, tool: Path) -> Row:
         m, a = methods.get(name), self.args
         row = Row(name, "simple", "llama-speculative-simple")
-        tctx, dctx = self.contexts(m, settings)
         cmd = [str(tool), "-m", str(a.target), "-p", PROMPT, "-n", str(a.n), "--temp", "0", *self.native_common(),
                *self.draft_flags(name), *methods.native_flags(settings)]
 
-        def ours():
-            tctx.clear()
-            if dctx:
-                dctx.clear()
-            return run_trial(tctx, self.tokens, a.n, m.make(settings, methods.DrafterContexts(dctx, tctx)))
+        with self.contexts(m, settings) as (tctx, dctx):
+            def ours():
+                tctx.clear()
+                if dctx:
+                    dctx.clear()
+                return run_trial(tctx, self.tokens, a.n, m.make(settings, methods.DrafterContexts(dctx, tctx)))
 
-        try:
             ours()  # warm-up
             for _ in range(a.rounds):
                 run = run_speculative_simple(cmd)
@@ -158,10 +164,6 @@ class Runner:
                 row.counts = (len(r.tokens), r.n_drafted_llama, r.n_accepted_llama)
                 row.same &= (run.stats["n_predict"], run.stats["n_drafted"], run.stats["n_accept"]) == row.counts
                 self.report(row)
-        finally:
-            for c in (dctx, tctx):
-                if c is not None:
-                    c.close()
         return row
 
     # --- the server loop against llama-server ---
@@ -169,22 +171,21 @@ class Runner:
         m, a = methods.get(name), self.args
         settings = {**settings, "synth_len": min(a.synth_len, m.n_max(settings) + 1.0)}
         row = Row(name, "server", "llama-server")
-        tctx, dctx = self.contexts(m, settings)
         args = ["-m", str(a.target), *self.native_common(), "-tb", str(a.threads), "-np", "1", "--fit", "off",
                 "--cache-ram", "0", "--no-webui", *(["-bs"] if a.backend_sampling else []), *self.draft_flags(name),
                 *methods.native_flags(settings)]
         log = Path(tempfile.mkdtemp(prefix="native-ratios-")) / f"{name}.log"
 
-        def ours():
-            tctx.clear()
-            if dctx:
-                dctx.clear()
-            drafter = m.make(settings, methods.DrafterContexts(dctx, tctx))
-            rates = synthetic.resolve_rates(settings["synth_len"], None, drafter.n_max)
-            return run_trial_server(tctx, self.tokens, a.n, drafter, Synth(synthetic.conditional(rates), SEED))
+        with self.contexts(m, settings) as (tctx, dctx):
+            def ours():
+                tctx.clear()
+                if dctx:
+                    dctx.clear()
+                drafter = m.make(settings, methods.DrafterContexts(dctx, tctx))
+                rates = synthetic.resolve_rates(settings["synth_len"], None, drafter.n_max)
+                return run_trial_server(tctx, self.tokens, a.n, drafter, Synth(synthetic.conditional(rates), SEED))
 
-        fresh = name in FRESH_SERVER
-        try:
+            fresh = name in FRESH_SERVER
             with LlamaServer(tool, args, log, env=native_env(tool)) as server:
                 ours()
                 server.complete(self.tokens, a.n, SEED)  # warm-ups
@@ -201,10 +202,6 @@ class Runner:
                     row.same &= (answer["tokens"] == r.tokens
                                  and (t.get("draft_n", 0), t.get("draft_n_accepted", 0)) == row.counts[1:])
                     self.report(row)
-        finally:
-            for c in (dctx, tctx):
-                if c is not None:
-                    c.close()
         return row
 
     @staticmethod
