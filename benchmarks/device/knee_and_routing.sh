@@ -8,11 +8,11 @@
 #                               traced: the knee test (does T(K) bend where the traced union passes
 #                               95%?) and its trained-like counterparts
 #   probe-rs0, -rs0.5, -rs1     the same with the probe's text (repeating tokens, as real drafts do)
-#   knee-rs0, knee-rs0.5        matrices/knee-synthetic.toml (opt-in: name them). On an H100 on
-#                               2026-12-07 its ngram-cache rows drafted 0.2-3 tokens per generated
-#                               token, not n_max: synthetic acceptance keeps drafted tokens the target
-#                               would not have chosen, so the text leaves the prior runs' text and the
-#                               cache stops finding it. Kept for the record, not for the knee.
+#   knee-rs0, knee-rs0.5        matrices/knee-synthetic.toml (opt-in: name them): MTP drafts of 32-128
+#                               tokens at synthetic p = 0.85, 1000-token trials, every verify traced;
+#                               time per generated token and per pass against the traced union.
+#                               (Its first design, ngram-cache drafts, failed on an H100 on 2026-12-07:
+#                               see the matrix's header.)
 #   benchmarks/device/knee_and_routing.sh DEADLINE_SECONDS [STAGE ...]
 # Back in $OUT: host.txt, run.log, knee.tar.gz (results/knee-synthetic, the probes' records in probe/).
 set -uo pipefail
@@ -25,10 +25,12 @@ S=$ram/synth
 mkdir -p $S
 [ -d results/knee-synthetic ] && [ ! -d $R/knee-synthetic ] && cp -r results/knee-synthetic $R/
 pack() { [ -d $R/knee-synthetic ] && tar czf $OUT/knee.tar.gz -C $R knee-synthetic; }
-stand_in() {  # the stand-in at router skew $1, where the matrix's cache keeps it
-    local f=$S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05$([ "$1" = 0 ] || echo "-rs$1").gguf
-    [ -f "$f" ] || python3 -m specsweep synth qwen3.6-35b-a3b --branch-scale 0.05 --router-skew "$1" -o "$f" 2>&1 \
-        | tail -1 | quiet >&2  # not into the path echoed below
+file_of() { echo $S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05$([ "$1" = 0 ] || echo "-rs$1")-mtp.gguf; }
+stand_in() {  # the stand-in at router skew $1, with its MTP layer (the matrix's drafter; the target's
+              # graph leaves that layer out), where the matrix's cache keeps it: one file for both
+    local f; f=$(file_of "$1")
+    [ -f "$f" ] || python3 -m specsweep synth qwen3.6-35b-a3b --branch-scale 0.05 --router-skew "$1" --mtp -o "$f" \
+        2>&1 | tail -1 | quiet >&2  # not into the path echoed below
     echo "$f"
 }
 ks=1,2,3,4,6,8,9,10,12,16,24,32,48,64,80,96,112,128,160,192,256
@@ -40,11 +42,13 @@ for rs in 0 0.5 1; do
         wants $name && [ ! -f $done/$name ] && [ "$(left)" -ge 150 ] || continue
         stage $name 60 $probe --batch-tokens $([ $kind = d ] && echo distinct || echo text) "$(stand_in $rs)"
     done
-    [ $rs = 0 ] && stage knee-rs0 200 $knee a3b
-    [ $rs = 0.5 ] && stage knee-rs0.5 200 $knee a3b_rs
+    [ $rs = 0 ] && wants knee-rs0 && [ ! -f $done/knee-rs0 ] && stand_in 0 >/dev/null && stage knee-rs0 240 $knee a3b
+    [ $rs = 0.5 ] && wants knee-rs0.5 && [ ! -f $done/knee-rs0.5 ] && stand_in 0.5 >/dev/null \
+        && stage knee-rs0.5 240 $knee a3b_rs
     # room on the RAM disk for the next stand-in once this one's stages are done
     all=1; for n in probe-d-rs$rs probe-rs$rs; do wants $n && [ ! -f $done/$n ] && all=0; done
-    [ $all = 1 ] && rm -f $S/qwen3.6-35b-a3b-full-Q4_0-s0-b0.05$([ "$rs" = 0 ] || echo "-rs$rs").gguf
+    for n in knee-rs$rs; do wants $n && [ ! -f $done/$n ] && all=0; done
+    [ $all = 1 ] && rm -f "$(file_of $rs)"
 done
 pack
 finish
