@@ -184,6 +184,10 @@ def test_load_accepts_folders_a_folder_of_folders_and_files(tmp_path):
     # a trials file picks up the manifests beside it
     (single,) = load([root / "one" / "trials.jsonl"])
     assert single.manifests and single.card == "NVIDIA GeForce RTX 3090"
+    # ... and, named as a file, skips a torn last line (bad bytes included) as a folder's reading does
+    torn = root / "one" / "trials.jsonl"
+    torn.write_bytes(torn.read_bytes() + b'{"kind": "trial", "cell_id": "\xff')
+    assert len(load([torn])[0].trials) == len(single.trials) == len(load([root / "one"])[0].trials)
     # the same card twice: labels keep them apart
     a, b = load([root / "one", root / "one"])
     assert a.label != b.label

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from specsweep.errors import SpecsweepError
 from specsweep.records.attempts import kept
-from specsweep.records.store import read_jsonl
+from specsweep.records.store import parse_jsonl, read_jsonl
 
 
 @dataclass
@@ -132,26 +132,25 @@ def _records_file(path: Path) -> list[Source]:
     from specsweep.contrib import problem  # the schema only: contrib/__init__.py imports no other layer
 
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecsweepError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+        data = path.read_bytes()  # read once: JSON Lines are parsed from these bytes, torn lines skipped
+    except OSError as e:
+        raise SpecsweepError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        doc = json.loads(text)
-    except ValueError as e:
+        doc = json.loads(data)
+    except ValueError as e:  # UnicodeDecodeError included
         doc, error = None, e
     if isinstance(doc, dict) and doc.get("kind") not in RECORD_KINDS:
         reason = problem(doc)
         if reason:
             raise SpecsweepError(f"{path} is not a valid contribution: {reason}")
         return [from_contribution(doc, path.name)]
-    got = _jsonl_file(path)
+    got = _jsonl_file(path, parse_jsonl(data))
     if not got and doc is None and path.suffix == ".json":
         raise SpecsweepError(f"{path} is not JSON: {error}")
     return got
 
 
-def _jsonl_file(path: Path) -> list[Source]:
-    records = read_jsonl(path)
+def _jsonl_file(path: Path, records: list[dict]) -> list[Source]:
     heads = [r for r in records if r.get("kind") == "contribution"]
     if heads:  # a merged community file: one source per contribution
         sources = []

@@ -91,11 +91,16 @@ def write_atomically(path: Path, text: str) -> None:
 
 def read_jsonl(path: Path) -> list[dict]:
     """Every complete, well-formed line; a torn or garbled line is skipped."""
-    records = []
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return records
+        return []
+    return parse_jsonl(data)
+
+
+def parse_jsonl(data: bytes) -> list[dict]:
+    """The records of a JSON Lines file's bytes: every complete, well-formed line."""
+    records = []
     for line in data.split(b"\n"):
         if not line.strip():
             continue
