@@ -9,6 +9,7 @@ from pathlib import Path
 
 from specsweep.analysis.paired import Versus
 from specsweep.tune import render
+from specsweep.tune.command import clock
 from specsweep.tune.race import PLAIN, Standing
 
 
@@ -55,12 +56,6 @@ def _ci(ci) -> str:
     return "" if ci is None else f"[{ci[0]:+.1%}, {ci[1]:+.1%}]"
 
 
-def _clock(seconds: float) -> str:
-    from specsweep.tune.command import clock
-
-    return clock(seconds)
-
-
 def table(r: Report) -> list[str]:
     from specsweep.analysis.command import table as fmt
 
@@ -97,7 +92,7 @@ def text(r: Report) -> str:
              f"searched {_n(r.n_candidates, 'config')} in {len(r.families)} famil{'y' if len(r.families) == 1 else 'ies'} "
              f"(one pilot each), ranked them by predict; " + (f"raced {len(r.standings)} against plain decoding over "
                                                                f"{_n(r.blocks, 'block')}; "
-                             if r.standings else "no race; ") + f"{_clock(r.elapsed)} of {_clock(r.budget)}"
+                             if r.standings else "no race; ") + f"{clock(r.elapsed)} of {clock(r.budget)}"
              + (f" (stopped: {r.stopped})" if r.stopped else "")]
     lines += [f"note: {n}" for n in r.notes]
     if r.synthetic:
@@ -143,7 +138,7 @@ def text(r: Report) -> str:
     if r.finalists:
         lines.append(f"re-measure the finalists afresh: specsweep run {r.finalists}")
     if r.grid:
-        lines.append(f"every candidate: {r.grid}" + (f" (about {_clock(r.grid_estimate)} at the race's pace)"
+        lines.append(f"every candidate: {r.grid}" + (f" (about {clock(r.grid_estimate)} at the race's pace)"
                                                       if r.grid_estimate else ""))
     lines.append(f"records: specsweep plot {r.out}")
     return "\n".join(lines)

@@ -56,12 +56,20 @@ def fit(files: Files, families: list[Family], vram: str, gpus: tuple[int, ...], 
         raise SpecsweepError("--vram sizes a GPU; this tune runs on the CPU (--gpus \"\"), where it means nothing")
     if len(gpus) > 1:
         raise SpecsweepError("--vram places the target on one GPU (--gpus 0)")
-    base = _needs(files, None, budget, gpus, kv, n_ctx, parallel)
+    searched: dict[tuple, int | None] = {}  # what a family needs depends only on its second model and MTP
+
+    def needs(f: Family | None) -> int | None:
+        key = (_second_model(files, f) if f else None, f is not None and f.method == "mtp")
+        if key not in searched:
+            searched[key] = _needs(files, f, budget, gpus, kv, n_ctx, parallel)
+        return searched[key]
+
+    base = needs(None)
     if base is None:
         raise SpecsweepError(f"{files.target.name} does not fit {vram} with any --n-cpu-moe (a dense target, or too "
                              f"big with every expert in host memory): give a smaller quant or a shorter --ctx")
     out = Placement(None)
-    need = {f.name: _needs(files, f, budget, gpus, kv, n_ctx, parallel) for f in families}
+    need = {f.name: needs(f) for f in families}
     out.dropped = [name for name, n in need.items() if n is None]
     n = max([base] + [v for v in need.values() if v is not None])
     if n:
@@ -69,5 +77,5 @@ def fit(files: Files, families: list[Family], vram: str, gpus: tuple[int, ...], 
         out.notes.append(f"{files.target.name} does not fit {vram} whole: every config keeps the experts of its first "
                          f"{n} layers in host memory (--n-cpu-moe {n}, the most any config needs; estimate from the "
                          f"GGUF header, {gib(budget)} card, compute buffers not counted)")
-    out.notes += [f"{name}: fits {vram} with no placement, left out" for name in out.dropped]
+    out.notes += [f"{name}: does not fit {vram} under any placement, left out" for name in out.dropped]
     return out

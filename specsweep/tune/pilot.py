@@ -26,10 +26,6 @@ def probe_ks(k_max: int) -> list[int]:
     return sorted({k for k in LADDER if k <= k_max} | {1, k_max})
 
 
-def has_probe(out: Path) -> bool:
-    return (out / "probe" / "probe.jsonl").is_file() and (out / "probe" / "probe.jsonl").stat().st_size > 0
-
-
 def probe(out: Path, target: Path, gpus: tuple[int, ...], kv: str, threads: int, k_max: int,
           n_cpu_moe: int | None) -> dict:
     """Time the target's passes of 1..k_max tokens and append the record (as `specsweep probe`
@@ -60,12 +56,17 @@ def probe(out: Path, target: Path, gpus: tuple[int, ...], kv: str, threads: int,
     return record
 
 
-def read_t1_ms(out: Path) -> float | None:
+def last_probe(out: Path) -> dict | None:
+    """The tune's own probe record, the newest if it probed again."""
     from specsweep.records.store import read_jsonl
 
-    path = out / "probe" / "probe.jsonl"
-    probes = [r for r in read_jsonl(path) if r.get("kind") == "probe"] if path.is_file() else []
-    return float(probes[-1]["t1_ms"]) if probes else None
+    probes = [r for r in read_jsonl(out / "probe" / "probe.jsonl") if r.get("kind") == "probe"]
+    return probes[-1] if probes else None
+
+
+def read_t1_ms(out: Path) -> float | None:
+    p = last_probe(out)
+    return float(p["t1_ms"]) if p else None
 
 
 def pilot_seconds(t1_ms: float, n_cells: int, n_prompts: int, n_predict: int, warmup: int,

@@ -18,6 +18,7 @@ from specsweep.tune import candidates as cand
 from specsweep.tune import matrices, pilot, race, rank
 from specsweep.run.blocks import complete_blocks
 from specsweep.tune.command import Deadline, Progress, clock
+from specsweep.tune.answer import _n
 from specsweep.tune.state import open_state
 
 SAFETY = 1.15  # a round is started only when this times its estimated duration fits the time left
@@ -315,16 +316,10 @@ class Tune:
 
     def _card(self) -> str:
         from specsweep.records.sources import probe_card
-        from specsweep.records.store import read_jsonl
 
-        path = self.out / "probe" / "probe.jsonl"
-        probes = read_jsonl(path) if path.is_file() else []
-        return (probe_card(probes[-1]) or "") if probes else ""
+        p = pilot.last_probe(self.out)
+        return (probe_card(p) or "") if p else ""
 
 
 def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
-
-
-def _n(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
