@@ -259,7 +259,7 @@ def versus(trials: list[dict], a: str, b: str, level: float = LEVEL) -> Versus:
     for r in kept(trials):
         cid = str(r.get("cell_id"))
         if cid in (a, b) and rec.usable(r):
-            tps[(cid, (run_of(r), rec.design_of(r), block_of(r), r.get("prompt_id")))].append(
+            tps[(cid, _slot(r)[1:])].append(  # the pairing rule of a config with its baseline
                 math.log(float(r["decode_tps"])))
     by_block: dict[tuple, list[float]] = defaultdict(list)
     for (cid, slot), logs in tps.items():

@@ -24,7 +24,7 @@ from specsweep.analysis.records import acceptance_label
 from specsweep.records.sources import Source
 from specsweep.report import union_section
 from specsweep.report.style import (BAD, CURVE_COLORS, GOOD, SUBPLOT_TITLE, SYMBOLS, base_layout, esc, method_color,
-                                    short_patterns, subplots, t, wrap)
+                                    share, short_patterns, subplots, t, wrap)
 
 PANEL_PX = 400
 FOLD = 8  # verdicts listed open up to this many
@@ -148,11 +148,6 @@ def fig_residuals(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
     return fig
 
 
-def _share(x: float) -> str:
-    """An interval's end as a share of drafts: beyond 0-100% only as a direction."""
-    return ">100%" if x > 1 else "<0%" if x < 0 else f"{x:.0%}"
-
-
 BREAK_EVEN_PX = 330  # one panel of the break-even grid
 BREAK_EVEN_CHARS = 50  # a title's line in one of two columns of an 800 px page (12 px font)
 
@@ -204,7 +199,7 @@ def fig_break_even(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
             # the label on the wider side of the line, inside its own panel
             fig.add_vline(x=b.acceptance, line=dict(color=GOOD, width=1.5), row=row, col=col,
                           annotation_text=f"break-even {b.acceptance:.0%}" +
-                                          (f" [{_share(b.interval[0])}, {_share(b.interval[1])}]" if b.interval
+                                          (f" [{share(b.interval[0])}, {share(b.interval[1])}]" if b.interval
                                            else ""),
                           annotation_position="top right" if b.acceptance < 0.5 else "top left",
                           annotation_font=dict(size=11, color=GOOD))

@@ -21,7 +21,7 @@ from specsweep.analysis.records import acceptance_label
 from specsweep.errors import SpecsweepError
 from specsweep.models import placement
 from specsweep.report.scopes import Scope, arm_label
-from specsweep.report.style import breakable, esc
+from specsweep.report.style import breakable, esc, share
 
 PLACEMENT_INLINE = 60  # longer placement flags (-ot patterns) fold away
 PERFECT = 0.995  # acceptance at which a synthetic config is a bound (every draft accepted)
@@ -88,7 +88,7 @@ def server_flags(settings: dict, models: dict, block: dict | None = None) -> tup
 
 def answer(scope: Scope) -> Answer:
     best = pick(scope.rows)
-    plain = sorted(scope.panel.baselines(scope.source))
+    plain = scope.panel.baselines(scope.source)  # sorted
     flags = placed = ""
     if best is not None:
         cfg = scope.configs[best.cell_id]
@@ -117,17 +117,12 @@ def _acceptance(r: PairedRow) -> str:
     return f"at acceptance {acceptance_label(r.acceptance, r.configured_acceptance, '.0%')} (synthetic)"
 
 
-def _share(x: float) -> str:
-    """A break-even acceptance or its interval's end: beyond 0-100% only as a direction."""
-    return ">100%" if x > 1 else "<0%" if x < 0 else f"{x:.0%}"
-
-
 def _break_even(be: costmodel.BreakEven | None, swept: bool) -> str:
     if be is None or be.acceptance is None:
         return "break-even not estimable" + (f" ({be.note.removeprefix('not estimable: ')})" if be else "")
     if not 0 <= be.acceptance <= 1:
         return "no break-even within 0-100%"
-    ci = f" [{_share(be.interval[0])}, {_share(be.interval[1])}]" if be.interval else ""
+    ci = f" [{share(be.interval[0])}, {share(be.interval[1])}]" if be.interval else ""
     where = "its acceptance sweep" if swept else "a line across this target's configs"
     extra = ", extrapolated" if "extrapolated" in be.note else ""
     return f"break-even {be.acceptance:.0%} accepted{ci} (from {where}{extra})"

@@ -62,9 +62,9 @@ def fig_tps(panel: shape.Panel, source: str) -> go.Figure:
             text=[f"  {cfg.change:+.1%}" for _, cfg in spec], textposition="middle right",
             textfont=dict(size=13, color=[GOOD if cfg.change > 0 else BAD for _, cfg in spec]),
             showlegend=False, hoverinfo="skip", cliponaxis=False))
-    for b in panel.baselines(source):
-        fig.add_vline(x=b, line=dict(color="#444", dash="dash", width=1.5))
     base = panel.baselines(source)
+    for b in base:
+        fig.add_vline(x=b, line=dict(color="#444", dash="dash", width=1.5))
     extra = (" · baseline " + " / ".join(f"{b:.1f}" for b in base) + " tok/s (dashed)") if base else ""
     chart_layout(fig, _height(len(mine)), title(panel, source, extra), barmode="overlay", bargap=0.25)
     _rows_axis(fig, [k for k, _ in mine])

@@ -40,7 +40,6 @@ from specsweep.report.bundle import plotly_bundle
 from specsweep.report.style import SYNTHETIC_BADGE, esc  # noqa: F401  (tests and callers read them here)
 from specsweep.report.summary import uneven_stops
 
-Figure = tuple[str, str, str, go.Figure]  # (div id, heading, note, figure), as the sections give theirs
 
 
 def _server_note(sources: list[Source]) -> str:
@@ -123,7 +122,6 @@ def render(sources: list[Source], title: str | None = None) -> str:
             "byte prediction (dashed) for MoE models; a curve far below the dotted line means batched verification "
             "is cheap. Right: the per-token acceptance a draft of K-1 tokens needs to break even, with the draft "
             "cost each probe recorded.", [charts.fig_probe(probe_curves)]))
-    figures: list[Figure] = list(analysis.figures) + list(predicted_figs)
     if analysis.html or analysis.figures:
         body.append("<h2>The analysis: paired changes, the cost model and break-even</h2>\n"
                     "<p class='note'>What <code>specsweep analyze</code> reports on these records: each speculative "

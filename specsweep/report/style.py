@@ -63,6 +63,11 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "" if x is None else f"{x:+.{digits}%}"
 
 
+def share(x: float) -> str:
+    """A share of drafts (a break-even acceptance, an interval's end): beyond 0-100% only as a direction."""
+    return ">100%" if x > 1 else "<0%" if x < 0 else f"{x:.0%}"
+
+
 def num(x: float | None, digits: int = 1) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
