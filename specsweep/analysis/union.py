@@ -193,11 +193,12 @@ def probe_knee(probe: dict) -> ProbeKnee | None:
     ms = np.array([t for r in line for t in r["times_ms"]], dtype=float)
     test.hinge = h = coverage.hinge_at(k, ms, k95 - 0.5)
 
-    def mb_per_token(ks: list[int]) -> float:
-        by_k = {r["k"]: r["traced"]["bytes"] for r in line}
-        return (by_k[ks[-1]] - by_k[ks[0]]) / (ks[-1] - ks[0]) / 1e6
+    traced_bytes = {r["k"]: r["traced"]["bytes"] for r in line}
 
-    test.bytes_per_token = (mb_per_token(before + after[:1]), mb_per_token(after))
+    def mb_per_token(k0: int, k1: int) -> float:
+        return (traced_bytes[k1] - traced_bytes[k0]) / (k1 - k0) / 1e6
+
+    test.bytes_per_token = (mb_per_token(before[0], after[0]), mb_per_token(after[0], after[-1]))
     way = "flatter" if h.change < 0 else "steeper"
     test.verdict = (f"{what}: the traced union reaches {FRACTION:.0%} at K = {k95}; from K = {K_LINE} a pass costs "
                     f"{h.slope_before:.3f} -> {h.slope_after:.3f} ms per added token there ({way}: change "
