@@ -155,10 +155,11 @@ def main() -> None:
     ap.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "specsweep-loop-host-cost")
     args = ap.parse_args()
     args.model_dir.mkdir(parents=True, exist_ok=True)
-    bench = Bench(models(args.model_dir), args.threads, args.n_ctx)
+    paths = models(args.model_dir)  # written here, so that the run under valgrind only reads them
     names = args.only or list(CONFIGS)
     if args.callgrind:
         return callgrind(args, names)
+    bench = Bench(paths, args.threads, args.n_ctx)
     if args.marks:  # under valgrind: a dump at every mark; one line of counts per trial
         for name in names:
             bench.run(name, args.n)  # warm-up

@@ -27,9 +27,8 @@ _SIGNATURES = {
     "set_nextn_layer_offset": ("_Z28llama_set_nextn_layer_offsetP13llama_contexti", [_ctx, ctypes.c_int32], None),
     # float * (llama_context *)
     "get_embeddings_nextn": ("_Z26llama_get_embeddings_nextnP13llama_context", [_ctx], _f32p),
-    # float * (llama_context *, int32_t i)
-    "get_embeddings_nextn_ith": ("_Z30llama_get_embeddings_nextn_ithP13llama_contexti", [_ctx, ctypes.c_int32], _f32p),
-    # the same two, returning the address as an int (the timed loops' way: engine/hot.py)
+    # the same, returning the address as an int (the timed loops' way: engine/hot.py), and the
+    # address of row i: float * (llama_context *, int32_t i)
     "get_embeddings_nextn_addr": ("_Z26llama_get_embeddings_nextnP13llama_context", [_ctx], ctypes.c_void_p),
     "get_embeddings_nextn_ith_addr": ("_Z30llama_get_embeddings_nextn_ithP13llama_contexti",
                                       [_ctx, ctypes.c_int32], ctypes.c_void_p),
