@@ -44,6 +44,7 @@ import click
 import huggingface_hub
 from filelock import FileLock, Timeout
 from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
 
 from specsweep.errors import SpecsweepError
@@ -63,6 +64,11 @@ def offline() -> bool:
 
 def cache_root() -> Path:
     return Path(constants.HF_HUB_CACHE)
+
+
+def repo_cache(repo: str) -> Path:
+    """A model repo's folder in the cache (`models--owner--name`), named as huggingface_hub names it."""
+    return cache_root() / repo_folder_name(repo_id=repo, repo_type="model")
 
 
 def gib(n: int | None) -> str:
@@ -127,14 +133,14 @@ def remove_orphans(repo: str) -> int:
     `.locks/<repo folder>/<etag>.lock` (flock, released by the kernel when its process dies), so a
     partial file whose lock is free belongs to no running download.
     """
-    folder = f"models--{repo.replace('/', '--')}"
+    folder = repo_cache(repo)
     freed = 0
-    for tmp in sorted((cache_root() / folder / "blobs").glob("*.incomplete")):
+    for tmp in sorted((folder / "blobs").glob("*.incomplete")):
         m = _ORPHAN.match(tmp.name)
         if not m:
             continue
         try:
-            with FileLock(str(cache_root() / ".locks" / folder / f"{m[1]}.lock"), timeout=0):
+            with FileLock(str(cache_root() / ".locks" / folder.name / f"{m[1]}.lock"), timeout=0):
                 size = tmp.stat().st_size
                 tmp.unlink()
                 freed += size
@@ -234,7 +240,7 @@ def fetch_files(entry: LockEntry, files: tuple[LockedFile, ...] | None = None, r
         if freed and progress:
             echo(f"{entry.name}: removed {gib(freed)} of partial downloads that interrupted fetches left in "
                  f"{repo}'s cache (a download starts over)")
-        blob = cache_root() / f"models--{repo.replace('/', '--')}" / "blobs" / (r.sha256 or f.sha256 or "-")
+        blob = repo_cache(repo) / "blobs" / (r.sha256 or f.sha256 or "-")
         if force or not blob.is_file():  # a blob another revision already holds is only linked
             ensure_disk_space(entry.name, f.file, r.size or f.size)
         if progress:

@@ -27,9 +27,8 @@ def converted_path(entry: LockEntry) -> Path:
 def convert_command(entry: LockEntry) -> str:
     """The llama.cpp conversion the lock records for a DFlash drafter, with this machine's paths."""
     c = entry.convert
-    src = hub.cache_root() / f"models--{entry.repo.replace('/', '--')}" / "snapshots" / entry.revision
-    tgt = hub.cache_root() / f"models--{c['target_repo'].replace('/', '--')}" / "snapshots" / \
-        c.get("target_revision", "main")
+    src = hub.repo_cache(entry.repo) / "snapshots" / entry.revision
+    tgt = hub.repo_cache(c["target_repo"]) / "snapshots" / c.get("target_revision", "main")
     argv = ["python", c["tool"], str(src), "--target-model-dir", str(tgt), *c.get("args", []),
             "--outfile", str(converted_path(entry))]
     return " ".join(shlex.quote(a) for a in argv)
@@ -109,8 +108,7 @@ def resolve_locked(name: str, fetch: bool = True, lock_path: Path | None = None)
             hub.verify(entry, f, path, full=False)
         return cached[0]
     if not fetch:
-        return cached[0] or (hub.cache_root() / f"models--{entry.repo.replace('/', '--')}" / "snapshots"
-                             / entry.revision / entry.file)
+        return cached[0] or hub.repo_cache(entry.repo) / "snapshots" / entry.revision / entry.file
     if hub.offline():
         raise hub.HubUnreachable(f"model {name} is not in the Hugging Face cache ({hub.cache_root()}) and "
                                  f"HF_HUB_OFFLINE is set; run: specsweep fetch {name}")
