@@ -25,7 +25,6 @@ from specsweep.report.style import breakable, esc, share
 
 PLACEMENT_INLINE = 60  # longer placement flags (-ot patterns) fold away
 PERFECT = 0.995  # acceptance at which a synthetic config is a bound (every draft accepted)
-SYNTH_KEYS = ("synth_len", "synth_rates", "synth_seed")  # measuring devices, not a user's flags
 
 
 @dataclass
@@ -64,7 +63,7 @@ def server_flags(settings: dict, models: dict, block: dict | None = None) -> tup
     """The llama-server flags a user adds to their own command line for this config: the method's
     and its draft model's, then the placement's (-ngl, -ot, --n-cpu-moe, or what a vram_budget's fit
     chose); synthetic acceptance, a measuring device, left out."""
-    s = {k: v for k, v in settings.items() if k not in SYNTH_KEYS}
+    s = {k: v for k, v in settings.items() if k not in methods.SYNTH}
     spec = []
     for role in ("draft", "drafter"):
         m = models.get(role) or {}

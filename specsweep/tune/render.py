@@ -27,8 +27,6 @@ from specsweep import methods
 from specsweep.backends.server_flags import devices
 from specsweep.models.placement import placement_flags
 
-SYNTH_KEYS = ("synth_len", "synth_rates", "synth_seed")
-
 
 def _common(settings: dict, models: dict[str, Path], n_ctx: int) -> list[str]:
     s = settings
@@ -43,7 +41,7 @@ def _common(settings: dict, models: dict[str, Path], n_ctx: int) -> list[str]:
     role = "draft" if s.get("draft") else "drafter" if s.get("drafter") else None
     if role:
         args += ["-md", str(models[s[role]]), "-devd", devices(gpus), "-ngld", "99" if gpus else "0"]
-    spec = {k: v for k, v in s.items() if k not in SYNTH_KEYS}
+    spec = {k: v for k, v in s.items() if k not in methods.SYNTH}  # a measuring device, not a user's flag
     return args + methods.native_flags(methods.with_defaults(spec))
 
 
