@@ -24,6 +24,7 @@ from pathlib import Path
 
 from specsweep.analysis.records import CALIBRATION_PREFIX
 from specsweep.errors import SpecsweepError
+from specsweep.matrix.written import settings_lines, write_if_changed
 
 LENGTHS = (2, 4)  # draft_max of the calibration's cells
 LEVELS = (0.3, 0.8)  # accepted share of a full draft: synth_len = 1 + level x n
@@ -67,10 +68,6 @@ def matrix_name(target: Path, card: str, engine: str) -> str:
     return f"{CALIBRATION_PREFIX}{slug(target.stem)}-{slug(card)}-{engine[:8]}"
 
 
-def _value(v) -> str:
-    return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
-
-
 def matrix_text(name: str, target: Model, *, mtp: bool, draft: Model | None = None,
                 drafters: tuple[tuple[Model, str], ...] = (), gpus: tuple[int, ...] = (0,), kv: str = "q8_0",
                 n_batch: int = 512, threads: int = 0, placement: dict | None = None, blocks: int = BLOCKS,
@@ -91,7 +88,7 @@ def matrix_text(name: str, target: Model, *, mtp: bool, draft: Model | None = No
     if draft:
         lines.append(f"draft = {draft.entry()}")
     lines += [f"drafter{i} = {m.entry()}" for i, (m, _) in enumerate(drafters, 1)]
-    lines += ["", "[defaults]"] + [f"{k} = {_value(v)}" for k, v in defaults.items()]
+    lines += ["", "[defaults]", *settings_lines(defaults)]
     lines += ["", "[[cell]]", 'method = "baseline"']
     for i, (arm, role) in enumerate(arms):
         label = arm + (f" ({role.split('=')[1].strip().strip(chr(34))})" if [a for a, _ in arms].count(arm) > 1 else "")
@@ -104,9 +101,4 @@ def matrix_text(name: str, target: Model, *, mtp: bool, draft: Model | None = No
 
 def write_matrix(results_root: Path, name: str, text: str) -> Path:
     """The matrix beside its records (results/<name>/calibration.toml), so a rerun resumes it."""
-    folder = Path(results_root) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "calibration.toml"
-    if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
-    return path
+    return write_if_changed(Path(results_root) / name / "calibration.toml", text)

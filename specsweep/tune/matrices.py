@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from specsweep.matrix.written import settings_lines
 from specsweep.tune.candidates import Candidate
 
 
@@ -42,27 +43,13 @@ class Setup:
         return d
 
 
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return json.dumps(v)
-
-
 def text(name: str, description: str, setup: Setup, cells: list[Candidate], parallel: int,
          blocks: int) -> str:
     lines = [f'name = "{name}"', f"description = {json.dumps(description)}", 'design = "blocks"',
              f"blocks = {blocks}", "", "[models]"]
     lines += [f"{role} = {{ path = {json.dumps(str(Path(p).resolve()))} }}" for role, p in setup.models.items()]
-    lines += ["", "[defaults]"] + [f"{k} = {_value(v)}" for k, v in setup.defaults(parallel).items()]
+    lines += ["", "[defaults]", *settings_lines(setup.defaults(parallel))]
     lines += ["", "[[cell]]", 'name = "plain decoding"', 'method = "baseline"']
     for c in cells:
-        lines += ["", "[[cell]]", f"name = {json.dumps(c.name)}"] + [f"{k} = {_value(v)}" for k, v in c.settings.items()]
+        lines += ["", "[[cell]]", f"name = {json.dumps(c.name)}", *settings_lines(c.settings)]
     return "\n".join(lines) + "\n"
-
-
-def write(path: Path, body: str) -> Path:
-    """Written only when it changed (a resumed tune finds the same file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or path.read_text() != body:
-        path.write_text(body)
-    return path

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from specsweep.errors import SpecsweepError
+from specsweep.matrix.written import write_if_changed
 from specsweep.tune import answer as answer_mod
 from specsweep.tune import candidates as cand
 from specsweep.tune import matrices, pilot, race, rank
@@ -101,7 +102,7 @@ class Tune:
 
         name = kind if kind in ("pilot", "race") else f"{slug(self.out.name)}-{kind}"
         body = matrices.text(name, description, self.setup, cells, parallel, blocks)
-        return matrices.write(self.out / f"{kind}.toml", body)
+        return write_if_changed(self.out / f"{kind}.toml", body)
 
     def _pilot_matrix(self) -> Path:
         return self._matrix("pilot", [f.pilot for f in self.families], 1, 1,
