@@ -5,8 +5,8 @@ environment, so `specsweep fetch`, `lock --update` and `contribute --push` go th
 huggingface_hub against it. It answers what huggingface_hub reads (file_download.py,
 _commit_api.py and utils/_http.py of 1.20 and 2.5):
 
-- `HEAD|GET /{repo}/resolve/{revision}/{file}`: `X-Repo-Commit` (required by hf_hub_download), for
-  an LFS file a 302 to the second port (the "CDN") carrying `X-Linked-Etag` (the sha256) and
+- `HEAD|GET /{repo}/resolve/{revision}/{file}` (a dataset's `/datasets/{repo}/...`, served when
+  added as `datasets/{repo}`): `X-Repo-Commit` (required by hf_hub_download), for an LFS file a 302 to the second port (the "CDN") carrying `X-Linked-Etag` (the sha256) and
   `X-Linked-Size`: metadata is read from the redirect itself because it leaves the origin; for a
   plain git file a 200 with `ETag` (its git blob sha1) and `Content-Length`. No `X-Xet-Hash` and no
   xet `Link`: huggingface_hub takes the plain-HTTP path; hf-xet's path is not exercised here.
@@ -208,8 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._cdn(parts[1])
         if self.role == "hub" and method == "POST" and len(parts) >= 6 and parts[0] == "api":
             return self._api(parts, urllib.parse.parse_qs(url.query))
-        if self.role == "hub" and method in ("HEAD", "GET") and len(parts) >= 5 and parts[2] == "resolve":
-            return self._resolve(method, "/".join(parts[:2]), parts[3], "/".join(parts[4:]))
+        at = 3 if parts[0] == "datasets" else 2  # /datasets/{repo}/resolve/...: a dataset's file
+        if self.role == "hub" and method in ("HEAD", "GET") and len(parts) >= at + 3 and parts[at] == "resolve":
+            return self._resolve(method, "/".join(parts[:at]), parts[at + 1], "/".join(parts[at + 2:]))
         self._error(404, None, "Not found")
 
     # ------------------------------------------------------------------------------------------

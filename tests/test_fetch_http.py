@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import pty
 import random
@@ -414,3 +415,27 @@ def test_smollm2_from_the_checkouts_lock(world, hub):
     assert os.readlink(pointer) == f"../../blobs/{m.sha256}" and pointer.stat().st_size == m.size
     (get,) = gets(hub, m.file)
     assert get["sent"] == m.size
+
+
+# ----------------------------------------------------------------------------------------------
+# a matrix's hf:// prompt set, downloaded as a model is: passing errors tried again, the rest one line
+
+
+def test_an_hf_prompt_set_is_tried_again_on_a_503_and_a_missing_one_is_one_line(world, hub, tmp_path):
+    from tests.test_prompt_sets import MATRIX, QUESTIONS
+
+    data = tmp_path / "question.jsonl"
+    data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    hub.add("datasets/specsweep-test/Bench", "data/question.jsonl", data, REV, lfs=False)
+    hub.fault("data/question.jsonl", methods=("GET",), status=503, times=1)  # hf_hub_download's GET: not retried
+    matrix = tmp_path / "bench.toml"
+    matrix.write_text(MATRIX.replace("PROMPTS", "hf://datasets/specsweep-test/Bench/data/question.jsonl"))
+    r = cli(world, hub, "run", matrix, "--results", tmp_path / "results", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "prompts=5 trials=1" in r.stdout  # 3 MT-bench + 2 translation: the served file, read
+    (retried,) = [ln for ln in r.stderr.splitlines() if "trying again" in ln]
+    assert retried.startswith("prompt set hf://datasets/specsweep-test/Bench/data/question.jsonl: HTTP 503")
+    matrix.write_text(MATRIX.replace("PROMPTS", "hf://datasets/specsweep-test/Bench/data/other.jsonl"))
+    gone = cli(world, hub, "run", matrix, "--results", tmp_path / "results", "--dry-run")
+    assert gone.returncode == 2 and "trying again" not in gone.stderr  # a 404 is not passing
+    assert one_line_error(gone.stderr).endswith("data/other.jsonl is not in dataset specsweep-test/Bench at main")

@@ -119,16 +119,18 @@ _fetched: dict[tuple, Path] = {}  # one Hub request per file and process, not on
 def hub_file(source: Source, file: str, matrix_path: Path) -> Path:
     from huggingface_hub import constants, hf_hub_download
 
+    from specsweep.models.hub_retry import retrying
+
     key = (source.repo, file, source.revision, constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE)
-    if key not in _fetched:
-        try:
-            _fetched[key] = Path(hf_hub_download(source.repo, file, repo_type="dataset", revision=source.revision))
-        except (OSError, ValueError) as e:  # huggingface_hub's HTTP, offline and not-found errors are OSErrors
-            raise _hub_error(source, file, matrix_path, e) from None
+    if key not in _fetched:  # a 5xx or a cut connection is tried again, as a model's download is
+        _fetched[key] = Path(retrying(
+            f"prompt set {source.location}",
+            lambda: hf_hub_download(source.repo, file, repo_type="dataset", revision=source.revision),
+            lambda e, tries: _hub_error(source, file, matrix_path, e, tries)))
     return _fetched[key]
 
 
-def _hub_error(source: Source, file: str, matrix_path: Path, e: Exception) -> SpecsweepError:
+def _hub_error(source: Source, file: str, matrix_path: Path, e: Exception, tries: int = 1) -> SpecsweepError:
     from huggingface_hub import constants
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
@@ -149,7 +151,8 @@ def _hub_error(source: Source, file: str, matrix_path: Path, e: Exception) -> Sp
         return SpecsweepError(f"{head}: revision {at} of {source.repo} does not exist")
     if isinstance(e, EntryNotFoundError):
         return SpecsweepError(f"{head}: {file} is not in dataset {source.repo} at {at}")
+    tried = f" ({tries} tries)" if tries > 1 else ""
     if isinstance(e, HfHubHTTPError) and e.response is not None:
-        return SpecsweepError(f"{head}: the Hub answered HTTP {e.response.status_code} for {source.repo}/{file}")
+        return SpecsweepError(f"{head}: the Hub answered HTTP {e.response.status_code} for {source.repo}/{file}{tried}")
     detail = " ".join(str(e).split())[:160] or type(e).__name__
-    return SpecsweepError(f"{head}: {type(e).__name__}: {detail}")
+    return SpecsweepError(f"{head}: {type(e).__name__}: {detail}{tried}")
