@@ -259,3 +259,14 @@ def check_cell_models(models: dict, method: str, path_of, settings: dict | None 
     from specsweep import methods
     check = methods.get(method).check
     return check(models, settings or {}, path_of, overrides_of) if check is not None else None
+
+
+def check_cells(cells, path_of, overrides_of=lambda ref: ()) -> None:
+    """check_cell_models for each pairing among `cells` (anything with .method, .models, .settings)
+    once: what `run` and `tune` check before anything loads."""
+    seen = set()
+    for cell in cells:
+        key = pairing(cell.method, cell.models, cell.settings)
+        if key not in seen:
+            seen.add(key)
+            check_cell_models(cell.models, cell.method, path_of, cell.settings, overrides_of)

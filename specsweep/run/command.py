@@ -18,7 +18,7 @@ from specsweep.errors import SpecsweepError
 from specsweep.matrix import load as matrix_load
 from specsweep.matrix.models import ModelRef, model_overrides, resolve
 from specsweep.models.hashing import file_sha256
-from specsweep.models.drafter_fit import check_cell_models, pairing
+from specsweep.models.drafter_fit import check_cells
 from specsweep.records import manifest
 from specsweep.records.attempts import kept
 from specsweep.records.store import ResultsDir
@@ -51,15 +51,7 @@ def _prepare_models(refs: dict[str, ModelRef], matrix_path: Path) -> dict[str, d
 def _check_pairings(groups, files) -> None:
     """Refuse a draft or DFlash drafter that cannot serve its target, or an `mtp` cell whose target
     has no MTP layers, from the GGUF headers, before anything loads."""
-    seen = set()
-    for g in groups:
-        for plan in g.live:
-            cell = plan.cell
-            key = pairing(cell.method, cell.models, cell.settings)
-            if key not in seen:
-                seen.add(key)
-                check_cell_models(cell.models, cell.method, lambda ref: files[ref.name]["path"], cell.settings,
-                                  model_overrides)
+    check_cells((plan.cell for g in groups for plan in g.live), lambda ref: files[ref.name]["path"], model_overrides)
 
 
 @click.command("run")

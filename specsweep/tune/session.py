@@ -113,17 +113,12 @@ class Tune:
         anything loads."""
         from specsweep.matrix import load as matrix_load
         from specsweep.matrix.models import model_overrides, resolve
-        from specsweep.models.drafter_fit import check_cell_models, pairing
+        from specsweep.models.drafter_fit import check_cells
         from specsweep.run.plan import make_plan
 
         matrix = matrix_load.load(path)
         self.n_prompts = len(make_plan(matrix, None)[0].cells[0].prompts)  # reads the prompt set
-        seen = set()
-        for c in matrix.cells:
-            key = pairing(c.method, c.models, c.settings)
-            if key not in seen:
-                seen.add(key)
-                check_cell_models(c.models, c.method, lambda ref: resolve(ref, path), c.settings, model_overrides)
+        check_cells(matrix.cells, lambda ref: resolve(ref, path), model_overrides)
 
     def _measure(self, path: Path, bar: Progress) -> float:
         from specsweep.run.command import execute
