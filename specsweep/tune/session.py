@@ -108,9 +108,9 @@ class Tune:
         return self._matrix("pilot", [f.pilot for f in self.families], 1, 1,
                             "specsweep tune: plain decoding and one pilot per family, one block")
 
-    def _check_headers(self, path: Path) -> None:
+    def _check_headers(self, path: Path) -> list:
         """Drafts and drafters against the target, the prompts against the set: one line, before
-        anything loads."""
+        anything loads. The matrix's cells."""
         from specsweep.matrix import load as matrix_load
         from specsweep.matrix.models import model_overrides, resolve
         from specsweep.models.drafter_fit import check_cells
@@ -119,6 +119,7 @@ class Tune:
         matrix = matrix_load.load(path)
         self.n_prompts = len(make_plan(matrix, None)[0].cells[0].prompts)  # reads the prompt set
         check_cells(matrix.cells, lambda ref: resolve(ref, path), model_overrides)
+        return matrix.cells
 
     def _measure(self, path: Path, bar: Progress) -> float:
         from specsweep.run.command import execute
@@ -136,7 +137,7 @@ class Tune:
         self._setup()
         st = self.state
         pilot_path = self._pilot_matrix()
-        self._check_headers(pilot_path)
+        pilot_cells = self._check_headers(pilot_path)
         for note in self.notes:
             click.echo(note, err=True)
         n_cands = len(self.candidates)
@@ -155,18 +156,15 @@ class Tune:
                 st.probed = True
                 st.save(self.out)
             if not st.piloted:
-                self._pilot(pilot_path)
+                self._pilot(pilot_path, len(pilot_cells))
             if not st.ranking:
                 bar.stage("ranking the candidates (predict)")
-                self._rank(pilot_path)
+                self._rank(pilot_cells)
             self._race()
         self._answer()
 
-    def _pilot(self, path: Path) -> None:
-        from specsweep.matrix import load as matrix_load
-
+    def _pilot(self, path: Path, n_cells: int) -> None:
         st, bar = self.state, self.bar
-        n_cells = len(matrix_load.load(path).cells)
         need = pilot.pilot_seconds(pilot.read_t1_ms(self.out) or 0.0, n_cells, self.n_prompts, self.tokens,
                                    self.warmup)
         if need > bar.left:
@@ -186,11 +184,10 @@ class Tune:
         st.rounds.append({"stage": "pilot", "blocks": 1, "cells": n_cells, "seconds": round(seconds, 3)})
         st.save(self.out)
 
-    def _rank(self, pilot_path: Path) -> None:
-        from specsweep.matrix import load as matrix_load
+    def _rank(self, pilot_cells: list) -> None:
         from specsweep.records.store import ResultsDir
 
-        ids = {f.name: c.id for f, c in zip(self.families, matrix_load.load(pilot_path).cells[1:])}
+        ids = {f.name: c.id for f, c in zip(self.families, pilot_cells[1:])}  # [0]: plain decoding
         trials = ResultsDir(self.out, "pilot").read_trials()
         by_family = {f.name: [t for t in trials if t.get("cell_id") == ids[f.name]] for f in self.families}
         data = rank.card(rank.sources(self.out, self.out.parent), self.files.target.resolve(), self.kv,
