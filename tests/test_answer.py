@@ -95,6 +95,9 @@ def test_flags_name_the_draft_model_and_a_placement():
     fitted = {"fit": {"n_gpu_layers": 49, "override_tensor": ["a=CPU", "b=CPU"]}}
     assert answer.server_flags({"method": "mtp", "draft_max": 2, "vram_budget": "24GiB"}, {}, fitted)[1] == \
         "-ngl 49 -ot a=CPU,b=CPU"
+    both = {"method": "draft", "draft_max": 4, "vram_budget": "24GiB", "draft_n_cpu_moe": 8}  # the draft's own
+    assert answer.server_flags(both, {}, fitted)[1] == "-ngl 49 -ot a=CPU,b=CPU --spec-draft-n-cpu-moe 8"
+    assert answer.server_flags(both, {}, None)[1] == ""  # a budget no record resolved: no flags, no guess
 
 
 def test_the_page_opens_with_the_answer_before_any_chart(tmp_path):

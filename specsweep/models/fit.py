@@ -39,7 +39,7 @@ from pathlib import Path
 from specsweep.errors import SpecsweepError
 from specsweep.models.header import field, open_gguf, shard_paths, trunk_layers
 from specsweep.models.memory import placement_memory
-from specsweep.models.placement import EXPS_REGEX, Override
+from specsweep.models.placement import EXPS_REGEX, Override, parse_override
 
 MIB = 2**20
 FIT_TARGET = 1024 * MIB  # llama.cpp's --fit-target default (common_params::fit_params_target)
@@ -63,6 +63,13 @@ class Fit:
         return {"source": self.source, "n_gpu_layers": self.n_gpu_layers,
                 "override_tensor": [o.text for o in self.overrides], "budget_bytes": self.budget,
                 "margin_bytes": self.margin, "projected_device_bytes": self.projected}
+
+    @classmethod
+    def from_record(cls, d: dict) -> "Fit":
+        """What a block's record says a run's fit chose (`record()`, read back)."""
+        return cls(d.get("n_gpu_layers"), tuple(parse_override(o, "fit") for o in d.get("override_tensor") or ()),
+                   d.get("source", "?"), int(d.get("budget_bytes") or 0), int(d.get("margin_bytes") or 0),
+                   d.get("projected_device_bytes"))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from specsweep.analysis.paired import PairedRow
 from specsweep.analysis.records import acceptance_label
 from specsweep.errors import SpecsweepError
 from specsweep.models import placement
+from specsweep.models.fit import Fit
 from specsweep.report.scopes import Scope, arm_label
 from specsweep.report.style import breakable, esc, share
 
@@ -73,15 +74,11 @@ def server_flags(settings: dict, models: dict, block: dict | None = None) -> tup
         spec += methods.native_flags(methods.with_defaults(s))
     except (KeyError, TypeError):  # an unknown method or a setting older records lack
         spec += ["--spec-type", str(s.get("method"))]
-    fit, placed = (block or {}).get("fit") or {}, []
-    try:
-        if fit:
-            placed = (["-ngl", str(fit["n_gpu_layers"])] if fit.get("n_gpu_layers") is not None else []) + (
-                ["-ot", ",".join(fit["override_tensor"])] if fit.get("override_tensor") else [])
-        elif not s.get("vram_budget"):
-            placed = placement.placement_flags(s)
+    fit = (block or {}).get("fit")
+    try:  # a vram_budget is shown as what the run's fit chose; without its record, as nothing
+        placed = placement.placement_flags(s, Fit.from_record(fit) if fit else None)
     except SpecsweepError:
-        pass
+        placed = []
     return " ".join(spec), " ".join(placed)
 
 
