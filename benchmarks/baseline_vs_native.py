@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -32,16 +31,16 @@ from specsweep.engine import runtime
 from specsweep.engine.llama_server import LlamaServer
 from specsweep.engine.native import native_env
 from specsweep.engine.server_loop import run_trial_server
+from specsweep.models.fit import native_bin
 from specsweep.engine.speculative import run_trial
 
 PROMPT = "Write a short story about a lighthouse keeper."
-ROOT = Path(__file__).resolve().parent.parent
 _EVAL = re.compile(r"(prompt eval|total) time =\s+([\d.]+) ms /\s+(\d+)")
 _RUNS = re.compile(r"\beval time =\s+([\d.]+) ms /\s+(\d+) runs")
 
 
 def tool_dir(given: str | None) -> Path:
-    return Path(given or os.environ.get("SPECSWEEP_NATIVE_BIN") or ROOT / "build" / "native" / "bin")
+    return Path(given) if given else native_bin()
 
 
 def common_flags(args) -> list[str]:

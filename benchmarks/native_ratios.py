@@ -32,7 +32,6 @@ import argparse
 import ast
 import contextlib
 import dataclasses
-import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -43,9 +42,9 @@ from specsweep.engine.llama_server import LlamaServer
 from specsweep.engine.native import native_env, run_speculative_simple
 from specsweep.engine.server_loop import Synth, run_trial_server
 from specsweep.engine.speculative import run_trial
+from specsweep.models.fit import native_bin
 
 PROMPT = "Write a Python function that parses a CSV file of GPU benchmark results and prints a summary table."
-ROOT = Path(__file__).resolve().parent.parent
 SEED = 1234
 # per method: its draft lengths as the findings ran them; the rest are llama.cpp's defaults
 SETTINGS = {
@@ -269,7 +268,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 setattr(args, role, path)
     if args.target is None:
         ap.error("--target (or --tiny) is required")
-    tools = Path(args.tools or os.environ.get("SPECSWEEP_NATIVE_BIN") or ROOT / "build" / "native" / "bin")
+    tools = Path(args.tools) if args.tools else native_bin()
     tool_of = {"simple": tools / "llama-speculative-simple", "server": args.server or tools / "llama-server"}
     sets = parse_sets(args.sets)
     runtime.init()

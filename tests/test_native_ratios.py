@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from specsweep.models.fit import native_bin
+
 ROOT = Path(__file__).resolve().parent.parent
-NATIVE = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin"))
+NATIVE = native_bin()
 NEEDED = ("llama-speculative-simple", "llama-server")
 
 if not all((NATIVE / t).is_file() for t in NEEDED):

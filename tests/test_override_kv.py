@@ -6,7 +6,6 @@ parity with `llama-speculative-simple --override-kv`."""
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import gguf
@@ -24,12 +23,13 @@ from specsweep.errors import SpecsweepError
 from specsweep.matrix.load import load
 from specsweep.matrix.models import ModelRef, model_overrides, parse_models
 from specsweep.models import lockfile
+from specsweep.models.fit import native_bin
 from specsweep.models.overrides import parse_override, parse_overrides, to_llama
 from specsweep.models.vocab_match import (AFTER_OVERRIDE, COMPATIBLE, REFUSED, VocabRefused, check_pair, fingerprint,
                                           pair_check, read_vocab)
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOL = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin")) / "llama-speculative-simple"
+TOOL = native_bin() / "llama-speculative-simple"
 CARD = "qwen3-30b-a3b"  # tiny: 1536 tokens, BOS <|endoftext|> = 714
 BOS = 714
 FIX = f"tokenizer.ggml.bos_token_id=int:{BOS}"

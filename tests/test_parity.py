@@ -21,9 +21,9 @@ from specsweep.engine import drafters
 from specsweep.engine.drafters import DFlash, DraftModel, Mtp, NgramMod
 from specsweep.engine.native import run_speculative_simple
 from specsweep.engine.speculative import run_trial
+from specsweep.models.fit import native_bin
 
-ROOT = Path(__file__).resolve().parent.parent
-NATIVE = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin"))
+NATIVE = native_bin()
 TOOL = NATIVE / "llama-speculative-simple"
 N_PREDICT = 64
 N_CTX, N_BATCH, THREADS = 1024, 512, 2

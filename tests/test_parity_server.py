@@ -22,9 +22,9 @@ from specsweep.engine import runtime, synthetic
 from specsweep.engine.llama_server import LlamaServer
 from specsweep.engine.native import native_env
 from specsweep.engine.server_loop import Synth, run_trial_server
+from specsweep.models.fit import native_bin
 
-ROOT = Path(__file__).resolve().parent.parent
-NATIVE = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin"))
+NATIVE = native_bin()
 SERVER = NATIVE / "llama-server"
 N_PREDICT, N_CTX, N_BATCH, THREADS = 48, 1024, 512, 2
 SEED = 1234

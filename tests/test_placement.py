@@ -370,8 +370,7 @@ def test_check_shows_the_split_and_refuses_from_the_header(tmp_path, synth_cache
     assert out.exit_code == 2 and "matches no tensor of target t" in out.output.splitlines()[-1]
 
 
-FIT_TOOL = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", Path(__file__).resolve().parent.parent / "build" / "native"
-                               / "bin")) / "llama-fit-params"
+FIT_TOOL = fit.native_bin() / "llama-fit-params"
 
 
 def test_llama_cpps_own_flag_parser_moves_the_same_tensors(tiny_model):

@@ -40,10 +40,11 @@ from specsweep.models import lockfile
 from specsweep.models.vocab_match import VocabRefused, check_pair
 from specsweep.records.store import read_jsonl
 from specsweep.run.runner import prompt_tokens
+from specsweep.models.fit import native_bin
 from tests import real_models as rm
 
 ROOT = Path(__file__).resolve().parent.parent
-NATIVE = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin"))
+NATIVE = native_bin()
 NGRAM = ("ngram-cache", "ngram-mod", "ngram-simple", "ngram-map-k4v")
 CODE = ('def add(a: int, b: int) -> int:\n    """Return a + b."""\n    return a + b\n\n'
         'def sub(a: int, b: int) -> int:\n    """Return a - b."""\n    return a - b\n\ndef mul(a: int, b: int) -> int:\n')

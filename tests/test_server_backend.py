@@ -23,10 +23,11 @@ from specsweep.backends.server_flags import merged_overrides
 from specsweep.engine.llama_server import LlamaServer, find_binary
 from specsweep.errors import SpecsweepError
 from specsweep.records.store import read_jsonl
+from specsweep.models.fit import native_bin
 from tests.conftest import run_cli as run
 
 ROOT = Path(__file__).resolve().parent.parent
-NATIVE = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin"))
+NATIVE = native_bin()
 SERVER = NATIVE / "llama-server"
 
 if not SERVER.is_file():

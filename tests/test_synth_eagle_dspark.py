@@ -7,7 +7,6 @@ the GGUF headers with one line."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import gguf
@@ -26,13 +25,13 @@ from specsweep.synth.cards import CARDS
 from specsweep.synth.fill import pool_size
 from specsweep.synth.tensors import tensor_specs
 from specsweep.synth.writer import Recipe, planned_bytes, write_model
+from specsweep.models.fit import native_bin
 from tests.conftest import PROMPT
 
 A3B = "qwen3.6-35b-a3b"
 EAGLE3, DSPARK = A3B + "-eagle3", A3B + "-dspark"
 OPTS = runtime.ContextOptions(n_ctx=256, n_batch=64, type_kv="f16", n_threads=2)
-ROOT = Path(__file__).resolve().parent.parent
-TOOL = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin")) / "llama-speculative-simple"
+TOOL = native_bin() / "llama-speculative-simple"
 
 
 @pytest.fixture(scope="module")

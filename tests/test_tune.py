@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -21,10 +20,10 @@ from specsweep.tune import candidates as cand
 from specsweep.tune import race, render
 from specsweep.tune.command import Progress, parse_duration
 from specsweep.tune.rank import derive
+from specsweep.models.fit import native_bin
 from tests.test_analysis import trial
 
-ROOT = Path(__file__).resolve().parent.parent
-NATIVE = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin"))
+NATIVE = native_bin()
 PROMPTS = """
 [[prompt]]
 name = "json"

@@ -24,10 +24,10 @@ from huggingface_hub import constants
 
 from specsweep.cli import main
 from specsweep.engine import runtime
+from specsweep.models.fit import native_bin
 from tests import real_models as rm
 
-ROOT = Path(__file__).resolve().parent.parent
-NATIVE = Path(os.environ.get("SPECSWEEP_NATIVE_BIN", ROOT / "build" / "native" / "bin"))
+NATIVE = native_bin()
 SLACK_S = 20  # past the budget: the answer, and a trial in flight when the deadline falls
 
 _missing = [p for m in rm.MODELS for p in rm.missing(m)]

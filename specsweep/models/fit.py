@@ -248,8 +248,13 @@ def run_fit_tool(req: Request, tool: Path) -> Fit:
     return Fit(None if ngl < 0 else ngl, overrides, "llama-fit-params", req.budget, FIT_TARGET, projected)
 
 
+def native_bin() -> Path:
+    """The folder of the native llama.cpp tools: $SPECSWEEP_NATIVE_BIN, else the checkout's
+    build/native/bin (scripts/build-native.sh). Tests and benchmarks find the tools here too."""
+    return Path(os.environ.get("SPECSWEEP_NATIVE_BIN") or Path(__file__).resolve().parents[2] / "build" / "native" / "bin")
+
+
 def native_tool(name: str) -> Path | None:
-    """A native llama.cpp tool: $SPECSWEEP_NATIVE_BIN, else the checkout's build/native/bin."""
-    folder = os.environ.get("SPECSWEEP_NATIVE_BIN") or Path(__file__).resolve().parents[2] / "build" / "native" / "bin"
-    path = Path(folder) / name
+    """A native llama.cpp tool, when built."""
+    path = native_bin() / name
     return path if path.is_file() else None
