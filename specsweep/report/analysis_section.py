@@ -23,8 +23,8 @@ from specsweep.analysis.coverage import FRACTION
 from specsweep.analysis.records import acceptance_label
 from specsweep.records.sources import Source
 from specsweep.report import union_section
-from specsweep.report.style import (BAD, CURVE_COLORS, GOOD, SUBPLOT_TITLE, SYMBOLS, base_layout, esc, method_color,
-                                    share, short_patterns, subplots, t, wrap)
+from specsweep.report.style import (BAD, CURVE_COLORS, GOOD, SUBPLOT_TITLE, SYMBOLS, base_layout, column, esc,
+                                    method_color, share, short_patterns, subplots, t, wrap)
 
 PANEL_PX = 400
 FOLD = 8  # verdicts listed open up to this many
@@ -57,12 +57,6 @@ def _panels(analyses: list[an.SourceAnalysis], many: bool, want) -> list[tuple[s
     return out
 
 
-def _grid(titles: list[str]) -> go.Figure:
-    n = len(titles)
-    return subplots([wrap(x, 70) for x in titles], rows=n, cols=1,
-                    vertical_spacing=min(0.12, 0.5 / max(n - 1, 1)) if n > 1 else 0.1)
-
-
 def _family_color(f, i: int) -> str:
     """A family in its method's colour (as on the rest of the page); symbols tell families of one
     method apart."""
@@ -75,7 +69,7 @@ def fig_cost(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
     panels = _panels(analyses, many, lambda a: [(f.target, f) for f in a.fits])
     if not panels:
         return None
-    fig = _grid([p[0] for p in panels])
+    fig = column([p[0] for p in panels])
     for row, (_, fits) in enumerate(panels, 1):
         for i, f in enumerate(fits):
             color = _family_color(f, i)
@@ -123,7 +117,7 @@ def fig_residuals(analyses: list[an.SourceAnalysis]) -> go.Figure | None:
     panels = _panels(analyses, many, lambda a: [(f.target, f) for f in a.fits if f.knee is not None and f.knee.points])
     if not panels:
         return None
-    fig = _grid([p[0] for p in panels])
+    fig = column([p[0] for p in panels])
     for row, (_, fits) in enumerate(panels, 1):
         for i, f in enumerate(fits):
             k = f.knee

@@ -143,6 +143,13 @@ def subplots(titles: list[str], **kw) -> go.Figure:
     return fig
 
 
+def column(titles: list[str]) -> go.Figure:
+    """One panel per title (raw text: `wrap` escapes and breaks it), stacked in a column."""
+    n = len(titles)
+    return subplots([wrap(x, 70) for x in titles], rows=n, cols=1,
+                    vertical_spacing=min(0.12, 0.5 / max(n - 1, 1)) if n > 1 else 0.1)
+
+
 def figure_config(div_id: str) -> dict:
     return {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": MODEBAR_REMOVE,
             "toImageButtonOptions": {"format": "png", "filename": div_id, "scale": 2}}

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from specsweep.analysis import analyze as an
 from specsweep.analysis.coverage import FRACTION
 from specsweep.probe import theory
-from specsweep.report.style import BAD, CURVE_COLORS, SYMBOLS, base_layout, esc, subplots, t, wrap
+from specsweep.report.style import BAD, CURVE_COLORS, SYMBOLS, base_layout, column, esc, t
 
 PANEL_PX = 380
 HEADING = "The expert union, traced"
@@ -44,8 +44,7 @@ def figure(analyses: list[an.SourceAnalysis], probes: list[dict]) -> go.Figure |
     panels += [(f"probe · {file}", [], recs) for file, recs in by_file.items()]
     if not panels:
         return None
-    fig = subplots([wrap(x, 70) for x in (p[0] for p in panels)], rows=len(panels), cols=1,
-                   vertical_spacing=min(0.12, 0.5 / max(len(panels) - 1, 1)) if len(panels) > 1 else 0.1)
+    fig = column([p[0] for p in panels])
     for row, (_, fams, recs) in enumerate(panels, 1):
         e = k_used = None
         k_max = 1
