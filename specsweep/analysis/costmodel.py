@@ -140,16 +140,23 @@ def _crossing(fit: LineFit) -> float | None:
     return (1.0 - fit.intercept) / fit.slope if fit.slope > 0 else None
 
 
+def sweeps(rows: list[PairedRow]) -> dict[tuple, list[PairedRow]]:
+    """The arms swept over synthetic acceptance: (target, arm) -> its rows by acceptance, where at
+    least MIN_CONFIGS levels were measured (a curve of its own; fewer join the target's line)."""
+    found: dict[tuple, list[PairedRow]] = defaultdict(list)
+    for r in rows:
+        if r.synthetic and r.n_drafted > 0 and r.change is not None and r.acceptance is not None:
+            found[(r.target_key, r.arm)].append(r)
+    return {k: sorted(v, key=lambda r: r.acceptance) for k, v in found.items()
+            if len({round(r.acceptance, 3) for r in v}) >= MIN_CONFIGS}
+
+
 def break_even(rows: list[PairedRow], n_boot: int = BOOTSTRAP, seed: int = SEED) -> list[BreakEven]:
     """Speed-up against acceptance, and where it crosses 1: one line per arm (drafter family and
     draft limit) that was swept over synthetic acceptance levels (its own curve, measured), and one
     over the other speculative configs of each target (across arms, as the audit drew it)."""
     usable = [r for r in rows if r.n_drafted > 0 and r.change is not None and r.acceptance is not None]
-    sweeps: dict[tuple, list[PairedRow]] = defaultdict(list)
-    for row in usable:
-        if row.synthetic:
-            sweeps[(row.target_key, row.arm)].append(row)
-    swept = {k for k, v in sweeps.items() if len({round(r.acceptance, 3) for r in v}) >= MIN_CONFIGS}
+    swept = set(sweeps(usable))
     groups: dict[tuple, list[PairedRow]] = defaultdict(list)
     for row in usable:  # across arms: one line per target and backend/streams (the arm names them)
         key = (row.target_key, row.arm)

@@ -17,8 +17,6 @@ from specsweep.records.sources import Source
 from specsweep.report import shape
 from specsweep.report.style import short_patterns
 
-SWEEP_LEVELS = costmodel.MIN_CONFIGS  # distinct acceptance levels that make a curve
-
 
 @dataclass
 class Scope:
@@ -78,12 +76,8 @@ def scopes(panels: list[shape.Panel], analyses: list[an.SourceAnalysis], sources
             rows.sort(key=lambda r: order.get(configs[r.cell_id].key, 1 << 30))
             scope = Scope(source, panel, rows, configs,
                           {cid: placed[(source, cid)] for cid in configs if (source, cid) in placed})
-            levels: dict[str, list[PairedRow]] = {}
-            for r in rows:
-                if r.synthetic and r.acceptance is not None and r.n_drafted:
-                    levels.setdefault(r.arm, []).append(r)
-            scope.sweeps = {arm: sorted(rs, key=lambda r: r.acceptance) for arm, rs in levels.items()
-                            if len({round(r.acceptance, 3) for r in rs}) >= SWEEP_LEVELS}
+            for (_, arm), rs in costmodel.sweeps(rows).items():  # a panel is one target file: by arm
+                scope.sweeps[arm] = sorted(scope.sweeps.get(arm, []) + rs, key=lambda r: r.acceptance)
             scope.lines = costmodel.break_even(rows) if rows else []
             out.append(scope)
     return out
