@@ -4,6 +4,7 @@ drafter or target that does not fit is refused from its header with one line."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 from pathlib import Path
 
@@ -44,6 +45,43 @@ def test_mtp_is_lossless_and_follows_its_target(tiny_model, n_max):
             result = run_trial(ctx, prompt, N, Mtp(mctx, ctx, n_max=n_max))
     assert result.tokens[:N] == plain[:N]
     assert result.n_drafted > 0 and result.acceptance > 0.5  # the head passes the token embedding on
+
+
+def test_mtp_rows_by_address_pair_each_token_with_the_staged_row(tiny_model, monkeypatch):
+    """The head's two ways of taking the target's rows: staged beside the tokens (Qwen3.5/3.6, whose
+    head reads n_embd_inp = n_embd rows) and by address into an extended batch (a head whose input
+    width differs; no card has one, so the path is forced here). Every (token, row) the head is
+    given, read back as llama.cpp reads it, is the same in both, and so are the drafts."""
+    given: list = []
+    staged_decode, add_row = runtime.Context.decode_staged, runtime.ExtBatch.add_row
+
+    def record_staged(ctx, entries, logits=True):
+        rows = iter(ctx._staging)
+        given.extend((t, next(rows).tobytes()) for _, tokens, _ in entries for t in tokens)
+        return staged_decode(ctx, entries, logits)
+
+    def record_row(batch, pos, token, addr, width=0, output=False, seq=0):
+        if addr is not None:
+            row = (ctypes.c_float * width).from_address(addr)
+            given.append((token, bytes(row)))
+        return add_row(batch, pos, token, addr, width, output, seq)
+
+    monkeypatch.setattr(runtime.Context, "decode_staged", record_staged)
+    monkeypatch.setattr(runtime.ExtBatch, "add_row", record_row)
+    with runtime.Model(tiny_model(A3B, branch_scale=0.05, mtp=True), (), load_mtp=True) as model, \
+            runtime.Context(model, OPTS) as ctx:
+        prompt, runs = model.tokenize(PROMPT), []
+        for staged in (True, False):
+            ctx.clear()
+            given.clear()
+            with runtime.Context(model, dataclasses.replace(OPTS, ctx_type="mtp"), other=ctx) as mctx:
+                head = Mtp(mctx, ctx, n_max=3)
+                assert head.staged  # the card's own path
+                head.staged = staged
+                result = run_trial(ctx, prompt, N, head)
+            runs.append((list(given), result.drafted_by_pos, result.accepted_by_pos))
+    (a, b) = runs
+    assert len(a[0]) > N and a == b
 
 
 @pytest.mark.parametrize("n_max", [4, 16])
