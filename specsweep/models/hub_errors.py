@@ -50,8 +50,11 @@ def transient(e: BaseException) -> bool:
     e = cause(e)
     if status(e) in TRANSIENT_STATUS:
         return True
-    if isinstance(e, OSError) and _SHORT.search(str(e)):
-        return True
+    return bool(isinstance(e, OSError) and _SHORT.search(str(e))) or _broke(e)
+
+
+def _broke(e: BaseException) -> bool:
+    """The connection broke or stalled once open (told by class name, see the module's note)."""
     return any(c.__name__ in _BROKEN for c in type(e).__mro__)
 
 
@@ -100,7 +103,7 @@ def describe(name: str, repo: str, file: str, revision: str, e: BaseException, t
         return SpecsweepError(f"model {name}: cannot write {e.filename} in the Hugging Face cache: "
                               f"{e.strerror or type(e).__name__}")
     detail = " ".join(str(e).split())[:160] or type(e).__name__
-    if any(c.__name__ in _BROKEN for c in type(e).__mro__):
+    if _broke(e):
         return HubUnreachable(f"model {name}: the connection to {constants.ENDPOINT} broke off for {file}{times} "
                               f"({type(e).__name__}: {detail}); nothing was kept, {again} to try again")
     return HubUnreachable(f"model {name}: the Hugging Face Hub is unreachable ({constants.ENDPOINT}: "
