@@ -101,7 +101,7 @@ def _ask(name: str, repo: str, file: str, revision: str, call):
 
 @dataclass(frozen=True)
 class Remote:
-    commit: str | None
+    commit: str  # remote() refuses an answer without X-Repo-Commit
     sha256: str | None  # the LFS/Xet etag is the file's sha256; plain git files have a git sha1 etag
     size: int | None
 
@@ -234,8 +234,7 @@ def fetch_files(entry: LockEntry, files: tuple[LockedFile, ...] | None = None, r
                                  f"is reachable (same HF_HOME)")
         r = remote(entry.name, repo, f.file, revision)
         _check_remote(entry, f, r, revision)
-        if r.commit and revision != r.commit:
-            revision = r.commit  # the rest of a split model comes from the same commit
+        revision = r.commit  # the rest of a split model comes from the same commit
         freed = remove_orphans(repo)
         if freed and progress:
             echo(f"{entry.name}: removed {gib(freed)} of partial downloads that interrupted fetches left in "

@@ -33,12 +33,12 @@ def update_entry(entry: LockEntry, latest: bool = False) -> tuple[LockEntry, lis
         commit = commit or r.commit
         sha = r.sha256
         if sha is None:  # not an LFS/Xet file: its etag is a git sha1, so hash the file itself
-            sha = file_sha256(hub.download(entry.name, entry.repo, f.file, commit or revision), use_memo=False)
+            sha = file_sha256(hub.download(entry.name, entry.repo, f.file, commit), use_memo=False)
         new = LockedFile(f.file, sha, r.size)
         for fact, old_v, new_v in (("sha256", f.sha256, new.sha256), ("size", f.size, new.size)):
             if fact in keep and old_v is not None and new_v is not None and old_v != new_v:
                 raise SpecsweepError(f"model {entry.name}: {f.file} changed upstream: the Hub has {fact} {new_v} at "
-                                     f"{commit or revision}, models.lock's verified {fact} is {old_v}; "
+                                     f"{commit}, models.lock's verified {fact} is {old_v}; "
                                      f"`specsweep lock --update --latest {entry.name}` takes the new file")
         files.append(new)
 
@@ -59,8 +59,7 @@ def update_entry(entry: LockEntry, latest: bool = False) -> tuple[LockEntry, lis
         target_files = convert.get("target_files") or ["config.json"]
         r = hub.remote(entry.name, convert["target_repo"], target_files[0], "main" if latest else
                        convert.get("target_revision", "main"))
-        if r.commit:
-            convert = dict(convert, target_revision=r.commit)
+        convert = dict(convert, target_revision=r.commit)
 
     vocab = entry.vocab
     updated = replace(entry, revision=commit or entry.revision, files=tuple(files), convert=convert)
