@@ -2,7 +2,7 @@
 # Every open issue's device stages as one resumable queue, in the order they matter: a call hands
 # the time left to each script in turn, so a warm machine's minutes go to the next stage not yet
 # done, whichever issue holds it, instead of idling while a call waits to be made (device starts
-# are the scarce part: on 2026-12-08 a session got none in 13 tries). Each script keeps its own
+# are the scarce part: on 2026-12-08 a session got none in 18 calls). Each script keeps its own
 # stages, markers, log lines and tarball in $OUT (see its header); a stage that needs more time
 # than is left waits for the next call while shorter ones behind it run.
 #   issue 26  knee_and_routing.sh             probe-d-rs0 knee-rs0 probe-d-rs0.5 knee-rs0.5
