@@ -14,6 +14,7 @@ import click
 
 from specsweep.errors import SpecsweepError
 from specsweep.matrix.written import write_if_changed
+from specsweep.records.store import write_atomically
 from specsweep.tune import answer as answer_mod
 from specsweep.tune import candidates as cand
 from specsweep.tune import matrices, pilot, race, rank
@@ -304,8 +305,8 @@ class Tune:
             report.grid_estimate = self._per_cell_block() * (len(self.candidates) + 1) * grid_blocks
         text = answer_mod.text(report)
         click.echo(text)
-        (self.out / "answer.txt").write_text(text + "\n")
-        (self.out / "answer.json").write_text(json.dumps(answer_mod.to_json(report), indent=1) + "\n")
+        write_atomically(self.out / "answer.txt", text + "\n")
+        write_atomically(self.out / "answer.json", json.dumps(answer_mod.to_json(report), indent=1) + "\n")
 
     def _card(self) -> str:
         from specsweep.records.sources import probe_card

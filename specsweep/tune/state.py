@@ -7,11 +7,11 @@ with the same ranking and the same race, and a command with other inputs does no
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
+from specsweep.records.store import write_atomically
 
 FILE = "tune.json"
 
@@ -34,10 +34,7 @@ class State:
         return [n for n in self.entrants if n not in self.dropped]
 
     def save(self, out: Path) -> None:
-        path = Path(out) / FILE
-        tmp = path.with_name(f".{FILE}.{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_atomically(Path(out) / FILE, json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")
 
 
 def open_state(out: Path, inputs: dict) -> State:
