@@ -10,7 +10,7 @@ from pathlib import Path
 from specsweep.analysis.paired import Versus
 from specsweep.tune import render
 from specsweep.tune.command import clock
-from specsweep.tune.race import PLAIN, Standing
+from specsweep.tune.race import PLAIN, Standing, interval_text
 
 
 @dataclass
@@ -52,10 +52,6 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:+.1%}"
 
 
-def _ci(ci) -> str:
-    return "" if ci is None else f"[{ci[0]:+.1%}, {ci[1]:+.1%}]"
-
-
 def table(r: Report) -> list[str]:
     from specsweep.analysis.command import table as fmt
 
@@ -71,7 +67,7 @@ def table(r: Report) -> list[str]:
         else:
             state = "racing at the end"
         pred = r.predicted(s.name)
-        rows.append((s.name, _pct(None if pred is None else pred - 1), f"{_pct(s.change)} {_ci(s.interval)}".strip(),
+        rows.append((s.name, _pct(None if pred is None else pred - 1), f"{_pct(s.change)} {interval_text(s.interval)}".strip(),
                      "" if s.acceptance is None else f"{s.acceptance:.0%}", str(s.n_blocks), state))
     return fmt(("config", "predicted", "measured vs plain [95%]", "accept", "blocks", "state"), rows).splitlines()
 
@@ -82,7 +78,7 @@ def _versus_line(r: Report) -> str:
         return ""
     if r.runner_up == PLAIN:
         return ""
-    return (f"  against the runner-up, {r.runner_up}: {_pct(v.change)} {_ci(v.t_interval)} "
+    return (f"  against the runner-up, {r.runner_up}: {_pct(v.change)} {interval_text(v.t_interval)} "
             f"(the same blocks, paired)")
 
 
@@ -106,11 +102,11 @@ def text(r: Report) -> str:
     if r.leader == PLAIN and r.standings:
         best = max((s for s in r.standings.values() if s.change is not None), key=lambda s: s.change, default=None)
         lines.append("winner: plain decoding: no config beat it" + (
-            f" (the best, {best.name}: {_pct(best.change)} {_ci(best.interval)} over {best.n_blocks} blocks)"
+            f" (the best, {best.name}: {_pct(best.change)} {interval_text(best.interval)} over {best.n_blocks} blocks)"
             if best else ""))
     elif base is not None:
         lines.append(f"winner: {r.leader}")
-        lines.append(f"  against plain decoding: {_pct(base.change)} {_ci(base.interval)} (95% t-interval over "
+        lines.append(f"  against plain decoding: {_pct(base.change)} {interval_text(base.interval)} (95% t-interval over "
                      f"{base.n_blocks} blocks, each the mean over the same prompts: block-to-block timing varies "
                      f"inside it, the choice of prompts does not)")
         if base.interval and base.interval[0] <= 0:

@@ -61,8 +61,9 @@ def standings(trials: list[dict], ids: dict[str, str]) -> dict[str, Standing]:
     return out
 
 
-def _pct(ci: tuple[float, float] | None) -> str:
-    return "" if ci is None else f" [{ci[0]:+.1%}, {ci[1]:+.1%}]"
+def interval_text(ci: tuple[float, float] | None) -> str:
+    """A change's interval as the race and the answer print it: "[-1.2%, +3.4%]"."""
+    return "" if ci is None else f"[{ci[0]:+.1%}, {ci[1]:+.1%}]"
 
 
 def judge(trials: list[dict], alive: list[str], ids: dict[str, str], baseline_id: str) -> Verdict:
@@ -78,10 +79,11 @@ def judge(trials: list[dict], alive: list[str], ids: dict[str, str], baseline_id
             continue
         v = versus(trials, ids[name], ids[leader])
         if v.t_interval and v.t_interval[1] < 0:
-            drop[name] = f"clearly slower than {leader}: {v.change:+.1%}{_pct(v.t_interval)} over {v.n_blocks} blocks"
+            drop[name] = (f"clearly slower than {leader}: {v.change:+.1%} {interval_text(v.t_interval)} over "
+                          f"{v.n_blocks} blocks")
         elif leader != PLAIN and table[name].interval and table[name].interval[1] < 0:
-            drop[name] = (f"clearly slower than plain decoding: {table[name].change:+.1%}{_pct(table[name].interval)} "
-                          f"over {table[name].n_blocks} blocks")
+            drop[name] = (f"clearly slower than plain decoding: {table[name].change:+.1%} "
+                          f"{interval_text(table[name].interval)} over {table[name].n_blocks} blocks")
     rest = [n for n in score if n != leader and n not in drop]
     if not rest:
         return Verdict(leader, None, None, drop, "every config is clearly slower than plain decoding")
