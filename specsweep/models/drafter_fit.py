@@ -22,7 +22,7 @@ from pathlib import Path
 
 from specsweep.errors import SpecsweepError
 from specsweep.models import overrides as kv
-from specsweep.models.header import field, open_gguf, trunk_layers
+from specsweep.models.header import field, mtp_layers, open_gguf, trunk_layers
 from specsweep.models.vocab_match import PairCheck, check_pair
 
 
@@ -234,7 +234,7 @@ def _n_tokens(reader) -> int:
 def check_mtp(target_name: str, target_path: Path, target_overrides=()) -> None:
     t = open_gguf(target_path, target_name)
     arch = _arch(t)
-    n = int(field(t, f"{arch}.nextn_predict_layers", 0, _parsed(target_overrides, target_name, t)))
+    n = mtp_layers(t, _parsed(target_overrides, target_name, t))
     if n == 0:
         raise SpecsweepError(f"model {target_name} has no MTP layers ({arch}.nextn_predict_layers): method "
                              f"mtp needs a GGUF converted with them")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specsweep.errors import SpecsweepError
-from specsweep.models.header import field, open_gguf, shard_paths, trunk_layers
+from specsweep.models.header import field, mtp_layers, open_gguf, shard_paths, trunk_layers
 from specsweep.models.memory import placement_memory
 from specsweep.models.placement import EXPS_REGEX, Override, parse_override
 
@@ -118,7 +118,7 @@ def _trunk(req: Request) -> tuple[bool, int]:
     reader = open_gguf(shard_paths(req.path, req.name)[0], req.name)
     arch = field(reader, "general.architecture", "")
     moe = int(field(reader, f"{arch}.expert_count", 0) or 0) > 0
-    hp_ngl = trunk_layers(reader) + (int(field(reader, f"{arch}.nextn_predict_layers", 0) or 0) if req.load_mtp else 0)
+    hp_ngl = trunk_layers(reader) + (mtp_layers(reader) if req.load_mtp else 0)
     return moe, hp_ngl
 
 

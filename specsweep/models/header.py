@@ -64,11 +64,16 @@ def field(reader: gguf.GGUFReader, key: str, default=None, overrides=()):
         return default
 
 
+def mtp_layers(reader: gguf.GGUFReader, overrides=()) -> int:
+    """The MTP (NextN) layers the file carries (`<arch>.nextn_predict_layers`, 0 when absent)."""
+    arch = field(reader, "general.architecture", "")
+    return int(field(reader, f"{arch}.nextn_predict_layers", 0, overrides) or 0)
+
+
 def trunk_layers(reader: gguf.GGUFReader, overrides=()) -> int:
     """Layers of the main model: block_count less the MTP (NextN) layers llama.cpp counts in it."""
     arch = field(reader, "general.architecture", "")
-    return (int(field(reader, f"{arch}.block_count", 0, overrides) or 0)
-            - int(field(reader, f"{arch}.nextn_predict_layers", 0, overrides) or 0))
+    return int(field(reader, f"{arch}.block_count", 0, overrides) or 0) - mtp_layers(reader, overrides)
 
 
 def is_routed_expert_role(short: str) -> bool:

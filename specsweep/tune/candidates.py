@@ -202,10 +202,10 @@ def inspect(target: Path, draft: Path | None, drafters: tuple[Path, ...]) -> Fil
     """The files' facts from their GGUF headers: whether the target has its MTP layer, and each
     drafter's method and draft cap. Nothing loads."""
     from specsweep.models.drafter_fit import dspark_layout
-    from specsweep.models.header import field, open_gguf
+    from specsweep.models.header import field, mtp_layers, open_gguf
     from specsweep.probe.calibrate import drafter_method
 
-    mtp = int(field(open_gguf(target, target.name), f"{_arch(target)}.nextn_predict_layers", 0) or 0) > 0
+    mtp = mtp_layers(open_gguf(target, target.name)) > 0
     found = []
     for path in drafters:
         method = drafter_method(path)
@@ -217,9 +217,3 @@ def inspect(target: Path, draft: Path | None, drafters: tuple[Path, ...]) -> Fil
             cap, p_min_ok = layout.n_draft_max, layout.has_conf_head
         found.append(Drafter(path, method, cap, p_min_ok))
     return Files(target, mtp, draft, tuple(found))
-
-
-def _arch(path: Path) -> str:
-    from specsweep.models.header import field, open_gguf
-
-    return str(field(open_gguf(path, path.name), "general.architecture", ""))
