@@ -21,9 +21,9 @@ def block_of(r: dict) -> int:
 
 def kept(trials: list[dict]) -> list[dict]:
     """The trials that count: of the attempts at one (run, block, cell, prompt), the highest."""
+    keyed = [((run_of(r), block_of(r), r.get("cell_id"), r.get("prompt_id")), int(r.get("attempt") or 0), r)
+             for r in trials]
     best: dict[tuple, int] = defaultdict(int)
-    for r in trials:
-        key = (run_of(r), block_of(r), r.get("cell_id"), r.get("prompt_id"))
-        best[key] = max(best[key], int(r.get("attempt") or 0))
-    return [r for r in trials
-            if int(r.get("attempt") or 0) == best[(run_of(r), block_of(r), r.get("cell_id"), r.get("prompt_id"))]]
+    for key, attempt, _ in keyed:
+        best[key] = max(best[key], attempt)
+    return [r for key, attempt, r in keyed if attempt == best[key]]
