@@ -55,18 +55,11 @@ if wants tune && [ ! -f $done/tune ]; then
     [ "$rc" -eq 0 ] && [ -f $T/answer.json ] && touch $done/tune
     pack
 fi
-if wants grid && [ -f $done/tune ] && [ ! -f $done/grid ]; then
-    t=$(left 20)
-    if [ "$t" -gt 60 ]; then
-        say "grid: start (${t}s; $(cat $T/grid-seconds 2>/dev/null || echo 0) s so far)"
-        start=$SECONDS
-        timeout -k 20 "$t" python3 -m specsweep run $T/grid.toml --results $T 2>&1 | grep -v measuring | tee -a $log
-        rc=${PIPESTATUS[0]}
-        echo $(( $(cat $T/grid-seconds 2>/dev/null || echo 0) + SECONDS - start )) > $T/grid-seconds
-        say "grid: exit $rc; $(cat $T/grid-seconds) s in all"
-        [ "$rc" -eq 0 ] && touch $done/grid
-    else
-        say "grid: ${t}s left; next call"
+if wants grid && [ -f $done/tune ] && [ ! -f $done/grid ]; then  # stages.sh's stage, its seconds added up across calls
+    before=$(cat $T/grid-seconds 2>/dev/null || echo 0) start=$SECONDS
+    if stage grid 60 python3 -m specsweep run $T/grid.toml --results $T; then
+        echo $((before + SECONDS - start)) > $T/grid-seconds
+        say "grid: $(cat $T/grid-seconds) s in all"
     fi
 fi
 pack
